@@ -1,0 +1,40 @@
+# The two quick-start commands: `make demo` and `make test`. Both set up .venv and the local stack.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+DL     := $(BIN)/driftline
+
+.PHONY: setup stack demo test lint unit stack-down clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+stack: setup
+	$(DL) stack up
+
+demo: stack
+	$(DL) topics create
+	$(DL) demo
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+# Unit tests need no services; integration and slow tests use the real local stack.
+unit: setup
+	$(BIN)/pytest -m "not integration" -q
+
+test: lint stack
+	$(BIN)/pytest -q
+
+stack-down: setup
+	$(DL) stack down
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,239 @@
+"""The ``driftline`` command line. Every error ends as one line on stderr and a non-zero exit."""
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import orjson
+import typer
+from confluent_kafka.admin import AdminClient
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from driftline.errors import DriftlineError
+from driftline.settings import Settings
+from driftline.stack import LocalStack, ServiceStatus
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Driftline: streaming ML monitoring on Kafka, Redis and ONNX.",
+)
+stack_app = typer.Typer(no_args_is_help=True, help="Run the local Kafka + Redis stack.")
+topics_app = typer.Typer(no_args_is_help=True, help="Create and list Driftline's topics.")
+app.add_typer(stack_app, name="stack")
+app.add_typer(topics_app, name="topics")
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+class CliError(DriftlineError):
+    """An expected failure: printed as one line, exit code 1."""
+
+
+def settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise CliError(f"bad setting {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+
+
+# ---- stack ---------------------------------------------------------------------------------
+@stack_app.command("up")
+def stack_up(
+    timeout: Annotated[float, typer.Option(min=1, help="Seconds to wait for each service.")] = 120,
+) -> None:
+    """Start Kafka (KRaft) and Redis, or reuse them if they already run."""
+    stack = LocalStack(settings(), log=lambda m: err_console.print(m, highlight=False))
+    _print_status(stack.up(timeout))
+    console.print(f"bootstrap: {stack.s.kafka_bootstrap}  redis: {stack.s.redis_url}")
+
+
+@stack_app.command("down")
+def stack_down() -> None:
+    """Stop the processes that `stack up` started (and nothing else)."""
+    stopped = LocalStack(settings()).down()
+    console.print("stopped " + ", ".join(stopped) if stopped else "nothing to stop")
+
+
+@stack_app.command("status")
+def stack_status() -> None:
+    """Show each service, its address and whether it answers (exit 1 if one does not)."""
+    statuses = LocalStack(settings()).status()
+    _print_status(statuses)
+    if not all(s.answering for s in statuses):
+        raise typer.Exit(1)
+
+
+def _print_status(statuses: list[ServiceStatus]) -> None:
+    table = Table("service", "address", "pid", "state")
+    for s in statuses:
+        table.add_row(s.name, s.address, str(s.pid or "-"), s.state)
+    console.print(table)
+
+
+# ---- topics --------------------------------------------------------------------------------
+def _admin(s: Settings) -> AdminClient:
+    return AdminClient(s.kafka_client_config())
+
+
+@topics_app.command("create")
+def topics_create(
+    partitions: Annotated[int | None, typer.Option(min=1, help="Default: settings.partitions (6).")] = None,
+    replication_factor: Annotated[int | None, typer.Option(min=1)] = None,
+) -> None:
+    """Create the prefix's topics (idempotent; existing topics are kept)."""
+    from stream.topics import Topics, create_topics
+
+    s = settings()
+    statuses = create_topics(
+        _admin(s),
+        Topics(s.topic_prefix),
+        partitions or s.partitions,
+        replication_factor or s.replication_factor,
+    )
+    table = Table("topic", "partitions", "")
+    for t in statuses:
+        table.add_row(t.name, str(t.partitions), "created" if t.created else "exists")
+    console.print(table)
+
+
+@topics_app.command("list")
+def topics_list() -> None:
+    """Show the prefix's topics with their partition counts."""
+    from stream.topics import Topics, describe_topics
+
+    s = settings()
+    table = Table("topic", "partitions")
+    for t in describe_topics(_admin(s), Topics(s.topic_prefix).all()):
+        table.add_row(t.name, str(t.partitions) if t.partitions else "[red]missing[/red]")
+    console.print(table)
+
+
+# ---- produce -------------------------------------------------------------------------------
+@app.command()
+def produce(
+    file: Annotated[Path | None, typer.Option(help="JSONL or CSV file of events.")] = None,
+    synthetic: Annotated[str | None, typer.Option(help="Generator name: fraud.")] = None,
+    n: Annotated[int, typer.Option(min=1, help="Synthetic events to send.")] = 10_000,
+    rate: Annotated[float, typer.Option(min=0, help="Events/s; 0 = as fast as possible.")] = 0,
+    seed: Annotated[int, typer.Option(help="Generator seed.")] = 0,
+    entities: Annotated[int, typer.Option(min=1, help="Distinct entities.")] = 1000,
+    drift: Annotated[list[str] | None, typer.Option(help="covariate@N or concept@M (repeatable).")] = None,
+    drift_width: Annotated[int, typer.Option(min=0, help="Gradual drift over W events.")] = 0,
+    drift_shift: Annotated[float, typer.Option(help="Covariate shift in std devs.")] = 1.0,
+    label_delay: Annotated[int, typer.Option(min=0, help="Send each label N events later.")] = 100,
+    label_field: Annotated[str | None, typer.Option(help="--file: column holding the label.")] = None,
+    start_ts: Annotated[datetime | None, typer.Option(help="Synthetic: first event time (UTC).")] = None,
+) -> None:
+    """Send events (and labels) to <prefix>.events / <prefix>.labels."""
+    from driftline.produce import produce_file, produce_generated
+    from stream.synthetic import DriftSchedule
+
+    if (file is None) == (synthetic is None):
+        raise typer.BadParameter("give exactly one of --file PATH or --synthetic fraud")
+    s = settings()
+    if file is not None:
+        tally = produce_file(s, file, label_field, console)
+    else:
+        if synthetic != "fraud":
+            raise typer.BadParameter(
+                f"unknown generator {synthetic!r} (available: fraud)", param_hint="--synthetic"
+            )
+        try:
+            schedule = DriftSchedule.parse(drift or [], width=drift_width, shift=drift_shift)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--drift") from None
+        start = (
+            start_ts.replace(tzinfo=start_ts.tzinfo or UTC) if start_ts else datetime.now(UTC)
+        ).timestamp()
+        tally = produce_generated(s, n, rate, seed, entities, schedule, label_delay, start, console)
+    console.print(
+        f"sent {tally.sent}, delivered {tally.delivered}, failed {tally.failed + tally.pending}",
+        highlight=False,
+    )
+    if tally.failed or tally.pending or tally.errors:
+        raise CliError("delivery failed: " + "; ".join(tally.errors or ["unacknowledged messages"]))
+
+
+# ---- tail ----------------------------------------------------------------------------------
+@app.command()
+def tail(
+    topic: Annotated[str, typer.Argument(help="Short name (events, alerts, ...) or full topic name.")],
+    from_beginning: Annotated[
+        bool, typer.Option("--from-beginning", help="Start at the earliest offset.")
+    ] = False,
+    max_messages: Annotated[int | None, typer.Option("--max", min=1, help="Stop after N messages.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    idle_timeout: Annotated[float | None, typer.Option(min=0, help="Stop after N idle seconds.")] = None,
+) -> None:
+    """Print a topic's messages as they arrive."""
+    from stream.tail import tail as tail_topic
+    from stream.topics import Topics
+
+    s = settings()
+    name = Topics(s.topic_prefix).resolve(topic)
+    try:
+        for msg in tail_topic(s.kafka_client_config(), name, from_beginning, max_messages, idle_timeout):
+            if as_json:
+                sys.stdout.write(orjson.dumps(msg.as_json()).decode() + "\n")
+                sys.stdout.flush()
+            else:
+                console.print(f"[dim]{msg.topic}[{msg.partition}]@{msg.offset}[/dim] [bold]{msg.key}[/bold]")
+                console.print_json(data=msg.value) if isinstance(msg.value, dict | list) else console.print(
+                    msg.value
+                )
+    except LookupError as exc:
+        raise CliError(f"{exc.args[0]} (run `driftline topics create`)") from None
+
+
+# ---- demo ----------------------------------------------------------------------------------
+@app.command()
+def demo(
+    n: Annotated[int, typer.Option(min=1000, help="Events in the demo stream.")] = 20_000,
+    drift_at: Annotated[
+        int | None, typer.Option(help="Covariate drift from this event (default n/2).")
+    ] = None,
+    rate: Annotated[float, typer.Option(min=0, help="Events/s; 0 = as fast as possible.")] = 4000,
+) -> None:
+    """The end-to-end demo on the local stack (expects `stack up` and `topics create`)."""
+    from driftline.demo import run_demo
+
+    run_demo(settings(), n, drift_at if drift_at is not None else n // 2, rate, console)
+
+
+def main() -> None:
+    """Entry point: one-line errors instead of tracebacks or usage boxes."""
+    try:
+        code = app(standalone_mode=False, prog_name="driftline")
+    except typer.Abort:
+        _fail("aborted", 130)
+    except (DriftlineError, FileNotFoundError) as exc:
+        _fail(str(exc), 1)
+    except Exception as exc:
+        ctx = getattr(exc, "ctx", None)
+        if type(exc).__name__ == "NoArgsIsHelpError":  # bare `driftline` or `driftline stack`
+            sys.stderr.write((ctx.get_help() if ctx else "") + "\n")
+            sys.exit(2)
+        if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):  # click usage errors
+            hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+            _fail(exc.format_message().replace("\n", " ") + hint, exc.exit_code)
+        if type(exc).__module__.startswith(("confluent_kafka", "cimpl", "redis")):
+            _fail(f"{type(exc).__name__}: {exc}", 1)  # broker/Redis errors: a line, not a traceback
+        raise
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _fail(message: str, code: int) -> None:
+    first, _, rest = message.strip().partition("\n")
+    sys.stderr.write(f"driftline: error: {first}\n")
+    if rest:  # multi-line context (a log tail) follows the one-line summary
+        sys.stderr.write(rest + "\n")
+    sys.exit(code)

@@ -1,0 +1,96 @@
+"""Driftline settings: environment variables (``DRIFTLINE_*``) over an optional YAML file.
+
+Precedence, highest first: explicit keyword arguments, environment variables, the YAML file
+named by ``DRIFTLINE_CONFIG`` (default ``./driftline.yaml`` when it exists), built-in defaults.
+
+>>> s = Settings(topic_prefix="demo")
+>>> s.kafka_bootstrap
+'127.0.0.1:9092'
+>>> s.kafka_client_config()["bootstrap.servers"]
+'127.0.0.1:9092'
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from pydantic import Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+KafkaValue = str | int | float | bool
+
+DEFAULT_CACHE_DIR = Path.home() / ".cache" / "driftline"
+
+
+def config_file() -> Path:
+    """The YAML settings file: ``$DRIFTLINE_CONFIG`` or ``./driftline.yaml``."""
+    return Path(os.environ.get("DRIFTLINE_CONFIG", "driftline.yaml"))
+
+
+class Settings(BaseSettings):
+    """Everything a Driftline process needs to find the Kafka cluster and Redis."""
+
+    model_config = SettingsConfigDict(env_prefix="DRIFTLINE_", extra="ignore")
+
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    # Passed verbatim to every confluent-kafka client, e.g. for a secured cluster:
+    # DRIFTLINE_KAFKA_CONFIG='{"security.protocol": "SASL_SSL", "sasl.mechanism": "PLAIN", ...}'
+    kafka_config: dict[str, KafkaValue] = Field(default_factory=dict)
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    topic_prefix: str = "driftline"
+    partitions: int = Field(6, ge=1)
+    replication_factor: int = Field(1, ge=1)
+
+    # Prometheus metrics of the worker/retrainer processes, and the HTTP API.
+    metrics_port: int = Field(9108, ge=0, le=65535)  # 0 = no metrics endpoint
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(8000, ge=1, le=65535)
+
+    # Local stack (`driftline stack ...`): where jars are cached and where data and pid files live.
+    cache_dir: Path = DEFAULT_CACHE_DIR
+    stack_dir: Path = DEFAULT_CACHE_DIR / "stack"
+    kafka_controller_port: int | None = None  # default: Kafka port + 1
+    kafka_heap: str = "512m"
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _prefix_is_topic_safe(cls, value: str) -> str:
+        allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+        if not value or not set(value) <= allowed:
+            raise ValueError("topic_prefix may only contain letters, digits, '.', '_' and '-'")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        yaml_source = YamlConfigSettingsSource(settings_cls, yaml_file=config_file())
+        return (init_settings, env_settings, yaml_source)
+
+    def kafka_client_config(self, **overrides: KafkaValue) -> dict[str, Any]:
+        """confluent-kafka configuration: bootstrap + pass-through settings + overrides."""
+        return {"bootstrap.servers": self.kafka_bootstrap, **self.kafka_config, **overrides}
+
+    @property
+    def kafka_host_port(self) -> tuple[str, int]:
+        first = self.kafka_bootstrap.split(",")[0].strip()
+        host, _, port = first.rpartition(":")
+        return host or "127.0.0.1", int(port or 9092)
+
+    @property
+    def redis_host_port(self) -> tuple[str, int]:
+        url = urlparse(self.redis_url)
+        return url.hostname or "127.0.0.1", url.port or 6379

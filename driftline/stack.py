@@ -1,0 +1,348 @@
+"""The local stack: a real single-node Kafka broker (KRaft) and a real redis-server.
+
+Kafka's jars come from Maven Central through Maven (``deploy/local/pom.xml``) into
+``<cache_dir>/kafka-<version>/libs``; the broker runs with ``java``. Redis is Debian's
+``redis-server``, installed with apt-get when missing (as root). Data, logs and pid files live
+in ``<stack_dir>``; ``down`` stops only processes whose pid files it wrote and whose command
+line still matches, so it never kills an unrelated process that reused a pid.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+
+from driftline.errors import DriftlineError
+from driftline.settings import Settings
+
+KAFKA_VERSION = "3.9.1"
+DEPLOY_LOCAL = Path(__file__).resolve().parents[1] / "deploy" / "local"
+
+
+class StackError(DriftlineError):
+    """A stack operation failed; the message says what to do about it."""
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    name: str
+    address: str
+    pid: int | None  # pid of the process the stack started, if it is alive
+    answering: bool
+
+    @property
+    def state(self) -> str:
+        if self.answering:
+            return "running" if self.pid else "running (not started by driftline)"
+        return "starting or unhealthy" if self.pid else "stopped"
+
+
+def _port_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child still answers kill(0); it is not running.
+    stat = Path(f"/proc/{pid}/stat")
+    return not (stat.exists() and stat.read_text().split(") ")[-1].startswith("Z"))
+
+
+class LocalStack:
+    def __init__(self, settings: Settings, log: Callable[[str], None] = print) -> None:
+        self.s = settings
+        self.log = log
+        self.kafka_host, self.kafka_port = settings.kafka_host_port
+        self.controller_port = settings.kafka_controller_port or self.kafka_port + 1
+        self.redis_host, self.redis_port = settings.redis_host_port
+        self.kafka_dir = settings.stack_dir / "kafka"
+        self.redis_dir = settings.stack_dir / "redis"
+        self.libs = settings.cache_dir / f"kafka-{KAFKA_VERSION}" / "libs"
+
+    # ---- status ---------------------------------------------------------------------------
+    def _pid(self, name: str, marker: str) -> int | None:
+        pid_file = self.s.stack_dir / f"{name}.pid"
+        if not pid_file.exists():
+            return None
+        pid = int(pid_file.read_text().strip() or 0)
+        if pid and _alive(pid) and marker in _cmdline(pid):
+            return pid
+        pid_file.unlink(missing_ok=True)  # stale: the process is gone or the pid was reused
+        return None
+
+    def kafka_pid(self) -> int | None:
+        return self._pid("kafka", str(self.kafka_dir))
+
+    def redis_pid(self) -> int | None:
+        return self._pid("redis", f":{self.redis_port}")
+
+    def kafka_answering(self, timeout: float = 3.0) -> bool:
+        if not _port_open(self.kafka_host, self.kafka_port):
+            return False
+        from confluent_kafka.admin import AdminClient
+
+        admin = AdminClient(self.s.kafka_client_config(**{"socket.timeout.ms": 2000}))
+        try:
+            admin.list_topics(timeout=timeout)
+            return True
+        except Exception:
+            return False
+
+    def redis_answering(self) -> bool:
+        try:
+            client = redis.Redis(host=self.redis_host, port=self.redis_port, socket_timeout=1)
+            return bool(client.ping())
+        except redis.RedisError:
+            return False
+
+    def status(self) -> list[ServiceStatus]:
+        return [
+            ServiceStatus("kafka", self.s.kafka_bootstrap, self.kafka_pid(), self.kafka_answering()),
+            ServiceStatus(
+                "redis",
+                f"{self.redis_host}:{self.redis_port}",
+                self.redis_pid(),
+                self.redis_answering(),
+            ),
+        ]
+
+    # ---- up -------------------------------------------------------------------------------
+    def up(self, timeout: float = 120.0) -> list[ServiceStatus]:
+        self.s.stack_dir.mkdir(parents=True, exist_ok=True)
+        self._up_redis(timeout)
+        self._up_kafka(timeout)
+        return self.status()
+
+    def ensure_kafka_jars(self) -> Path:
+        marker = self.libs / ".complete"
+        if marker.exists():
+            return self.libs
+        mvn = shutil.which("mvn")
+        if mvn is None:
+            raise StackError("Maven (mvn) is needed to fetch Kafka's jars: apt-get install maven")
+        self.log(f"fetching Apache Kafka {KAFKA_VERSION} jars from Maven Central (once) ...")
+        staging = self.libs.with_name("libs.partial")
+        shutil.rmtree(staging, ignore_errors=True)
+        cmd = [
+            mvn,
+            "-B",
+            "-q",
+            "-f",
+            str(DEPLOY_LOCAL / "pom.xml"),
+            f"-Dkafka.version={KAFKA_VERSION}",
+            "dependency:copy-dependencies",
+            f"-DoutputDirectory={staging}",
+        ]
+        result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            tail = (result.stdout + result.stderr).strip().splitlines()[-15:]
+            raise StackError("Maven could not fetch Kafka's jars:\n" + "\n".join(tail))
+        shutil.rmtree(self.libs, ignore_errors=True)
+        staging.rename(self.libs)
+        marker.touch()
+        return self.libs
+
+    def _java(self) -> str:
+        java_home = os.environ.get("JAVA_HOME")
+        java = str(Path(java_home) / "bin" / "java") if java_home else shutil.which("java")
+        if not java or not Path(java).exists():
+            raise StackError(
+                "Java 17+ is needed for the local Kafka broker: apt-get install openjdk-17-jre-headless"
+            )
+        return java
+
+    def _write_kafka_config(self) -> Path:
+        data = self.kafka_dir / "data"
+        data.mkdir(parents=True, exist_ok=True)
+        host, port, ctrl = self.kafka_host, self.kafka_port, self.controller_port
+        props = {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "controller.quorum.voters": f"1@{host}:{ctrl}",
+            "listeners": f"PLAINTEXT://{host}:{port},CONTROLLER://{host}:{ctrl}",
+            "advertised.listeners": f"PLAINTEXT://{host}:{port}",
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "log.dirs": str(data),
+            "num.partitions": str(self.s.partitions),
+            "offsets.topic.replication.factor": "1",
+            "offsets.topic.num.partitions": "6",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "transaction.state.log.num.partitions": "6",
+            "group.initial.rebalance.delay.ms": "0",
+            "auto.create.topics.enable": "false",
+            "delete.topic.enable": "true",
+            "log.retention.hours": "24",
+            "log.segment.bytes": str(64 * 1024 * 1024),
+        }
+        path = self.kafka_dir / "server.properties"
+        path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+        return path
+
+    def _up_kafka(self, timeout: float) -> None:
+        if self.kafka_pid() is not None and self.kafka_answering():
+            self.log(f"kafka: already running at {self.s.kafka_bootstrap} (reused)")
+            return
+        if self.kafka_pid() is None and self.kafka_answering():
+            self.log(f"kafka: a broker already answers at {self.s.kafka_bootstrap}; using it")
+            return
+        if self.kafka_pid() is None:
+            for port in (self.kafka_port, self.controller_port):
+                if _port_open(self.kafka_host, port):
+                    raise StackError(f"port {port} is taken by another process; choose other ports")
+            libs = self.ensure_kafka_jars()
+            java = self._java()
+            config = self._write_kafka_config()
+            classpath = f"{libs}/*"
+            log4j = f"-Dlog4j.configuration=file:{DEPLOY_LOCAL / 'log4j.properties'}"
+            if not (self.kafka_dir / "data" / "meta.properties").exists():
+                cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+                fmt = [
+                    java,
+                    "-cp",
+                    classpath,
+                    log4j,
+                    "kafka.tools.StorageTool",
+                    "format",
+                    "-t",
+                    cluster_id,
+                    "-c",
+                    str(config),
+                ]
+                result = subprocess.run(fmt, capture_output=True, text=True, check=False)
+                if result.returncode != 0:
+                    raise StackError(f"formatting Kafka storage failed:\n{result.stdout}{result.stderr}")
+            log_file = (self.kafka_dir / "kafka.log").open("ab")
+            heap = self.s.kafka_heap
+            proc = subprocess.Popen(
+                [
+                    java,
+                    f"-Xmx{heap}",
+                    f"-Xms{heap}",
+                    "-XX:+UseG1GC",
+                    "-Djava.awt.headless=true",
+                    log4j,
+                    "-cp",
+                    classpath,
+                    "kafka.Kafka",
+                    str(config),
+                ],
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # outlives this command
+            )
+            (self.s.stack_dir / "kafka.pid").write_text(str(proc.pid))
+            self.log(f"kafka: started Apache Kafka {KAFKA_VERSION} (pid {proc.pid}), waiting ...")
+        self._wait("kafka", self.kafka_answering, timeout, self.kafka_dir / "kafka.log")
+        self.log(f"kafka: ready at {self.s.kafka_bootstrap}")
+
+    def ensure_redis_binary(self) -> str:
+        found = shutil.which("redis-server")
+        if found:
+            return found
+        if os.geteuid() != 0 or shutil.which("apt-get") is None:
+            raise StackError("redis-server is missing: install it with `sudo apt-get install redis-server`")
+        self.log("redis: installing Debian's redis-server with apt-get ...")
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        for cmd in (
+            ["apt-get", "update", "-qq"],
+            ["apt-get", "install", "-y", "-qq", "redis-server"],
+        ):
+            result = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+            if result.returncode != 0:
+                raise StackError(f"`{' '.join(cmd)}` failed:\n{result.stderr.strip()[-2000:]}")
+        found = shutil.which("redis-server") or "/usr/bin/redis-server"
+        if not Path(found).exists():
+            raise StackError("apt-get installed redis-server but the binary was not found")
+        return found
+
+    def _up_redis(self, timeout: float) -> None:
+        if self.redis_answering():
+            owner = "reused" if self.redis_pid() else "not started by driftline; using it"
+            self.log(f"redis: already running at {self.redis_host}:{self.redis_port} ({owner})")
+            return
+        if self.redis_pid() is None:
+            binary = self.ensure_redis_binary()
+            self.redis_dir.mkdir(parents=True, exist_ok=True)
+            proc = subprocess.Popen(
+                [
+                    binary,
+                    "--port",
+                    str(self.redis_port),
+                    "--bind",
+                    self.redis_host,
+                    "--dir",
+                    str(self.redis_dir),
+                    "--appendonly",
+                    "yes",
+                    "--save",
+                    "",
+                    "--daemonize",
+                    "no",
+                    "--logfile",
+                    str(self.redis_dir / "redis.log"),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+            (self.s.stack_dir / "redis.pid").write_text(str(proc.pid))
+            self.log(f"redis: started redis-server (pid {proc.pid})")
+        self._wait("redis", self.redis_answering, timeout, self.redis_dir / "redis.log")
+        self.log(f"redis: ready at {self.s.redis_url}")
+
+    def _wait(self, name: str, check: Callable[[], bool], timeout: float, log: Path) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if check():
+                return
+            time.sleep(0.5)
+        tail = log.read_text(errors="replace").splitlines()[-20:] if log.exists() else []
+        raise StackError(f"{name} did not answer within {timeout:.0f}s; last log lines:\n" + "\n".join(tail))
+
+    # ---- down -----------------------------------------------------------------------------
+    def down(self, timeout: float = 60.0) -> list[str]:
+        stopped = []
+        for name, pid in (("kafka", self.kafka_pid()), ("redis", self.redis_pid())):
+            if pid is None:
+                continue
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            while _alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+            (self.s.stack_dir / f"{name}.pid").unlink(missing_ok=True)
+            stopped.append(f"{name} (pid {pid})")
+        return stopped

@@ -1,0 +1,1 @@
+"""Model inference: ONNX sessions, model registry, routing, training and the HTTP API."""

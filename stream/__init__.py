@@ -1,0 +1,1 @@
+"""Kafka plumbing: event contract, topics, producer, tail, worker runtime and the Faust app."""

@@ -1,0 +1,97 @@
+"""The event contract: what producers write to ``<prefix>.events`` and ``<prefix>.labels``.
+
+JSON on the wire (orjson), message key = ``entity_id`` for events, ``event_id`` for labels.
+
+>>> e = RawEvent.model_validate_json(
+...     b'{"event_id": "e1", "entity_id": "card-7", "ts": "2026-01-01T00:00:00Z",'
+...     b' "features": {"amount": 12.5, "country": "DE", "device": null}}'
+... )
+>>> e.features["amount"], e.ts.year
+(12.5, 2026)
+>>> decode_event(encode_event(e)) == e
+True
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import orjson
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    StringConstraints,
+    field_validator,
+)
+
+# Strict: "1" stays a string and true is refused, never silently coerced.
+FeatureValue = StrictInt | StrictFloat | StrictStr | None
+NonEmptyStr = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+
+SCHEMA_VERSION = 1
+
+
+class RawEvent(BaseModel):
+    """One raw event: an entity did something at event time ``ts``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    event_id: NonEmptyStr
+    entity_id: NonEmptyStr
+    ts: datetime
+    features: dict[NonEmptyStr, FeatureValue]
+    schema_version: int = SCHEMA_VERSION
+
+    @field_validator("ts")
+    @classmethod
+    def _aware_utc(cls, ts: datetime) -> datetime:
+        # Naive timestamps are taken as UTC so that event time is never ambiguous.
+        return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+
+    @field_validator("features", mode="before")
+    @classmethod
+    def _finite_numbers(cls, features: object) -> object:
+        for name, value in features.items() if isinstance(features, dict) else ():
+            if isinstance(value, bool):
+                raise ValueError(f"feature {name!r}: booleans are not features, use 0/1")
+            if isinstance(value, float) and value != value:  # NaN is spelled null on the wire
+                raise ValueError(f"feature {name!r}: NaN is not allowed, send null")
+        return features
+
+
+class LabelEvent(BaseModel):
+    """The true outcome of an earlier event, joined to its prediction by ``event_id``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    event_id: NonEmptyStr
+    label: int | float | str
+    ts: datetime = Field(default_factory=lambda: datetime.now(UTC))
+
+    @field_validator("ts")
+    @classmethod
+    def _aware_utc(cls, ts: datetime) -> datetime:
+        return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+
+
+def _default(obj: Any) -> Any:
+    raise TypeError(f"cannot serialise {type(obj).__name__}")
+
+
+def encode_event(event: RawEvent | LabelEvent) -> bytes:
+    """Serialise to compact JSON bytes (timestamps as RFC 3339 with ``Z``)."""
+    return orjson.dumps(event.model_dump(mode="python"), option=orjson.OPT_UTC_Z, default=_default)
+
+
+def decode_event(data: bytes | str) -> RawEvent:
+    """Parse and validate one raw event; raises ``pydantic.ValidationError`` on bad input."""
+    return RawEvent.model_validate_json(data)
+
+
+def decode_label(data: bytes | str) -> LabelEvent:
+    return LabelEvent.model_validate_json(data)

@@ -1,0 +1,118 @@
+"""Driftline's Kafka topics: names derived from one prefix, idempotent creation, listing.
+
+>>> t = Topics("shop")
+>>> t.events, t.models, t.resolve("alerts"), t.resolve("other.topic")
+('shop.events', 'shop.models', 'shop.alerts', 'other.topic')
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+# Short name -> topic-level config. `models` is compacted: the newest event per model key wins.
+TOPIC_CONFIGS: dict[str, dict[str, str]] = {
+    "events": {},
+    "labels": {},
+    "predictions": {},
+    "alerts": {},
+    "models": {"cleanup.policy": "compact"},
+    "dlq": {},
+}
+
+
+@dataclass(frozen=True)
+class Topics:
+    prefix: str
+
+    def name(self, short: str) -> str:
+        return f"{self.prefix}.{short}"
+
+    @property
+    def events(self) -> str:
+        return self.name("events")
+
+    @property
+    def labels(self) -> str:
+        return self.name("labels")
+
+    @property
+    def predictions(self) -> str:
+        return self.name("predictions")
+
+    @property
+    def alerts(self) -> str:
+        return self.name("alerts")
+
+    @property
+    def models(self) -> str:
+        return self.name("models")
+
+    @property
+    def dlq(self) -> str:
+        return self.name("dlq")
+
+    def all(self) -> list[str]:
+        return [self.name(short) for short in TOPIC_CONFIGS]
+
+    def resolve(self, name: str) -> str:
+        """Accept a short name (``alerts``) or a full topic name."""
+        return self.name(name) if name in TOPIC_CONFIGS else name
+
+
+@dataclass(frozen=True)
+class TopicStatus:
+    name: str
+    partitions: int | None  # None: does not exist
+    created: bool = False
+
+
+def create_topics(
+    admin: AdminClient,
+    topics: Topics,
+    partitions: int,
+    replication_factor: int = 1,
+    timeout: float = 30.0,
+) -> list[TopicStatus]:
+    """Create every Driftline topic that is missing; existing topics are left as they are."""
+    existing = admin.list_topics(timeout=timeout).topics
+    wanted = [
+        NewTopic(
+            topics.name(short),
+            num_partitions=partitions,
+            replication_factor=replication_factor,
+            config=config,
+        )
+        for short, config in TOPIC_CONFIGS.items()
+        if topics.name(short) not in existing
+    ]
+    created: set[str] = set()
+    if wanted:
+        for name, future in admin.create_topics(wanted, operation_timeout=timeout).items():
+            try:
+                future.result()
+                created.add(name)
+            except KafkaException as exc:
+                # Another process may have created it between our listing and our request.
+                if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":
+                    raise
+    return [
+        TopicStatus(s.name, s.partitions, s.name in created)
+        for s in describe_topics(admin, topics.all(), timeout)
+    ]
+
+
+def describe_topics(admin: AdminClient, names: list[str], timeout: float = 30.0) -> list[TopicStatus]:
+    meta: Any = admin.list_topics(timeout=timeout).topics
+    return [TopicStatus(name, len(meta[name].partitions) if name in meta else None) for name in names]
+
+
+def delete_topics(admin: AdminClient, names: list[str], timeout: float = 30.0) -> None:
+    existing = admin.list_topics(timeout=timeout).topics
+    victims = [n for n in names if n in existing]
+    if victims:
+        for future in admin.delete_topics(victims, operation_timeout=timeout).values():
+            future.result()
