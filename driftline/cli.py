@@ -10,10 +10,10 @@ from typing import Annotated
 import orjson
 import typer
 from confluent_kafka.admin import AdminClient
-from pydantic import ValidationError
-from rich.console import Console
 from rich.table import Table
 
+from driftline.cli_common import CliError, console, err_console, settings
+from driftline.cli_models import models_app, train, worker
 from driftline.errors import DriftlineError
 from driftline.settings import Settings
 from driftline.stack import LocalStack, ServiceStatus
@@ -28,21 +28,9 @@ stack_app = typer.Typer(no_args_is_help=True, help="Run the local Kafka + Redis 
 topics_app = typer.Typer(no_args_is_help=True, help="Create and list Driftline's topics.")
 app.add_typer(stack_app, name="stack")
 app.add_typer(topics_app, name="topics")
-
-console = Console()
-err_console = Console(stderr=True)
-
-
-class CliError(DriftlineError):
-    """An expected failure: printed as one line, exit code 1."""
-
-
-def settings() -> Settings:
-    try:
-        return Settings()
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        raise CliError(f"bad setting {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+app.add_typer(models_app, name="models")
+app.command()(train)
+app.command()(worker)
 
 
 # ---- stack ---------------------------------------------------------------------------------

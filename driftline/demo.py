@@ -1,16 +1,19 @@
 """``driftline demo``: the main job on the local stack.
 
-Today it shows the foundation: a synthetic card-fraud stream with covariate drift is produced
-to ``<prefix>.events`` while this process reads it back from the broker and prints, per window
-of events, the throughput, the partitions it came through and the drifted features' means.
+1. Make sure a production fraud model exists (train one on generator data if not).
+2. Start the streaming inference worker (in this process, on a thread).
+3. Produce a synthetic card-fraud stream with covariate drift halfway, plus a few broken events.
+4. Read the predictions back from Kafka and print, per window of events, throughput, the drifted
+   feature's mean and the model's mean score and positive rate, which move at the drift point;
+   then the dead letters.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import orjson
@@ -21,18 +24,29 @@ from rich.table import Table
 from driftline.errors import DriftlineError
 from driftline.produce import produce_generated
 from driftline.settings import Settings
-from stream.producer import DeliveryTracker
-from stream.synthetic import DRIFTED_FEATURES, DriftSchedule
+from driftline.training_data import synthetic_training_set
+from driftline.wiring import build_worker, model_registry
+from inference.training import train_model
+from stream.producer import DeliveryTracker, EventProducer
+from stream.synthetic import DriftSchedule
 from stream.topics import Topics
+from stream.worker import WorkerConfig
+
+MODEL = "fraud"
+BROKEN_EVENTS = [
+    b"{this is not json",
+    b'{"event_id":"demo-bad-1","entity_id":"card-1","ts":"2026-01-01T00:00:00Z","features":{"amount":"12"}}',
+    b'{"event_id":"demo-bad-2","ts":"2026-01-01T00:00:00Z","features":{}}',
+]
 
 
 @dataclass
 class Window:
-    first_index: int
-    amounts: list[float] = field(default_factory=list)
-    distances: list[float] = field(default_factory=list)
-    online: int = 0
-    partitions: Counter[int] = field(default_factory=Counter)
+    first: int
+    scores: list[float] = field(default_factory=list)
+    predicted: int = 0
+    processing_ms: list[float] = field(default_factory=list)
+    versions: set[str] = field(default_factory=set)
 
 
 def _end_offsets(consumer: Consumer, topic: str) -> list[TopicPartition]:
@@ -46,40 +60,78 @@ def _end_offsets(consumer: Consumer, topic: str) -> list[TopicPartition]:
     return parts
 
 
+def ensure_model(s: Settings, console: Console) -> str:
+    registry = model_registry(s)
+    deployment = registry.deployment(MODEL)
+    if deployment.production is not None:
+        return deployment.production.ref
+    console.print("no production model yet: training logistic regression on 20,000 synthetic events ...")
+    data = synthetic_training_set(20_000, seed=0)
+    trained = train_model(data.numeric, data.categorical, data.labels, data.ts, source="demo synthetic")
+    meta = registry.register(
+        MODEL,
+        trained.onnx_bytes,
+        trained.features,
+        training=trained.training,
+        reference=trained.reference,
+        score_reference=trained.score_reference,
+        stage="production",
+    )
+    metrics = ", ".join(f"{k} {v:.3f}" for k, v in trained.training.metrics.items())
+    console.print(f"registered {meta.ref} (ONNX, sha256 {meta.sha256[:12]}…); holdout {metrics}")
+    return meta.ref
+
+
 def run_demo(s: Settings, n: int, drift_at: int, rate: float, console: Console) -> None:
     topics = Topics(s.topic_prefix)
+    ref = ensure_model(s, console)
     consumer = Consumer(
         {**s.kafka_client_config(), "group.id": "driftline-demo", "enable.auto.commit": False}
     )
-    # Start reading exactly where the stream is now, so we see only this run's events.
-    consumer.assign(_end_offsets(consumer, topics.events))
+    consumer.assign(_end_offsets(consumer, topics.predictions))  # only this run's predictions
+    dlq = Consumer({**s.kafka_client_config(), "group.id": "driftline-demo-dlq", "enable.auto.commit": False})
+    dlq.assign(_end_offsets(dlq, topics.dlq))
 
-    schedule = DriftSchedule(covariate_at=drift_at, width=n // 20)
-    result: dict[str, DeliveryTracker | BaseException] = {}
+    worker = build_worker(s, WorkerConfig(model=MODEL, group_id=f"{s.topic_prefix}-worker", batch_size=500))
+    worker_errors: list[BaseException] = []
+
+    def run_worker() -> None:
+        try:
+            worker.run()
+        except BaseException as exc:
+            worker_errors.append(exc)
+
+    threading.Thread(target=run_worker, daemon=True).start()
+
+    console.rule(
+        f"[bold]Driftline demo[/bold]: {n:,} events, model {ref}, covariate drift at event {drift_at:,}"
+    )
+    produced: dict[str, DeliveryTracker | BaseException] = {}
 
     def produce() -> None:
         try:
-            result["tally"] = produce_generated(
-                s, n, rate, seed=42, entities=500, schedule=schedule, label_delay=200,
-                start_ts=time.time(), console=Console(quiet=True),
+            schedule = DriftSchedule(covariate_at=drift_at, width=n // 20)
+            produced["tally"] = produce_generated(
+                s, n, rate, seed=42, entities=500, schedule=schedule,
+                label_delay=200, start_ts=time.time(), console=Console(quiet=True),
             )  # fmt: skip
+            broken = EventProducer(s.kafka_client_config())
+            for value in BROKEN_EVENTS:
+                broken.send(topics.events, "card-broken", value)
+            broken.flush()
         except BaseException as exc:
-            result["error"] = exc
+            produced["error"] = exc
 
-    console.rule(
-        f"[bold]Driftline demo[/bold]: {n:,} events -> {topics.events}, covariate drift at {drift_at:,}"
-    )
     producer = threading.Thread(target=produce, daemon=True)
     producer.start()
 
-    table = Table("events", "ev/s", "parts", "amount", "distance", "online %")
+    table = Table("events", "pred/s", "model", "mean score", "positive %", "p99 batch ms")
     window_size = max(n // 10, 1)
-    seen, started, window = 0, time.monotonic(), Window(0)
-    idle_since = time.monotonic()
-    while seen < n:
+    seen, started, window, idle_since = 0, time.monotonic(), Window(0), time.monotonic()
+    while seen < n and not worker_errors:
         msgs = consumer.consume(num_messages=1000, timeout=0.5)
         if not msgs:
-            if not producer.is_alive() and (time.monotonic() - idle_since > 15 or "error" in result):
+            if time.monotonic() - idle_since > 30:
                 break
             continue
         idle_since = time.monotonic()
@@ -87,39 +139,50 @@ def run_demo(s: Settings, n: int, drift_at: int, rate: float, console: Console) 
             value = msg.value()
             if msg.error() or value is None:
                 continue
-            features = orjson.loads(value)["features"]
-            window.amounts.append(features["amount"])
-            window.distances.append(features["distance_from_home"])
-            window.online += features["merchant_category"] == "online_retail"
-            window.partitions[msg.partition() or 0] += 1
+            p = orjson.loads(value)
+            if not p["served"]:
+                continue
+            window.scores.append(p["score"])
+            window.predicted += p["predicted"]
+            window.processing_ms.append(p["processing_ms"])
+            window.versions.add(f"{p['model']}:{p['version']}")
             seen += 1
             if seen % window_size == 0 or seen == n:
-                k = len(window.amounts)
-                elapsed = time.monotonic() - started
-                style = "bold red" if window.first_index >= drift_at else ""
                 table.add_row(
-                    f"{window.first_index:,}-{seen - 1:,}",
-                    f"{seen / elapsed:,.0f}",
-                    str(len(window.partitions)),
-                    f"{np.mean(window.amounts):.1f}",
-                    f"{np.mean(window.distances):.2f}",
-                    f"{100 * window.online / k:.1f}",
-                    style=style,
+                    f"{window.first:,}-{seen - 1:,}",
+                    f"{seen / (time.monotonic() - started):,.0f}",
+                    ", ".join(sorted(window.versions)),
+                    f"{np.mean(window.scores):.3f}",
+                    f"{100 * window.predicted / len(window.scores):.1f}",
+                    f"{np.percentile(window.processing_ms, 99):.1f}",
+                    style="bold red" if window.first >= drift_at else "",
                 )
                 window = Window(seen)
+    producer.join(timeout=60)
+    letters: list[dict[str, Any]] = []
+    deadline = time.monotonic() + 10
+    while len(letters) < len(BROKEN_EVENTS) and time.monotonic() < deadline:
+        letters += [orjson.loads(m.value() or b"{}") for m in dlq.consume(100, timeout=0.5) if not m.error()]
+    worker.stop()
     consumer.close()
-    producer.join(timeout=30)
+    dlq.close()
     console.print(table)
-    if "error" in result:
-        raise DriftlineError(f"producer failed: {result['error']}")
-    tally = result.get("tally")
-    assert isinstance(tally, DeliveryTracker)
+    for letter in letters:
+        console.print(
+            f"[yellow]dead letter[/yellow] {letter['source_topic']}[{letter['source_partition']}]"
+            f"@{letter['source_offset']}: {letter['reason']}",
+            highlight=False,
+        )
+    if worker_errors:
+        raise DriftlineError(f"worker failed: {worker_errors[0]}")
+    if "error" in produced:
+        raise DriftlineError(f"producer failed: {produced['error']}")
     console.print(
-        f"produced {tally.sent:,} events+labels, delivered {tally.delivered:,}, failed {tally.failed:,}; "
-        f"read back {seen:,} of {n:,} events through Kafka.",
+        f"{seen:,} of {n:,} events scored through Kafka by the worker; {len(letters)} broken events "
+        f"in {topics.dlq}. Rows in red come after the drift point: inputs moved, so the score did.\n"
+        f"Next: `driftline tail predictions`, `driftline models list`, metrics at :{s.metrics_port}/metrics "
+        "while `driftline worker` runs.",
         highlight=False,
     )
-    drifted = ", ".join(f"{name} ({'+' if d > 0 else '-'})" for name, d in DRIFTED_FEATURES.items())
-    console.print(f"Rows in red come after the drift point; drifted features: {drifted}.")
-    if seen < n or tally.failed:
-        raise DriftlineError(f"demo read back {seen} of {n} events")
+    if seen < n or len(letters) < len(BROKEN_EVENTS):
+        raise DriftlineError(f"demo saw {seen}/{n} predictions and {len(letters)} dead letters")

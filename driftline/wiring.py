@@ -1,0 +1,68 @@
+"""Composition: connects the libraries (inference/, feature_store/, detectors/) to Kafka and Redis."""
+
+from __future__ import annotations
+
+import logging
+
+import orjson
+import redis
+from confluent_kafka import Producer
+
+from driftline.errors import DriftlineError
+from driftline.settings import Settings
+from inference.metadata import ModelEvent
+from inference.registry import ModelRegistry
+from stream.metrics import WorkerMetrics
+from stream.producer import PRODUCER_DEFAULTS
+from stream.scoring import ModelFollower
+from stream.topics import Topics
+from stream.worker import Worker, WorkerConfig
+
+log = logging.getLogger("driftline")
+
+
+def redis_client(s: Settings) -> redis.Redis:
+    return redis.Redis.from_url(s.redis_url, socket_timeout=10, socket_connect_timeout=5)
+
+
+class ModelEventPublisher:
+    """Publishes registry lifecycle events to ``<prefix>.models`` (key = model name, compacted)."""
+
+    def __init__(self, s: Settings) -> None:
+        self.topic = Topics(s.topic_prefix).models
+        self._producer = Producer({**s.kafka_client_config(), **PRODUCER_DEFAULTS, "linger.ms": 0})
+
+    def __call__(self, event: ModelEvent) -> None:
+        errors: list[str] = []
+
+        def on_delivery(err: object, _msg: object) -> None:
+            if err is not None:
+                errors.append(str(err))
+
+        self._producer.produce(
+            self.topic,
+            orjson.dumps(event.model_dump(mode="json")),
+            event.name.encode(),
+            on_delivery=on_delivery,
+        )
+        if self._producer.flush(15) or errors:
+            # The registry (Redis) already holds the change; workers also poll it, so they
+            # still converge. Say loudly that the notification was not sent.
+            raise DriftlineError(
+                f"{event.kind} {event.name}:{event.version} is saved, but publishing it to "
+                f"{self.topic} failed: {'; '.join(errors) or 'not acknowledged'}"
+            )
+
+
+def model_registry(s: Settings, publish: bool = True) -> ModelRegistry:
+    return ModelRegistry(
+        redis_client(s), namespace=s.topic_prefix, on_event=ModelEventPublisher(s) if publish else None
+    )
+
+
+def build_worker(s: Settings, cfg: WorkerConfig, metrics: WorkerMetrics | None = None) -> Worker:
+    topics = Topics(s.topic_prefix)
+    follower = ModelFollower(
+        model_registry(s, publish=False), cfg.model, s.kafka_client_config(), topics.models
+    )
+    return Worker(cfg, s.kafka_client_config(), topics, follower, metrics=metrics)

@@ -1,0 +1,163 @@
+"""Model metadata: feature specs, reference distributions, versions, lifecycle events, deployments.
+
+These pydantic models are the contract between training, the registry (stored as JSON in Redis)
+and the streaming worker. Datetimes are timezone-aware UTC (naive ones are taken as UTC).
+
+>>> amount = FeatureSpec(name="amount", kind="numeric", fill_value=42.0)
+>>> country = FeatureSpec(name="country", kind="categorical", categories=["DE", "FR"])
+>>> mv = ModelVersion(name="fraud", version=3, sha256="ab" * 32, features=[amount, country],
+...                   input_name="input", created_at="2026-01-01T00:00:00Z", stage="candidate")
+>>> mv.ref, mv.created_at.tzinfo
+('fraud:3', datetime.timezone.utc)
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+MAX_REFERENCE_SAMPLE = 5000
+
+Stage = Literal["candidate", "shadow", "canary", "production", "archived"]
+EventKind = Literal["registered", "shadow_started", "canary_started", "promoted", "rolled_back", "archived"]
+
+
+def _as_utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
+
+
+def check_model_name(name: str) -> str:
+    """Return `name` if it is a valid model name (letters, digits, '.', '_', '-'), else raise ValueError.
+
+    >>> check_model_name("fraud-v2")
+    'fraud-v2'
+    """
+    if not MODEL_NAME_RE.match(name):
+        raise ValueError(
+            f"invalid model name {name!r}: use 1-128 letters, digits, '.', '_' or '-' (starting with a "
+            "letter or digit)"
+        )
+    return name
+
+
+ModelName = Annotated[str, AfterValidator(check_model_name)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class FeatureSpec(_Model):
+    """One input feature and how it is encoded.
+
+    numeric: one float32 column, missing (None/NaN/non-number) -> `fill_value` (the training median).
+    categorical: one one-hot float32 column per entry of `categories`, in order; unseen/None -> zeros.
+    """
+
+    name: str = Field(min_length=1)
+    kind: Literal["numeric", "categorical"]
+    categories: list[str] = Field(default_factory=list)
+    fill_value: float = 0.0
+
+    @field_validator("fill_value")
+    @classmethod
+    def _finite(cls, value: float) -> float:
+        if not math.isfinite(value):
+            raise ValueError("fill_value must be finite")
+        return value
+
+    @model_validator(mode="after")
+    def _categories_fit_kind(self) -> Self:
+        if self.kind == "numeric" and self.categories:
+            raise ValueError(f"numeric feature {self.name!r} cannot have categories")
+        if len(set(self.categories)) != len(self.categories):
+            raise ValueError(f"feature {self.name!r} has duplicate categories")
+        return self
+
+    @property
+    def width(self) -> int:
+        """Number of encoded columns."""
+        return 1 if self.kind == "numeric" else len(self.categories)
+
+
+class Distribution(_Model):
+    """A reference distribution: a sample of values (numeric) or category shares (categorical)."""
+
+    kind: Literal["numeric", "categorical"]
+    sample: list[float] = Field(default_factory=list, max_length=MAX_REFERENCE_SAMPLE)
+    frequencies: dict[str, float] = Field(default_factory=dict)
+    missing_rate: float = Field(0.0, ge=0.0, le=1.0)
+    count: int = Field(ge=0)
+
+
+class TrainingInfo(_Model):
+    """How a model was trained, and its holdout metrics (computed from the exported ONNX model)."""
+
+    estimator: str
+    trained_at: UtcDatetime
+    rows: int = Field(ge=0)
+    holdout_rows: int = Field(ge=0)
+    data_start: UtcDatetime | None = None
+    data_end: UtcDatetime | None = None
+    metrics: dict[str, float] = Field(default_factory=dict)
+    source: str = ""
+
+
+class ModelVersion(_Model):
+    """One registered version of a model: its artifact hash, features, stage and references."""
+
+    name: ModelName
+    version: int = Field(ge=1)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    features: list[FeatureSpec] = Field(min_length=1)
+    input_name: str
+    created_at: UtcDatetime
+    stage: Stage
+    canary_fraction: float | None = Field(None, gt=0.0, lt=1.0)
+    training: TrainingInfo | None = None
+    reference: dict[str, Distribution] = Field(default_factory=dict)
+    score_reference: Distribution | None = None
+    threshold: float = Field(0.5, ge=0.0, le=1.0)
+
+    @field_validator("features")
+    @classmethod
+    def _unique_feature_names(cls, value: list[FeatureSpec]) -> list[FeatureSpec]:
+        names = [f.name for f in value]
+        if len(set(names)) != len(names):
+            raise ValueError("feature names must be unique")
+        return value
+
+    @property
+    def ref(self) -> str:
+        """``"name:version"``."""
+        return f"{self.name}:{self.version}"
+
+
+class ModelEvent(_Model):
+    """A lifecycle change of one model version (what the registry reports through `on_event`)."""
+
+    kind: EventKind
+    name: ModelName
+    version: int = Field(ge=1)
+    stage: Stage
+    fraction: float | None = None
+    ts: UtcDatetime
+    detail: dict[str, Any] = Field(default_factory=dict)
+
+
+class Deployment(_Model):
+    """What serves a model now: production, an optional canary (with its traffic share), a shadow."""
+
+    name: ModelName
+    production: ModelVersion | None
+    canary: ModelVersion | None
+    canary_fraction: float = Field(ge=0.0, lt=1.0)
+    shadow: ModelVersion | None

@@ -1,0 +1,68 @@
+"""The worker's Prometheus metrics. One registry per worker, so tests can run several."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+LAG_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 86400)
+
+
+class WorkerMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        r = self.registry = registry or CollectorRegistry()
+        self.consumed = Counter(
+            "driftline_events_consumed", "Messages read from the events topic", registry=r
+        )
+        self.processed = Counter(
+            "driftline_events_processed", "Events by outcome (ok, or dlq)", ["outcome"], registry=r
+        )
+        self.dlq = Counter("driftline_dlq", "Dead letters by reason code", ["reason"], registry=r)
+        self.predictions = Counter(
+            "driftline_predictions",
+            "Predictions by model version and arm",
+            ["model", "version", "arm"],
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "driftline_batch_size",
+            "Messages per micro-batch",
+            buckets=(1, 10, 50, 100, 250, 500, 1000, 2500, 5000),
+            registry=r,
+        )
+        self.batch_latency = Histogram(
+            "driftline_batch_latency_seconds",
+            "Processing time of a micro-batch, consume to commit",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.event_lag = Histogram(
+            "driftline_event_lag_seconds",
+            "End-to-end lag: prediction time minus event time",
+            buckets=LAG_BUCKETS,
+            registry=r,
+        )
+        self.inference = Histogram(
+            "driftline_inference_seconds",
+            "ONNX Runtime time per batch and model version",
+            ["model", "version"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.consumer_lag = Gauge(
+            "driftline_consumer_lag", "Messages behind the end of each partition", ["partition"], registry=r
+        )
+        self.model_info = Gauge(
+            "driftline_model_info",
+            "Model versions loaded by this worker",
+            ["name", "version", "stage"],
+            registry=r,
+        )
+        self.swaps = Counter("driftline_model_swaps", "Hot swaps of the deployment", registry=r)
+        self.retries = Counter(
+            "driftline_batch_retries", "Batches re-processed after an output failure", registry=r
+        )
+
+    def serve(self, port: int) -> None:
+        if port:
+            start_http_server(port, registry=self.registry)

@@ -1,0 +1,240 @@
+"""Scoring a batch with the current deployment: production, a sticky canary share, a shadow.
+
+A ``Scorer`` is an immutable snapshot of one deployment with its loaded ONNX sessions; the
+worker swaps whole snapshots between batches, so a batch is never scored by a half-updated
+deployment. ``ModelFollower`` builds new snapshots in a background thread when
+``<prefix>.models`` says the deployment changed (and re-checks the registry periodically).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import orjson
+from confluent_kafka import Consumer, TopicPartition
+
+from inference.encoding import encode_features
+from inference.metadata import Deployment, ModelVersion
+from inference.routing import route
+from inference.session import ModelSession
+from stream.predictions import Arm
+
+log = logging.getLogger("driftline.scoring")
+
+Columns = Mapping[str, Sequence[Any]]
+
+
+class DeploymentSource(Protocol):
+    """What the follower needs of the model registry."""
+
+    def deployment(self, name: str) -> Deployment: ...
+
+    def generation(self, name: str) -> int: ...
+
+    def load(self, name: str, version: int | None = None) -> tuple[ModelVersion, ModelSession]: ...
+
+
+@dataclass(frozen=True)
+class ScoredArm:
+    meta: ModelVersion
+    arm: Arm
+    rows: np.ndarray  # indices into the batch
+    scores: np.ndarray
+    inference_s: float
+
+
+def _signature(d: Deployment) -> tuple[str | None, str | None, float, str | None]:
+    return (
+        d.production.ref if d.production else None,
+        d.canary.ref if d.canary else None,
+        d.canary_fraction if d.canary else 0.0,
+        d.shadow.ref if d.shadow else None,
+    )
+
+
+@dataclass(frozen=True)
+class Scorer:
+    deployment: Deployment
+    sessions: Mapping[str, ModelSession]  # by model ref "name:version"
+
+    @property
+    def signature(self) -> tuple[str | None, str | None, float, str | None]:
+        return _signature(self.deployment)
+
+    def versions(self) -> list[tuple[ModelVersion, str]]:
+        d = self.deployment
+        arms: list[tuple[ModelVersion | None, str]] = [
+            (d.production, "production"),
+            (d.canary, "canary"),
+            (d.shadow, "shadow"),
+        ]
+        return [(meta, stage) for meta, stage in arms if meta is not None]
+
+    def feature_names(self) -> list[str]:
+        names: dict[str, None] = {}
+        for meta, _ in self.versions():
+            names.update((f.name, None) for f in meta.features)
+        return list(names)
+
+    def score(self, entity_ids: Sequence[str], columns: Columns) -> list[ScoredArm]:
+        """One ONNX call per model version over the rows routed to it."""
+        n = len(entity_ids)
+        d = self.deployment
+        assert d.production is not None, "a Scorer always has a production version"
+        arm_of = route(d, entity_ids) if d.canary else np.zeros(n, dtype=np.int8)
+        plan: list[tuple[ModelVersion, Arm, np.ndarray]] = [
+            (d.production, "production", np.flatnonzero(arm_of == 0))
+        ]
+        if d.canary is not None:
+            plan.append((d.canary, "canary", np.flatnonzero(arm_of == 1)))
+        if d.shadow is not None:
+            plan.append((d.shadow, "shadow", np.arange(n)))
+        encoded: dict[tuple[str, ...], np.ndarray] = {}  # versions sharing features share a matrix
+        out = []
+        for meta, arm, rows in plan:
+            if len(rows) == 0:
+                continue
+            key = tuple(f.model_dump_json() for f in meta.features)
+            if key not in encoded:
+                encoded[key] = encode_features(meta.features, columns, n)
+            started = time.perf_counter()
+            scores = self.sessions[meta.ref].predict(encoded[key][rows])
+            out.append(ScoredArm(meta, arm, rows, scores, time.perf_counter() - started))
+        return out
+
+
+class ModelFollower:
+    """Watches ``<prefix>.models`` and the registry; hands the worker new ``Scorer`` snapshots."""
+
+    def __init__(
+        self,
+        registry: DeploymentSource,
+        model: str,
+        consumer_config: dict[str, Any],
+        models_topic: str,
+        poll_interval: float = 10.0,
+    ) -> None:
+        self.registry = registry
+        self.model = model
+        self.consumer_config = consumer_config
+        self.models_topic = models_topic
+        self.poll_interval = poll_interval
+        self._pending: Scorer | None = None
+        self._current_signature: tuple[str | None, str | None, float, str | None] | None = None
+        self._generation = -1  # the registry's change counter when we last read the deployment
+        self._sessions: dict[str, ModelSession] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.last_error: str | None = None
+
+    def build(self) -> Scorer | None:
+        """Snapshot the registry's current deployment (None: no production version yet)."""
+        d = self.registry.deployment(self.model)
+        if d.production is None:
+            return None
+        sessions: dict[str, ModelSession] = {}
+        for meta in (d.production, d.canary, d.shadow):
+            if meta is not None:
+                # Loaded versions are reused; a new one is fetched and its sha256 verified.
+                sessions[meta.ref] = (
+                    self._sessions.get(meta.ref) or self.registry.load(meta.name, meta.version)[1]
+                )
+        self._sessions = sessions
+        return Scorer(d, sessions)
+
+    def refresh(self) -> None:
+        try:
+            generation = self.registry.generation(self.model)  # one cheap read per poll
+            if generation == self._generation:
+                return
+            d = self.registry.deployment(self.model)
+            scorer = None
+            if d.production is not None and _signature(d) != self._current_signature:
+                scorer = self.build()
+        except Exception as exc:  # keep serving the current deployment; say why, retry next poll
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            log.error("cannot load deployment of %s: %s", self.model, self.last_error)
+            return
+        self._generation = generation
+        if scorer is not None:
+            with self._lock:
+                self._pending = scorer
+                self._current_signature = scorer.signature
+
+    def take(self) -> Scorer | None:
+        """The newest snapshot not yet taken, if any (called by the worker between batches)."""
+        with self._lock:
+            scorer, self._pending = self._pending, None
+            return scorer
+
+    def mark_current(self, scorer: Scorer) -> None:
+        self._current_signature = scorer.signature
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="model-follower", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        consumer = Consumer(
+            {
+                **self.consumer_config,
+                "group.id": f"driftline-follower-{id(self)}",
+                "enable.auto.commit": False,
+            }
+        )
+        try:
+            meta = consumer.list_topics(self.models_topic, timeout=10).topics.get(self.models_topic)
+            if meta is not None and meta.error is None:
+                # Only changes from now on matter: the current state was read from the registry.
+                parts = []
+                for p in meta.partitions:
+                    _, high = consumer.get_watermark_offsets(TopicPartition(self.models_topic, p), timeout=10)
+                    parts.append(TopicPartition(self.models_topic, p, high))
+                consumer.assign(parts)
+            last_check = time.monotonic()
+            while not self._stop.is_set():
+                msgs = consumer.consume(num_messages=100, timeout=0.2) if meta is not None else []
+                relevant = any(_is_about(m.value(), self.model) for m in msgs if m.error() is None)
+                if relevant or time.monotonic() - last_check > self.poll_interval:
+                    self.refresh()
+                    last_check = time.monotonic()
+                if meta is None:
+                    self._stop.wait(0.5)
+        finally:
+            consumer.close()
+
+
+def _is_about(value: bytes | None, model: str) -> bool:
+    try:
+        return bool(value) and orjson.loads(value or b"{}").get("name") == model
+    except orjson.JSONDecodeError:
+        return False
+
+
+def wait_for_scorer(
+    follower: ModelFollower, should_stop: Callable[[], bool], every: float = 1.0
+) -> Scorer | None:
+    """Block until the model has a production version (or the worker is asked to stop)."""
+    announced = False
+    while not should_stop():
+        scorer = follower.build()
+        if scorer is not None:
+            follower.mark_current(scorer)
+            return scorer
+        if not announced:
+            log.warning("no production version of %r yet; waiting (events stay in Kafka)", follower.model)
+            announced = True
+        time.sleep(every)
+    return None

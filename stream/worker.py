@@ -1,0 +1,328 @@
+"""The streaming inference worker: consume -> validate -> score -> produce -> commit.
+
+The whole loop is ``Worker.run`` / ``Worker.process``. Delivery guarantees:
+
+* **at-least-once** (default): a batch's predictions and dead letters are flushed and every
+  delivery acknowledged by the broker before its offsets are committed (synchronously). If an
+  output fails, the consumer is rewound to the batch's first offsets and the batch is redone,
+  so a crash or an output failure can repeat predictions but never lose one.
+* **exactly-once** (``exactly_once=True``): each batch's outputs and its offsets are one Kafka
+  transaction (``send_offsets_to_transaction``); a ``read_committed`` consumer of the
+  predictions sees every event's prediction once, even across a SIGKILL.
+
+Swaps of the model deployment (promote, canary, shadow, rollback) happen between batches.
+SIGTERM/SIGINT finish the current batch, commit it and exit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any, Protocol
+
+import orjson
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from stream.decode import EventBatch, decode_batch
+from stream.metrics import WorkerMetrics
+from stream.producer import PRODUCER_DEFAULTS
+from stream.scoring import ModelFollower, Scorer, wait_for_scorer
+from stream.topics import Topics
+
+log = logging.getLogger("driftline.worker")
+
+
+class FeatureSource(Protocol):
+    """Supplies the model inputs of a batch: raw features now, online features when plugged in."""
+
+    def columns(self, batch: EventBatch, names: Sequence[str]) -> Mapping[str, Sequence[Any]]: ...
+
+
+class RawFeatures:
+    """The event's own features, as sent."""
+
+    def columns(self, batch: EventBatch, names: Sequence[str]) -> Mapping[str, Sequence[Any]]:
+        return batch.columns(names)
+
+
+@dataclass
+class WorkerConfig:
+    model: str
+    group_id: str
+    batch_size: int = 1000
+    batch_timeout: float = 0.1
+    exactly_once: bool = False
+    worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+    attach_features: bool = False
+    # Stop after this many seconds without events, counted from the first partition assignment
+    # (tests, batch jobs); a worker waiting for partitions keeps waiting.
+    exit_when_idle: float | None = None
+    consumer_overrides: dict[str, Any] = field(default_factory=dict)
+
+
+class OutputFailed(RuntimeError):
+    pass
+
+
+class Worker:
+    def __init__(
+        self,
+        cfg: WorkerConfig,
+        kafka_config: dict[str, Any],
+        topics: Topics,
+        follower: ModelFollower,
+        features: FeatureSource | None = None,
+        metrics: WorkerMetrics | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.topics = topics
+        self.follower = follower
+        self.features = features or RawFeatures()
+        self.metrics = metrics or WorkerMetrics()
+        self._stopping = False
+        self.consumer = Consumer(
+            {
+                **kafka_config,
+                "group.id": cfg.group_id,
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "isolation.level": "read_committed",
+                "partition.assignment.strategy": "cooperative-sticky",
+                # A worker that dies (SIGKILL) hands its partitions over after this long.
+                "session.timeout.ms": 10_000,
+                "heartbeat.interval.ms": 2_000,
+                **cfg.consumer_overrides,
+            }
+        )
+        producer_config = {**kafka_config, **PRODUCER_DEFAULTS, "linger.ms": 5}
+        if cfg.exactly_once:
+            producer_config["transactional.id"] = f"{cfg.group_id}-{cfg.worker_id}"
+        self.producer = Producer(producer_config)
+        self._delivery_errors: list[str] = []
+        self.scorer: Scorer | None = None
+        self._last_lag_update = 0.0
+        self._idle_since = time.monotonic()
+        # Partitions owned right now, kept by the rebalance callbacks. Read this, not the
+        # consumer, from other threads: the consumer is used by the worker thread only.
+        self.assigned: set[int] = set()
+        self._ever_assigned = False
+
+    # ---- lifecycle ------------------------------------------------------------------------
+    def stop(self, *_: object) -> None:
+        self._stopping = True
+
+    def install_signal_handlers(self) -> None:
+        def handler(signum: int, _frame: FrameType | None) -> None:
+            log.info("signal %s: finishing the current batch, then exiting", signum)
+            self.stop()
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+    def run(self) -> None:
+        self.scorer = wait_for_scorer(self.follower, lambda: self._stopping)
+        if self.scorer is None:
+            return
+        self._show_models(self.scorer)
+        self.follower.start()
+        if self.cfg.exactly_once:
+            self.producer.init_transactions(30)
+        self.consumer.subscribe([self.topics.events], on_revoke=self._on_revoke, on_assign=self._on_assign)
+        self._idle_since = time.monotonic()
+        try:
+            while not self._stopping:
+                # Swap deployments only between batches.
+                new = self.follower.take()
+                if new is not None:
+                    self.scorer = new
+                    self.metrics.swaps.inc()
+                    self._show_models(new)
+                    log.info("deployment now %s", new.signature)
+                msgs = self.consumer.consume(num_messages=self.cfg.batch_size, timeout=self.cfg.batch_timeout)
+                msgs = [m for m in msgs if not self._is_error(m)]
+                if not msgs:
+                    if self._idle_too_long():
+                        break
+                    continue
+                self._idle_since = time.monotonic()
+                self.process(msgs)
+                self._update_lag()
+        finally:
+            self.follower.stop()
+            self.consumer.close()  # leaves the group now, so partitions move at once
+            self.producer.flush(10)
+
+    def _idle_too_long(self) -> bool:
+        limit = self.cfg.exit_when_idle
+        return bool(limit) and self._ever_assigned and time.monotonic() - self._idle_since > (limit or 0)
+
+    # ---- one batch ------------------------------------------------------------------------
+    def process(self, msgs: list[Message]) -> None:
+        """Score one micro-batch and commit it; redo it until its outputs are durable."""
+        while True:
+            started = time.perf_counter()
+            try:
+                self._process_once(msgs, started)
+                return
+            except OutputFailed as exc:
+                self.metrics.retries.inc()
+                log.warning("outputs of a batch failed (%s); rewinding and retrying", exc)
+                self._rewind(msgs)
+                time.sleep(1.0)
+                if self._stopping:
+                    return
+
+    def _process_once(self, msgs: list[Message], started: float) -> None:
+        assert self.scorer is not None
+        batch, dead = decode_batch(msgs, self.cfg.worker_id)
+        if self.cfg.exactly_once:
+            self.producer.begin_transaction()
+        self._delivery_errors = []
+
+        for letter in dead:
+            self._send(self.topics.dlq, letter.key, letter.to_json())
+            self.metrics.dlq.labels(letter.reason_code).inc()
+        if len(batch):
+            self._predict(batch, started)
+
+        if self.cfg.exactly_once:
+            try:
+                self.producer.send_offsets_to_transaction(
+                    self._next_offsets(msgs), self.consumer.consumer_group_metadata(), 30
+                )
+                self.producer.commit_transaction(30)
+            except KafkaException as exc:
+                self._abort(exc)
+                raise OutputFailed(str(exc)) from exc
+        else:
+            remaining = self.producer.flush(30)
+            if remaining or self._delivery_errors:
+                raise OutputFailed("; ".join(self._delivery_errors[:3]) or f"{remaining} unacknowledged")
+            self.consumer.commit(offsets=self._next_offsets(msgs), asynchronous=False)
+
+        m = self.metrics
+        m.consumed.inc(len(msgs))
+        m.processed.labels("ok").inc(len(batch))
+        m.processed.labels("dlq").inc(len(dead))
+        m.batch_size.observe(len(msgs))
+        m.batch_latency.observe(time.perf_counter() - started)
+
+    def _predict(self, batch: EventBatch, started: float) -> None:
+        assert self.scorer is not None
+        names = self.scorer.feature_names()
+        columns = self.features.columns(batch, names)
+        scored = self.scorer.score(batch.entity_ids, columns)
+        now = time.time()
+        events = batch.events
+        for arm in scored:
+            meta, shadow = arm.meta, arm.arm == "shadow"
+            self.metrics.inference.labels(meta.name, str(meta.version)).observe(arm.inference_s)
+            self.metrics.predictions.labels(meta.name, str(meta.version), arm.arm).inc(len(arm.rows))
+            processing_ms = round((time.perf_counter() - started) * 1000, 3)
+            for i, score in zip(arm.rows.tolist(), arm.scores.tolist(), strict=True):
+                e = events[i]
+                record = {
+                    "event_id": e.event_id,
+                    "entity_id": e.entity_id,
+                    "ts": e.ts,
+                    "model": meta.name,
+                    "version": meta.version,
+                    "arm": arm.arm,
+                    "score": score,
+                    "predicted": int(score >= meta.threshold),
+                    "served": not shadow,
+                    "shadow": shadow,
+                    "processing_ms": processing_ms,
+                    "source_partition": batch.partitions[i],
+                    "source_offset": batch.offsets[i],
+                }
+                if self.cfg.attach_features:
+                    record["features"] = {name: columns[name][i] for name in names}
+                self._send(
+                    self.topics.predictions, e.entity_id, orjson.dumps(record, option=orjson.OPT_UTC_Z)
+                )
+        for lag in (now - batch.event_times()).tolist():
+            self.metrics.event_lag.observe(lag)
+
+    # ---- Kafka details --------------------------------------------------------------------
+    def _send(self, topic: str, key: str | None, value: bytes) -> None:
+        while True:
+            try:
+                self.producer.produce(
+                    topic, value, key.encode() if key else None, on_delivery=self._on_delivery
+                )
+                return
+            except BufferError:
+                self.producer.poll(0.05)
+
+    def _on_delivery(self, err: KafkaError | None, _msg: Message) -> None:
+        if err is not None:
+            self._delivery_errors.append(err.str())
+
+    @staticmethod
+    def _next_offsets(msgs: list[Message]) -> list[TopicPartition]:
+        high: dict[tuple[str, int], int] = {}
+        for m in msgs:
+            key = (m.topic() or "", m.partition() or 0)
+            high[key] = max(high.get(key, -1), m.offset() or 0)
+        return [TopicPartition(t, p, o + 1) for (t, p), o in high.items()]
+
+    def _rewind(self, msgs: list[Message]) -> None:
+        first: dict[tuple[str, int], int] = {}
+        for m in msgs:
+            key = (m.topic() or "", m.partition() or 0)
+            first[key] = min(first.get(key, m.offset() or 0), m.offset() or 0)
+        for (t, p), o in first.items():
+            self.consumer.seek(TopicPartition(t, p, o))
+
+    def _abort(self, exc: KafkaException) -> None:
+        err = exc.args[0]
+        if isinstance(err, KafkaError) and err.fatal():
+            raise exc  # fenced or fatal: this producer can't continue; a restart resumes safely
+        self.producer.abort_transaction(30)
+
+    def _is_error(self, msg: Message) -> bool:
+        err = msg.error()
+        if err is None:
+            return False
+        if err.fatal():
+            raise KafkaException(err)
+        log.warning("consumer error: %s", err.str())
+        return True
+
+    def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.assigned |= {p.partition for p in partitions}
+        self._ever_assigned = True
+        log.info("assigned %s", sorted(p.partition for p in partitions))
+        self._idle_since = time.monotonic()  # a rebalance is activity: idle time starts over
+
+    def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Every processed batch is already committed (synchronously, or in its transaction),
+        # so nothing is pending when partitions leave.
+        self.assigned -= {p.partition for p in partitions}
+        log.info("revoked %s", sorted(p.partition for p in partitions))
+        for p in partitions:
+            with contextlib.suppress(KeyError):  # no lag reported yet for this partition
+                self.metrics.consumer_lag.remove(str(p.partition))
+
+    def _update_lag(self) -> None:
+        now = time.monotonic()
+        if now - self._last_lag_update < 1.0:
+            return
+        self._last_lag_update = now
+        for tp in self.consumer.position(self.consumer.assignment()):
+            _, high = self.consumer.get_watermark_offsets(tp, cached=True)
+            if tp.offset >= 0 and high >= 0:
+                self.metrics.consumer_lag.labels(str(tp.partition)).set(max(high - tp.offset, 0))
+
+    def _show_models(self, scorer: Scorer) -> None:
+        self.metrics.model_info.clear()
+        for meta, stage in scorer.versions():
+            self.metrics.model_info.labels(meta.name, str(meta.version), stage).set(1)

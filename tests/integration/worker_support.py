@@ -1,0 +1,128 @@
+"""Helpers for worker tests: a trained model in the registry, workers in threads, reading outputs."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from rich.console import Console
+
+from driftline.produce import produce_generated
+from driftline.settings import Settings
+from driftline.training_data import synthetic_training_set
+from driftline.wiring import build_worker, model_registry
+from inference.metadata import ModelVersion
+from inference.registry import ModelRegistry
+from inference.training import TrainedModel, train_model
+from stream.producer import EventProducer
+from stream.synthetic import DriftSchedule
+from stream.topics import Topics
+from stream.worker import Worker, WorkerConfig
+from tests.helpers import Record, consume_all
+
+_TRAINED: dict[int, TrainedModel] = {}
+
+
+def trained(seed: int = 0) -> TrainedModel:
+    """A small logistic-regression fraud model (cached per test session)."""
+    if seed not in _TRAINED:
+        data = synthetic_training_set(4000, seed)
+        _TRAINED[seed] = train_model(data.numeric, data.categorical, data.labels, data.ts, seed=seed)
+    return _TRAINED[seed]
+
+
+def register(s: Settings, stage: str = "production", seed: int = 0, name: str = "fraud") -> ModelVersion:
+    t = trained(seed)
+    return model_registry(s).register(
+        name,
+        t.onnx_bytes,
+        t.features,
+        training=t.training,
+        reference=t.reference,
+        score_reference=t.score_reference,
+        stage=stage,  # type: ignore[arg-type]
+    )
+
+
+def registry(s: Settings) -> ModelRegistry:
+    return model_registry(s)
+
+
+def produce_events(
+    s: Settings, n: int, seed: int = 1, entities: int = 1000, rate: float = 0, start_ts: float = 1.7e9
+) -> None:
+    tally = produce_generated(
+        s,
+        n,
+        rate,
+        seed,
+        entities,
+        DriftSchedule(),
+        label_delay=10,
+        start_ts=start_ts,
+        console=Console(quiet=True),
+    )
+    assert tally.failed == 0 and tally.delivered == tally.sent
+
+
+def produce_raw(s: Settings, values: list[tuple[str, bytes]]) -> None:
+    producer = EventProducer(s.kafka_client_config())
+    for key, value in values:
+        producer.send(Topics(s.topic_prefix).events, key, value)
+    assert producer.flush().delivered == len(values)
+
+
+@dataclass
+class RunningWorker:
+    worker: Worker
+    thread: threading.Thread
+    errors: list[BaseException]
+
+    def stop(self, timeout: float = 60) -> None:
+        self.worker.stop()
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "worker did not stop"
+        assert not self.errors, self.errors
+
+
+def start_worker(s: Settings, **overrides: Any) -> RunningWorker:
+    cfg = WorkerConfig(model="fraud", group_id=f"{s.topic_prefix}-worker", batch_timeout=0.05)
+    for key, value in overrides.items():
+        setattr(cfg, key, value)
+    worker = build_worker(s, cfg)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            worker.run()
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return RunningWorker(worker, thread, errors)
+
+
+def predictions(s: Settings, expected: int, timeout: float = 120) -> list[dict[str, Any]]:
+    recs = consume_all(s, Topics(s.topic_prefix).predictions, expected, timeout)
+    return [r.json() for r in recs]
+
+
+def dlq(s: Settings, expected: int, timeout: float = 60) -> list[Record]:
+    return consume_all(s, Topics(s.topic_prefix).dlq, expected, timeout)
+
+
+def wait_until(predicate: Any, timeout: float = 60, every: float = 0.2) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(every)
+    raise AssertionError(f"condition not met within {timeout}s")
+
+
+def served_counts(preds: list[dict[str, Any]]) -> Counter[str]:
+    return Counter(p["event_id"] for p in preds if p["served"])
