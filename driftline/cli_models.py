@@ -22,14 +22,19 @@ T = TypeVar("T")
 models_app = typer.Typer(no_args_is_help=True, help="The model registry: register, inspect, roll out.")
 
 
-def _ref(ref: str, need_version: bool = True) -> tuple[str, int | None]:
+def _parse(ref: str) -> tuple[str, int | None]:
     from inference.registry import parse_ref
 
     try:
-        name, version = parse_ref(ref)
+        return parse_ref(ref)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="NAME:VERSION") from None
-    if need_version and version is None:
+
+
+def _versioned(ref: str) -> tuple[str, int]:
+    """NAME:VERSION, where the version is required."""
+    name, version = _parse(ref)
+    if version is None:
         raise typer.BadParameter(f"{ref!r}: give a version, e.g. {ref}:3", param_hint="NAME:VERSION")
     return name, version
 
@@ -104,7 +109,7 @@ def models_show(
     ref: Annotated[str, typer.Argument(help="NAME or NAME:VERSION (default: production).")],
 ) -> None:
     """A version's full metadata as JSON."""
-    name, version = _ref(ref, need_version=False)
+    name, version = _parse(ref)
     meta = _lookup(lambda: _registry().get(name, version))
     console.print_json(meta.model_dump_json(exclude={"reference", "score_reference"}))
     console.print(f"reference distributions: {', '.join(meta.reference) or 'none'}", highlight=False)
@@ -113,8 +118,7 @@ def models_show(
 @models_app.command("promote")
 def models_promote(ref: Annotated[str, typer.Argument(help="NAME:VERSION")]) -> None:
     """Make a version production (the current one is archived, kept for rollback)."""
-    name, version = _ref(ref)
-    assert version is not None
+    name, version = _versioned(ref)
     _lookup(lambda: _registry().promote(name, version))
     console.print(f"{name}:{version} is production")
 
@@ -132,8 +136,7 @@ def models_canary(
     fraction: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share of entities, 0 < F < 1.")],
 ) -> None:
     """Serve a sticky fraction of entities with this version."""
-    name, version = _ref(ref)
-    assert version is not None
+    name, version = _versioned(ref)
     if not 0 < fraction < 1:
         raise typer.BadParameter("must be between 0 and 1 (exclusive)", param_hint="--fraction")
     _lookup(lambda: _registry().canary(name, version, fraction))
@@ -143,8 +146,7 @@ def models_canary(
 @models_app.command("shadow")
 def models_shadow(ref: Annotated[str, typer.Argument(help="NAME:VERSION")]) -> None:
     """Score every event with this version too, recorded but not served."""
-    name, version = _ref(ref)
-    assert version is not None
+    name, version = _versioned(ref)
     _lookup(lambda: _registry().shadow(name, version))
     console.print(f"{name}:{version} is shadowing production")
 
@@ -152,8 +154,7 @@ def models_shadow(ref: Annotated[str, typer.Argument(help="NAME:VERSION")]) -> N
 @models_app.command("archive")
 def models_archive(ref: Annotated[str, typer.Argument(help="NAME:VERSION")]) -> None:
     """Retire a version that is not serving."""
-    name, version = _ref(ref)
-    assert version is not None
+    name, version = _versioned(ref)
     _lookup(lambda: _registry().archive(name, version))
     console.print(f"{name}:{version} archived")
 
@@ -169,7 +170,7 @@ def train(
     stage: Annotated[str, typer.Option(help="production or candidate.")] = "production",
 ) -> None:
     """Train a model (scikit-learn), export it to ONNX and register it with its reference data."""
-    from inference.training import train_model
+    from inference.training import register_trained, train_model
 
     if synthetic == (file is not None):
         raise typer.BadParameter("give exactly one of --synthetic or --file PATH")
@@ -192,17 +193,7 @@ def train(
         data.numeric, data.categorical, data.labels, data.ts, estimator=est, seed=seed, source=source
     )
     registry = _registry()
-    meta = _lookup(
-        lambda: registry.register(
-            name,
-            trained.onnx_bytes,
-            trained.features,
-            training=trained.training,
-            reference=trained.reference,
-            score_reference=trained.score_reference,
-            stage=target,
-        )
-    )
+    meta = _lookup(lambda: register_trained(registry, name, trained, target))
     metrics = ", ".join(f"{k} {v:.3f}" for k, v in trained.training.metrics.items())
     console.print(f"registered {meta.ref} as {meta.stage}; holdout: {metrics}", highlight=False)
 

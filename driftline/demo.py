@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import secrets
 import threading
 import time
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from typing import Any
 
 import numpy as np
 import orjson
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer
 from rich.console import Console
 from rich.table import Table
 
@@ -26,7 +27,8 @@ from driftline.produce import produce_generated
 from driftline.settings import Settings
 from driftline.training_data import synthetic_training_set
 from driftline.wiring import build_worker, model_registry
-from inference.training import train_model
+from inference.training import register_trained, train_model
+from stream.offsets import end_offsets
 from stream.producer import DeliveryTracker, EventProducer
 from stream.synthetic import DriftSchedule
 from stream.topics import Topics
@@ -35,29 +37,25 @@ from stream.worker import WorkerConfig
 MODEL = "fraud"
 BROKEN_EVENTS = [
     b"{this is not json",
-    b'{"event_id":"demo-bad-1","entity_id":"card-1","ts":"2026-01-01T00:00:00Z","features":{"amount":"12"}}',
+    b'{"event_id":"demo-bad-1","entity_id":"card-1","ts":"2026-01-01T00:00:00Z","features":{"amount":[12]}}',
     b'{"event_id":"demo-bad-2","ts":"2026-01-01T00:00:00Z","features":{}}',
 ]
 
 
 @dataclass
 class Window:
+    """Predictions for events ``first .. first + size - 1`` of this run (by event index)."""
+
     first: int
+    size: int
     scores: list[float] = field(default_factory=list)
     predicted: int = 0
     processing_ms: list[float] = field(default_factory=list)
     versions: set[str] = field(default_factory=set)
 
-
-def _end_offsets(consumer: Consumer, topic: str) -> list[TopicPartition]:
-    meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
-    if meta is None or meta.error is not None:
-        raise DriftlineError(f"topic {topic!r} does not exist (run `driftline topics create`)")
-    parts = []
-    for p in meta.partitions:
-        _, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-        parts.append(TopicPartition(topic, p, high))
-    return parts
+    @property
+    def complete(self) -> bool:
+        return len(self.scores) >= self.size
 
 
 def ensure_model(s: Settings, console: Console) -> str:
@@ -68,15 +66,7 @@ def ensure_model(s: Settings, console: Console) -> str:
     console.print("no production model yet: training logistic regression on 20,000 synthetic events ...")
     data = synthetic_training_set(20_000, seed=0)
     trained = train_model(data.numeric, data.categorical, data.labels, data.ts, source="demo synthetic")
-    meta = registry.register(
-        MODEL,
-        trained.onnx_bytes,
-        trained.features,
-        training=trained.training,
-        reference=trained.reference,
-        score_reference=trained.score_reference,
-        stage="production",
-    )
+    meta = register_trained(registry, MODEL, trained, stage="production")
     metrics = ", ".join(f"{k} {v:.3f}" for k, v in trained.training.metrics.items())
     console.print(f"registered {meta.ref} (ONNX, sha256 {meta.sha256[:12]}…); holdout {metrics}")
     return meta.ref
@@ -88,9 +78,9 @@ def run_demo(s: Settings, n: int, drift_at: int, rate: float, console: Console) 
     consumer = Consumer(
         {**s.kafka_client_config(), "group.id": "driftline-demo", "enable.auto.commit": False}
     )
-    consumer.assign(_end_offsets(consumer, topics.predictions))  # only this run's predictions
+    consumer.assign(end_offsets(consumer, topics.predictions))  # only this run's predictions
     dlq = Consumer({**s.kafka_client_config(), "group.id": "driftline-demo-dlq", "enable.auto.commit": False})
-    dlq.assign(_end_offsets(dlq, topics.dlq))
+    dlq.assign(end_offsets(dlq, topics.dlq))
 
     worker = build_worker(s, WorkerConfig(model=MODEL, group_id=f"{s.topic_prefix}-worker", batch_size=500))
     worker_errors: list[BaseException] = []
@@ -107,13 +97,14 @@ def run_demo(s: Settings, n: int, drift_at: int, rate: float, console: Console) 
         f"[bold]Driftline demo[/bold]: {n:,} events, model {ref}, covariate drift at event {drift_at:,}"
     )
     produced: dict[str, DeliveryTracker | BaseException] = {}
+    run_id = secrets.token_hex(4)
 
     def produce() -> None:
         try:
             schedule = DriftSchedule(covariate_at=drift_at, width=n // 20)
             produced["tally"] = produce_generated(
                 s, n, rate, seed=42, entities=500, schedule=schedule,
-                label_delay=200, start_ts=time.time(), console=Console(quiet=True),
+                label_delay=200, start_ts=time.time(), console=Console(quiet=True), run_id=run_id,
             )  # fmt: skip
             broken = EventProducer(s.kafka_client_config())
             for value in BROKEN_EVENTS:
@@ -126,9 +117,10 @@ def run_demo(s: Settings, n: int, drift_at: int, rate: float, console: Console) 
     producer.start()
 
     table = Table("events", "pred/s", "model", "mean score", "positive %", "p99 batch ms")
-    window_size = max(n // 10, 1)
-    seen, started, window, idle_since = 0, time.monotonic(), Window(0), time.monotonic()
-    while seen < n and not worker_errors:
+    size = max(n // 10, 1)
+    windows = [Window(first, min(size, n - first)) for first in range(0, n, size)]
+    shown, seen, started, idle_since = 0, 0, time.monotonic(), time.monotonic()
+    while shown < len(windows) and not worker_errors:
         msgs = consumer.consume(num_messages=1000, timeout=0.5)
         if not msgs:
             if time.monotonic() - idle_since > 30:
@@ -140,24 +132,28 @@ def run_demo(s: Settings, n: int, drift_at: int, rate: float, console: Console) 
             if msg.error() or value is None:
                 continue
             p = orjson.loads(value)
-            if not p["served"]:
-                continue
-            window.scores.append(p["score"])
-            window.predicted += p["predicted"]
-            window.processing_ms.append(p["processing_ms"])
-            window.versions.add(f"{p['model']}:{p['version']}")
+            run, _, index = p["event_id"].rpartition("-")
+            if run != run_id or not p["served"]:
+                continue  # an older event (a backlog the worker caught up on) or a shadow score
+            w = windows[int(index) // size]
+            w.scores.append(p["score"])
+            w.predicted += p["predicted"]
+            w.processing_ms.append(p["processing_ms"])
+            w.versions.add(f"{p['model']}:{p['version']}")
             seen += 1
-            if seen % window_size == 0 or seen == n:
-                table.add_row(
-                    f"{window.first:,}-{seen - 1:,}",
-                    f"{seen / (time.monotonic() - started):,.0f}",
-                    ", ".join(sorted(window.versions)),
-                    f"{np.mean(window.scores):.3f}",
-                    f"{100 * window.predicted / len(window.scores):.1f}",
-                    f"{np.percentile(window.processing_ms, 99):.1f}",
-                    style="bold red" if window.first >= drift_at else "",
-                )
-                window = Window(seen)
+        # Rows appear in event order, as soon as each window of events is fully scored.
+        while shown < len(windows) and windows[shown].complete:
+            w = windows[shown]
+            table.add_row(
+                f"{w.first:,}-{w.first + w.size - 1:,}",
+                f"{seen / (time.monotonic() - started):,.0f}",
+                ", ".join(sorted(w.versions)),
+                f"{np.mean(w.scores):.3f}",
+                f"{100 * w.predicted / len(w.scores):.1f}",
+                f"{np.percentile(w.processing_ms, 99):.1f}",
+                style="bold red" if w.first >= drift_at else "",
+            )
+            shown += 1
     producer.join(timeout=60)
     letters: list[dict[str, Any]] = []
     deadline = time.monotonic() + 10

@@ -60,9 +60,12 @@ def produce_generated(
     label_delay: int,
     start_ts: float,
     console: Console,
+    run_id: str | None = None,
 ) -> DeliveryTracker:
     topics = Topics(s.topic_prefix)
     gen = FraudGenerator(seed=seed, entities=entities, schedule=schedule, start_ts=start_ts)
+    if run_id is not None:
+        gen.run_id = run_id  # event ids are "<run_id>-<index>"
     producer = EventProducer(s.kafka_client_config())
     with progress_bar(console, n, "producing") as advance:
         produce_synthetic(producer, gen.batches(n), topics.events, topics.labels, label_delay, rate, advance)

@@ -33,7 +33,8 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from inference.encoding import Column, encode_features, numeric_values
-from inference.metadata import MAX_REFERENCE_SAMPLE, Distribution, FeatureSpec, TrainingInfo
+from inference.metadata import MAX_REFERENCE_SAMPLE, Distribution, FeatureSpec, ModelVersion, TrainingInfo
+from inference.registry import ModelRegistry
 from inference.session import ModelSession, sha256_hex
 
 Estimator = Literal["logreg", "gbt"]
@@ -162,6 +163,21 @@ def _make_estimator(estimator: Estimator, seed: int) -> tuple[Any, Any]:
         clf = GradientBoostingClassifier(n_estimators=100, max_depth=3, random_state=seed)
         return clf, clf
     raise ValueError(f"unknown estimator {estimator!r}: use 'logreg' or 'gbt'")
+
+
+def register_trained(
+    registry: ModelRegistry, name: str, trained: TrainedModel, stage: Literal["candidate", "production"]
+) -> ModelVersion:
+    """Register a trained model with its training info and reference distributions."""
+    return registry.register(
+        name,
+        trained.onnx_bytes,
+        trained.features,
+        training=trained.training,
+        reference=trained.reference,
+        score_reference=trained.score_reference,
+        stage=stage,
+    )
 
 
 def describe_columns(

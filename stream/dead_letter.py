@@ -11,7 +11,7 @@ import base64
 from datetime import UTC, datetime
 
 import orjson
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 
 class DeadLetter(BaseModel):
@@ -61,14 +61,3 @@ class DeadLetter(BaseModel):
 
     def to_json(self) -> bytes:
         return orjson.dumps(self.model_dump(mode="json"))
-
-
-def explain(exc: ValidationError) -> tuple[str, str]:
-    """(one-line reason, reason code) for a failed event validation."""
-    errors = exc.errors(include_url=False)
-    first = errors[0]
-    where = ".".join(str(p) for p in first["loc"])
-    more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
-    code = "invalid_json" if first["type"] == "json_invalid" else f"schema_{first['type']}"
-    reason = f"{where + ': ' if where else ''}{first['msg']}{more}"
-    return reason, code

@@ -13,8 +13,8 @@ import numpy as np
 from confluent_kafka import Message
 from pydantic import ValidationError
 
-from stream.dead_letter import DeadLetter, explain
-from stream.events import FeatureValue, RawEvent
+from stream.dead_letter import DeadLetter
+from stream.events import FeatureValue, RawEvent, explain
 
 
 @dataclass

@@ -26,6 +26,7 @@ from pydantic import (
     StrictInt,
     StrictStr,
     StringConstraints,
+    ValidationError,
     field_validator,
 )
 
@@ -77,6 +78,39 @@ class LabelEvent(BaseModel):
     @classmethod
     def _aware_utc(cls, ts: datetime) -> datetime:
         return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+
+
+def explain(exc: ValidationError) -> tuple[str, str]:
+    """(one-line reason, stable reason code) of a failed event validation.
+
+    >>> explain(pydantic_error(b'{"event_id":"e","entity_id":"x","ts":"2026-01-01","features":{"a":[1]}}'))
+    ('features.a: must be a number, a string or null, not list', 'schema_feature_type')
+    """
+    errors = exc.errors(include_url=False)
+    first = errors[0]
+    loc = [str(p) for p in first["loc"]]
+    more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
+    if first["type"] == "json_invalid":
+        return f"{first['msg']}{more}", "invalid_json"
+    if len(loc) == 3 and loc[0] == "features":  # one error per union member: say it once
+        kind = type(first["input"]).__name__.replace("NoneType", "null")
+        distinct = {tuple(str(p) for p in e["loc"][:2]) for e in errors}
+        more = f" (+{len(distinct) - 1} more)" if len(distinct) > 1 else ""
+        return (
+            f"features.{loc[1]}: must be a number, a string or null, not {kind}{more}",
+            "schema_feature_type",
+        )
+    where = ".".join(loc)
+    return f"{where + ': ' if where else ''}{first['msg']}{more}", f"schema_{first['type']}"
+
+
+def pydantic_error(data: bytes) -> ValidationError:
+    """The validation error of an invalid raw event (for docs and tests)."""
+    try:
+        RawEvent.model_validate_json(data)
+    except ValidationError as exc:
+        return exc
+    raise ValueError("the event is valid")
 
 
 def _default(obj: Any) -> Any:

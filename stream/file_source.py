@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from stream.events import LabelEvent, RawEvent
+from stream.events import LabelEvent, RawEvent, explain
 
 RESERVED = ("event_id", "entity_id", "ts", "schema_version")
 
@@ -49,13 +49,6 @@ def _number_or_text(cell: str) -> float | int | str | None:
         return cell
 
 
-def _short_reason(exc: ValidationError) -> str:
-    first = exc.errors()[0]
-    where = ".".join(str(p) for p in first["loc"]) or "event"
-    more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-    return f"{where}: {first['msg']}{more}"
-
-
 def _to_record(path: Path, line: int, raw: dict[str, Any], label_field: str | None) -> FileRecord:
     label_value = raw.pop(label_field, None) if label_field else None
     if "features" not in raw:
@@ -73,7 +66,7 @@ def _to_record(path: Path, line: int, raw: dict[str, Any], label_field: str | No
                 raise FileFormatError(path, line, f"label field {label_field!r} is missing")
             label = LabelEvent(event_id=event.event_id, label=label_value, ts=event.ts)
     except ValidationError as exc:
-        raise FileFormatError(path, line, _short_reason(exc)) from None
+        raise FileFormatError(path, line, explain(exc)[0]) from None
     return FileRecord(line, event, label)
 
 

@@ -17,12 +17,13 @@ from typing import Any, Protocol
 
 import numpy as np
 import orjson
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer
 
 from inference.encoding import encode_features
 from inference.metadata import Deployment, ModelVersion
 from inference.routing import route
 from inference.session import ModelSession
+from stream.offsets import end_offsets
 from stream.predictions import Arm
 
 log = logging.getLogger("driftline.scoring")
@@ -195,22 +196,20 @@ class ModelFollower:
             }
         )
         try:
-            meta = consumer.list_topics(self.models_topic, timeout=10).topics.get(self.models_topic)
-            if meta is not None and meta.error is None:
+            try:
                 # Only changes from now on matter: the current state was read from the registry.
-                parts = []
-                for p in meta.partitions:
-                    _, high = consumer.get_watermark_offsets(TopicPartition(self.models_topic, p), timeout=10)
-                    parts.append(TopicPartition(self.models_topic, p, high))
-                consumer.assign(parts)
+                consumer.assign(end_offsets(consumer, self.models_topic))
+                following = True
+            except LookupError:
+                following = False  # no models topic: poll the registry only
             last_check = time.monotonic()
             while not self._stop.is_set():
-                msgs = consumer.consume(num_messages=100, timeout=0.2) if meta is not None else []
+                msgs = consumer.consume(num_messages=100, timeout=0.2) if following else []
                 relevant = any(_is_about(m.value(), self.model) for m in msgs if m.error() is None)
                 if relevant or time.monotonic() - last_check > self.poll_interval:
                     self.refresh()
                     last_check = time.monotonic()
-                if meta is None:
+                if not following:
                     self._stop.wait(0.5)
         finally:
             consumer.close()

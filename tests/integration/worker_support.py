@@ -6,7 +6,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from rich.console import Console
 
@@ -16,7 +16,7 @@ from driftline.training_data import synthetic_training_set
 from driftline.wiring import build_worker, model_registry
 from inference.metadata import ModelVersion
 from inference.registry import ModelRegistry
-from inference.training import TrainedModel, train_model
+from inference.training import TrainedModel, register_trained, train_model
 from stream.producer import EventProducer
 from stream.synthetic import DriftSchedule
 from stream.topics import Topics
@@ -34,17 +34,10 @@ def trained(seed: int = 0) -> TrainedModel:
     return _TRAINED[seed]
 
 
-def register(s: Settings, stage: str = "production", seed: int = 0, name: str = "fraud") -> ModelVersion:
-    t = trained(seed)
-    return model_registry(s).register(
-        name,
-        t.onnx_bytes,
-        t.features,
-        training=t.training,
-        reference=t.reference,
-        score_reference=t.score_reference,
-        stage=stage,  # type: ignore[arg-type]
-    )
+def register(
+    s: Settings, stage: Literal["candidate", "production"] = "production", seed: int = 0, name: str = "fraud"
+) -> ModelVersion:
+    return register_trained(model_registry(s), name, trained(seed), stage)
 
 
 def registry(s: Settings) -> ModelRegistry:
