@@ -148,6 +148,7 @@ class Worker:
                 msgs = self.consumer.consume(num_messages=self.cfg.batch_size, timeout=self.cfg.batch_timeout)
                 msgs = [m for m in msgs if not self._is_error(m)]
                 if not msgs:
+                    self._update_lag()
                     if self._idle_too_long():
                         break
                     continue

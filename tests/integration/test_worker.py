@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections import Counter, defaultdict
 
 import orjson
@@ -265,3 +266,40 @@ def test_worker_exits_cleanly_on_sigterm(own_settings: Settings) -> None:
     _, err = proc.communicate(timeout=15)
     assert proc.returncode == 0, err
     assert Counter(served_counts(predictions(s, 2000)).values()) == {1: 2000}
+
+
+def test_metrics_endpoint_exposes_the_worker(own_settings: Settings) -> None:
+    import socket
+    import urllib.request
+
+    s = own_settings
+    v1 = register(s)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    running = start_worker(s)
+    running.worker.metrics.serve(port)
+    produce_events(s, 1500)
+    produce_raw(s, [("bad", b"nope")])
+    wait_until(lambda: running.worker.metrics.consumed._value.get() >= 1501)
+    time.sleep(1.5)  # the consumer-lag gauge refreshes once a second
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        body = response.read().decode()
+    running.stop()
+    version = str(v1.version)
+    for line in (
+        "driftline_events_consumed_total 1501.0",
+        'driftline_events_processed_total{outcome="ok"} 1500.0',
+        'driftline_dlq_total{reason="invalid_json"} 1.0',
+        f'driftline_predictions_total{{arm="production",model="fraud",version="{version}"}} 1500.0',
+        f'driftline_model_info{{name="fraud",stage="production",version="{version}"}} 1.0',
+    ):
+        assert line in body, line
+    for name in (
+        "driftline_batch_size_bucket",
+        "driftline_batch_latency_seconds_bucket",
+        "driftline_event_lag_seconds_bucket",
+        "driftline_inference_seconds_bucket",
+        'driftline_consumer_lag{partition="0"} 0.0',
+    ):
+        assert name in body, name
