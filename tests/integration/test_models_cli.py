@@ -100,3 +100,33 @@ def test_register_external_onnx_with_reference_data(
 
     bad = run_cli("models", "register", str(model), "--name", "ext", "--features", "amount", env=env)
     assert bad.returncode == 1 and "driftline: error:" in bad.stderr and "width" in bad.stderr
+
+
+def test_train_on_a_users_labeled_file_with_gbt(
+    own_settings: Settings, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    from stream.synthetic import FraudGenerator
+
+    batch = FraudGenerator(seed=5, start_ts=1.7e9).batch(0, 3000)
+    path = tmp_path / "labeled.jsonl"
+    lines = []
+    for event, label in zip(batch.event_dicts(), batch.labels.tolist(), strict=True):
+        lines.append(orjson.dumps({**event, "features": {**event["features"], "is_fraud": label}}))
+    path.write_bytes(b"\n".join(lines))
+    env = {**cli_env, "DRIFTLINE_TOPIC_PREFIX": own_settings.topic_prefix}
+    result = run_cli(
+        "train", "--file", str(path), "--label", "is_fraud", "--estimator", "gbt", "--name", "mine", env=env
+    )
+    assert result.returncode == 0, result.stderr
+    meta = registry(own_settings).get("mine")
+    assert meta.training is not None and meta.training.estimator == "gbt"
+    assert meta.training.rows + meta.training.holdout_rows == 3000
+    assert meta.training.metrics["auc"] > 0.85
+    assert "is_fraud" not in {f.name for f in meta.features}  # the label is not an input
+    kinds = {f.name: f.kind for f in meta.features}
+    assert kinds["merchant_category"] == "categorical" and kinds["amount"] == "numeric"
+
+    path.write_bytes(path.read_bytes() + b'\n{"entity_id":"x","ts":"2026-01-01T00:00:00Z","amount":1}\n')
+    missing = run_cli("train", "--file", str(path), "--label", "is_fraud", env=env)
+    assert missing.returncode == 1
+    assert "labeled.jsonl:3001: label field 'is_fraud' is missing" in missing.stderr
