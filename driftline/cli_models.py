@@ -201,7 +201,7 @@ def train(
 def worker(
     model: Annotated[str, typer.Option(help="Model name to serve.")] = "fraud",
     batch_size: Annotated[int, typer.Option(min=1, max=100_000, help="Max messages per batch.")] = 1000,
-    batch_timeout: Annotated[float, typer.Option(min=0.001, help="Max seconds to fill a batch.")] = 0.1,
+    batch_timeout: Annotated[float, typer.Option(min=0.001, help="Max seconds to fill a batch.")] = 0.02,
     exactly_once: Annotated[bool, typer.Option("--exactly-once", help="Kafka transactions.")] = False,
     group: Annotated[str | None, typer.Option(help="Consumer group (default <prefix>-worker).")] = None,
     worker_id: Annotated[str | None, typer.Option(help="Unique id of this worker instance.")] = None,

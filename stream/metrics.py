@@ -2,10 +2,61 @@
 
 from __future__ import annotations
 
+import math
+import threading
+from collections.abc import Iterator, Sequence
+
+import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 LAG_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 86400)
+
+
+class BatchHistogram(Collector):
+    """A Prometheus histogram that observes a whole numpy array at once.
+
+    ``prometheus_client.Histogram.observe`` costs ~1 us per value; the worker records one value
+    per event, so it bins each batch with one ``searchsorted`` instead.
+
+    >>> h = BatchHistogram("lag_seconds", "Lag", (0.1, 1.0), CollectorRegistry())
+    >>> h.observe_many(np.array([0.05, 0.1, 0.5, 7.0, float("nan")]))
+    >>> [(s.labels.get("le"), s.value) for s in next(iter(h.collect())).samples][:4]
+    [('0.1', 2), ('1.0', 3), ('+Inf', 4), (None, 4)]
+    """
+
+    def __init__(
+        self, name: str, documentation: str, buckets: Sequence[float], registry: CollectorRegistry
+    ) -> None:
+        self.name, self.documentation = name, documentation
+        self._upper = np.array([*buckets, math.inf], dtype=np.float64)
+        self._counts = np.zeros(len(self._upper), dtype=np.int64)  # per bucket, not cumulative
+        self._sum = 0.0
+        self._lock = threading.Lock()
+        registry.register(self)
+
+    def observe_many(self, values: np.ndarray) -> None:
+        values = values[~np.isnan(values)]
+        # Bucket `le` counts values <= le: the first upper bound >= the value.
+        counts = np.bincount(np.searchsorted(self._upper, values, side="left"), minlength=len(self._upper))
+        with self._lock:
+            self._counts += counts
+            self._sum += float(values.sum())
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        with self._lock:
+            cumulative, total = np.cumsum(self._counts).tolist(), self._sum
+        yield HistogramMetricFamily(
+            self.name,
+            self.documentation,
+            buckets=[
+                (floatToGoString(le), c) for le, c in zip(self._upper.tolist(), cumulative, strict=True)
+            ],
+            sum_value=total,
+        )
 
 
 class WorkerMetrics:
@@ -36,11 +87,8 @@ class WorkerMetrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
-        self.event_lag = Histogram(
-            "driftline_event_lag_seconds",
-            "End-to-end lag: prediction time minus event time",
-            buckets=LAG_BUCKETS,
-            registry=r,
+        self.event_lag = BatchHistogram(
+            "driftline_event_lag_seconds", "End-to-end lag: prediction time minus event time", LAG_BUCKETS, r
         )
         self.inference = Histogram(
             "driftline_inference_seconds",

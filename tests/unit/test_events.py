@@ -6,7 +6,7 @@ import orjson
 import pytest
 from pydantic import ValidationError
 
-from stream.events import LabelEvent, RawEvent, decode_event, decode_label, encode_event
+from stream.events import LabelEvent, RawEvent, decode_event, decode_label, encode_event, explain
 
 
 def test_round_trip_keeps_every_field() -> None:
@@ -48,12 +48,27 @@ def test_naive_and_offset_timestamps_become_utc() -> None:
 def test_invalid_events_are_rejected_with_a_reason(payload: bytes, reason: str) -> None:
     with pytest.raises(ValidationError) as info:
         decode_event(payload)
-    assert reason in str(info.value).lower()
+    assert reason in explain(info.value)[0].lower()
 
 
-def test_nan_feature_is_rejected() -> None:
-    with pytest.raises(ValidationError, match="NaN"):
-        RawEvent(event_id="a", entity_id="b", ts=datetime.now(UTC), features={"x": float("nan")})
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+def test_nan_and_infinity_are_rejected(value: float) -> None:
+    with pytest.raises(ValidationError) as info:
+        RawEvent(event_id="a", entity_id="b", ts=datetime.now(UTC), features={"x": value})
+    assert explain(info.value) == (
+        "features.x: NaN and infinity are not allowed, send null",
+        "schema_feature_type",
+    )
+    wire = b'{"event_id":"a","entity_id":"b","ts":"2026-01-01T00:00:00Z","features":{"x":NaN}}'
+    with pytest.raises(ValidationError):
+        decode_event(wire)
+
+
+def test_strict_types_are_not_coerced() -> None:
+    event = decode_event(
+        b'{"event_id":"a","entity_id":"b","ts":"2026-01-01T00:00:00Z","features":{"x":"1","y":2}}'
+    )
+    assert event.features == {"x": "1", "y": 2}
 
 
 def test_label_event() -> None:
