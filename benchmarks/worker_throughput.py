@@ -265,10 +265,11 @@ def train_and_register(settings: dict[str, Any], rows: int, out: Any) -> None:
     """In a child process: train logistic regression on synthetic data, register it as production."""
     try:
         from driftline.training_data import synthetic_training_set
+        from driftline.wiring import feature_view
         from inference.training import train_model
 
         s = Settings(**settings)
-        data = synthetic_training_set(rows, seed=0)
+        data = synthetic_training_set(rows, seed=0, view=feature_view(s))
         t = train_model(
             data.numeric, data.categorical, data.labels, data.ts, estimator="logreg", source="benchmark"
         )
@@ -679,7 +680,7 @@ def stage_breakdown(run: Run, n: int = 1000) -> list[tuple[str, float]]:
         consume_us = statistics.median(calls) if calls else float("nan")
 
         batch, _ = decode_batch(msgs, "bench")
-        columns = RawFeatures().columns(batch, names)
+        columns = RawFeatures().columns(batch, names).columns
         x = encode_features(meta.features, columns, n)
         out = [
             ("consumer.consume (librdkafka -> Message)", consume_us),
@@ -688,15 +689,16 @@ def stage_breakdown(run: Run, n: int = 1000) -> list[tuple[str, float]]:
             ("encode_features", per_event_us(lambda: encode_features(meta.features, columns, n), n)),
             ("ONNX Runtime predict", per_event_us(lambda: session.predict(x), n)),
         ]
-        # _predict = columns + score + records + orjson + produce + metrics; without produce:
+        # _predict = score + records + orjson + produce + metrics; without produce (the columns are
+        # built before _predict now, so they are counted separately):
         send = worker._send
         setattr(worker, "_send", lambda *_a: None)  # noqa: B010
-        predict_no_send = per_event_us(lambda: worker._predict(batch, time.perf_counter()), n)
+        predict_no_send = per_event_us(lambda: worker._predict(batch, names, columns, time.perf_counter()), n)
         setattr(worker, "_send", send)  # noqa: B010
         out.append(
             (
                 "prediction dicts + orjson.dumps + metrics",
-                predict_no_send - sum(us for name, us in out[2:5]),
+                predict_no_send - sum(us for name, us in out[3:5]),
             )
         )
         values = [(e.entity_id, orjson.dumps({"event_id": e.event_id, "x": 1})) for e in batch.events]
@@ -797,6 +799,11 @@ def main() -> int:
     ap.add_argument("--warmup", type=float, default=None, help="latency warm-up seconds, not counted (5)")
     ap.add_argument("--steady", type=float, default=None, help="latency measurement seconds (20)")
     ap.add_argument("--quick", action="store_true", help="small numbers, for iterating (20,000 events)")
+    ap.add_argument(
+        "--feature-view",
+        default="none",
+        help="'none': raw event features (the Faust baseline's inputs); 'fraud': online feature store",
+    )
     ap.add_argument("--profile", action="store_true", help="also cProfile a batch-1000 worker run")
     ap.add_argument("--skip-faust", action="store_true", help="no Faust baseline")
     ap.add_argument("--skip-latency", action="store_true", help="no latency test")
@@ -807,7 +814,7 @@ def main() -> int:
     steady = args.steady if args.steady is not None else (6.0 if args.quick else 20.0)
 
     prefix = f"bench-{uuid.uuid4().hex[:10]}"
-    run = Run(Settings(topic_prefix=prefix))
+    run = Run(Settings(topic_prefix=prefix, feature_view=args.feature_view))
     say(f"Driftline worker benchmark, prefix {prefix}, {n:,} events ({n_single:,} for batch 1)")
     results: list[Result] = []
     faust: Result | None = None

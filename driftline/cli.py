@@ -13,7 +13,7 @@ from confluent_kafka.admin import AdminClient
 from rich.table import Table
 
 from driftline.cli_common import CliError, console, err_console, settings
-from driftline.cli_models import models_app, train, worker
+from driftline.cli_models import features_app, models_app, train, worker
 from driftline.errors import DriftlineError
 from driftline.settings import Settings
 from driftline.stack import LocalStack, ServiceStatus
@@ -29,6 +29,7 @@ topics_app = typer.Typer(no_args_is_help=True, help="Create and list Driftline's
 app.add_typer(stack_app, name="stack")
 app.add_typer(topics_app, name="topics")
 app.add_typer(models_app, name="models")
+app.add_typer(features_app, name="features")
 app.command()(train)
 app.command()(worker)
 

@@ -182,12 +182,15 @@ def train(
         raise typer.BadParameter("stage must be production or candidate", param_hint="--stage")
     target: Literal["production", "candidate"] = "production" if stage == "production" else "candidate"
     est: Literal["logreg", "gbt"] = "gbt" if estimator == "gbt" else "logreg"
+    from driftline.wiring import feature_view
+
+    view = feature_view(settings())
     data: LabeledArrays
     if file is not None:
         assert label is not None
-        data, source = file_training_set(file, label), str(file)
+        data, source = file_training_set(file, label, view), str(file)
     else:
-        data, source = synthetic_training_set(n, seed), f"synthetic fraud n={n} seed={seed}"
+        data, source = synthetic_training_set(n, seed, view=view), f"synthetic fraud n={n} seed={seed}"
     err_console.print(f"training {est} on {len(data):,} labeled events ...", highlight=False)
     trained = train_model(
         data.numeric, data.categorical, data.labels, data.ts, estimator=est, seed=seed, source=source
@@ -243,3 +246,37 @@ def worker(
         w.run()
     except ModelIntegrityError as exc:
         raise CliError(f"refusing to serve: {exc}") from None
+
+
+features_app = typer.Typer(no_args_is_help=True, help="The online feature store.")
+
+
+@features_app.command("get")
+def features_get(
+    entity_id: Annotated[str, typer.Argument(help="The entity, e.g. card-000317.")],
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
+) -> None:
+    """Every feature of an entity, its value, and when it was last updated."""
+    from driftline.wiring import feature_view, online_store
+
+    s = settings()
+    view = feature_view(s)
+    if view is None:
+        raise CliError("the feature store is off (DRIFTLINE_FEATURE_VIEW=none)")
+    found = online_store(s, view).describe(entity_id)
+    if found is None:
+        raise CliError(f"no features for entity {entity_id!r} in view {view.name!r}")
+    if as_json:
+        console.print_json(found.model_dump_json())
+        return
+    table = Table("feature", "value", title=f"{view.name} / {entity_id}")
+    for name, value in found.values.items():
+        table.add_row(
+            name, "-" if value is None else f"{value:.6g}" if isinstance(value, float) else str(value)
+        )
+    console.print(table)
+    console.print(
+        f"as of event time {found.as_of.isoformat()}, last updated {found.updated_at.isoformat()}, "
+        f"{found.events} events",
+        highlight=False,
+    )

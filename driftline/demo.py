@@ -26,7 +26,7 @@ from driftline.errors import DriftlineError
 from driftline.produce import produce_generated
 from driftline.settings import Settings
 from driftline.training_data import synthetic_training_set
-from driftline.wiring import build_worker, model_registry
+from driftline.wiring import build_worker, feature_view, model_registry
 from inference.training import register_trained, train_model
 from stream.offsets import end_offsets
 from stream.producer import DeliveryTracker, EventProducer
@@ -63,8 +63,11 @@ def ensure_model(s: Settings, console: Console) -> str:
     deployment = registry.deployment(MODEL)
     if deployment.production is not None:
         return deployment.production.ref
-    console.print("no production model yet: training logistic regression on 20,000 synthetic events ...")
-    data = synthetic_training_set(20_000, seed=0)
+    console.print(
+        "no production model yet: training logistic regression on 20,000 synthetic events with their "
+        "online features (replayed through the feature store engine) ..."
+    )
+    data = synthetic_training_set(20_000, seed=0, view=feature_view(s))
     trained = train_model(data.numeric, data.categorical, data.labels, data.ts, source="demo synthetic")
     meta = register_trained(registry, MODEL, trained, stage="production")
     metrics = ", ".join(f"{k} {v:.3f}" for k, v in trained.training.metrics.items())

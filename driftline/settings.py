@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     partitions: int = Field(6, ge=1)
     replication_factor: int = Field(1, ge=1)
 
+    # The online feature store's view: "fraud" (built in), a path to a YAML FeatureView, or "none".
+    feature_view: str = "fraud"
+
     # Prometheus metrics of the worker/retrainer processes, and the HTTP API.
     metrics_port: int = Field(9108, ge=0, le=65535)  # 0 = no metrics endpoint
     api_host: str = "127.0.0.1"

@@ -8,6 +8,9 @@ from pathlib import Path
 import numpy as np
 
 from driftline.errors import DriftlineError
+from feature_store.definitions import FeatureView
+from feature_store.historical import HistoricalEvent, replay
+from stream.events import FeatureValue
 from stream.file_source import FileFormatError, read_events
 from stream.synthetic import CATEGORICAL_FEATURES, NUMERIC_FEATURES, DriftSchedule, FraudGenerator
 
@@ -23,15 +26,46 @@ class LabeledArrays:
         return len(self.labels)
 
 
-def synthetic_training_set(n: int, seed: int, schedule: DriftSchedule | None = None) -> LabeledArrays:
+def synthetic_training_set(
+    n: int, seed: int, schedule: DriftSchedule | None = None, view: FeatureView | None = None
+) -> LabeledArrays:
+    """Generator events with labels; with a feature view, each event's features are the ones the
+    online store computes for it (the same engine, replayed in log order: no training-serving skew)."""
     gen = FraudGenerator(seed=seed, entities=1000, schedule=schedule or DriftSchedule(), start_ts=1.7e9)
     batches = list(gen.batches(n))
-    return LabeledArrays(
-        numeric={k: np.concatenate([b.numeric[k] for b in batches]) for k in NUMERIC_FEATURES},
-        categorical={k: np.concatenate([b.categorical[k] for b in batches]) for k in CATEGORICAL_FEATURES},
-        labels=np.concatenate([b.labels for b in batches]).astype(np.int64),
-        ts=np.concatenate([b.ts for b in batches]),
-    )
+    numeric = {k: np.concatenate([b.numeric[k] for b in batches]) for k in NUMERIC_FEATURES}
+    categorical = {k: np.concatenate([b.categorical[k] for b in batches]) for k in CATEGORICAL_FEATURES}
+    labels = np.concatenate([b.labels for b in batches]).astype(np.int64)
+    ts = np.concatenate([b.ts for b in batches])
+    if view is None:
+        return LabeledArrays(numeric, categorical, labels, ts)
+    entity_ids = [e for b in batches for e in b.entity_ids]
+    raw = {**{k: v.tolist() for k, v in numeric.items()}, **{k: v.tolist() for k, v in categorical.items()}}
+    return with_view_features(view, entity_ids, ts, raw, labels)
+
+
+def with_view_features(
+    view: FeatureView,
+    entity_ids: list[str],
+    ts: np.ndarray,
+    raw: dict[str, list[FeatureValue]],
+    labels: np.ndarray,
+) -> LabeledArrays:
+    """Replay labeled events (in log order) through the feature store's engine."""
+    log = [
+        HistoricalEvent(entity_id=e, ts=float(t), values={k: raw[k][i] for k in raw}, offset=i)
+        for i, (e, t) in enumerate(zip(entity_ids, ts.tolist(), strict=True))
+    ]
+    result = replay(view, log)
+    keep = np.flatnonzero(result.applied)  # events the store would reject are not trained on
+    numeric_out: dict[str, np.ndarray] = {}
+    categorical_out: dict[str, np.ndarray] = {}
+    for j, name in enumerate(result.feature_names):
+        if name in result.categorical:
+            categorical_out[name] = np.array(result.categorical[name], dtype=object)[keep]
+        else:
+            numeric_out[name] = result.features[keep, j]
+    return LabeledArrays(numeric_out, categorical_out, labels[keep], ts[keep])
 
 
 def _binary_labels(values: list[object], path: Path) -> np.ndarray:
@@ -43,11 +77,13 @@ def _binary_labels(values: list[object], path: Path) -> np.ndarray:
     raise DriftlineError(f"{path}: labels must be binary (0/1 or true/false); found {distinct[:5]}")
 
 
-def file_training_set(path: Path, label_field: str) -> LabeledArrays:
-    """Read labeled events; a feature is numeric when all its values are numbers, else categorical."""
-    rows: list[dict[str, object]] = []
+def file_training_set(path: Path, label_field: str, view: FeatureView | None = None) -> LabeledArrays:
+    """Read labeled events; a feature is numeric when all its values are numbers, else categorical.
+    With a feature view, the features are the view's, computed as the online store would."""
+    rows: list[dict[str, FeatureValue]] = []
     labels: list[object] = []
     ts: list[float] = []
+    entity_ids: list[str] = []
     for record in read_events(path, label_field):
         if isinstance(record, FileFormatError):
             raise DriftlineError(str(record))
@@ -55,8 +91,12 @@ def file_training_set(path: Path, label_field: str) -> LabeledArrays:
         rows.append(dict(record.event.features))
         labels.append(record.label.label)
         ts.append(record.event.ts.timestamp())
+        entity_ids.append(record.event.entity_id)
     if len(rows) < 50:
         raise DriftlineError(f"{path}: {len(rows)} labeled events; at least 50 are needed to train")
+    if view is not None:
+        raw = {name: [row.get(name) for row in rows] for name in sorted({k for row in rows for k in row})}
+        return with_view_features(view, entity_ids, np.array(ts), raw, _binary_labels(labels, path))
     names = sorted({name for row in rows for name in row})
     numeric: dict[str, np.ndarray] = {}
     categorical: dict[str, np.ndarray] = {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import orjson
 import redis
@@ -10,9 +11,12 @@ from confluent_kafka import Producer
 
 from driftline.errors import DriftlineError
 from driftline.settings import Settings
+from feature_store.definitions import FeatureView, fraud_feature_view
+from feature_store.online import OnlineStore
 from inference.metadata import ModelEvent
 from inference.registry import ModelRegistry
 from stream.metrics import WorkerMetrics
+from stream.online_features import OnlineFeatures
 from stream.producer import PRODUCER_DEFAULTS
 from stream.scoring import ModelFollower
 from stream.topics import Topics
@@ -60,9 +64,27 @@ def model_registry(s: Settings, publish: bool = True) -> ModelRegistry:
     )
 
 
+def feature_view(s: Settings) -> FeatureView | None:
+    """The configured feature view: built-in "fraud", a YAML file, or None ("none")."""
+    if s.feature_view == "none":
+        return None
+    if s.feature_view == "fraud":
+        return fraud_feature_view()
+    path = Path(s.feature_view)
+    if not path.is_file():
+        raise DriftlineError(f"feature_view {s.feature_view!r}: not 'fraud', 'none' or a YAML file")
+    return FeatureView.from_file(path)
+
+
+def online_store(s: Settings, view: FeatureView) -> OnlineStore:
+    return OnlineStore(redis_client(s), namespace=s.topic_prefix, view=view)
+
+
 def build_worker(s: Settings, cfg: WorkerConfig, metrics: WorkerMetrics | None = None) -> Worker:
     topics = Topics(s.topic_prefix)
     follower = ModelFollower(
         model_registry(s, publish=False), cfg.model, s.kafka_client_config(), topics.models
     )
-    return Worker(cfg, s.kafka_client_config(), topics, follower, metrics=metrics)
+    view = feature_view(s)
+    features = OnlineFeatures(online_store(s, view), topics.events) if view is not None else None
+    return Worker(cfg, s.kafka_client_config(), topics, follower, features=features, metrics=metrics)

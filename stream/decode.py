@@ -24,6 +24,7 @@ class EventBatch:
     events: list[RawEvent] = field(default_factory=list)
     partitions: list[int] = field(default_factory=list)
     offsets: list[int] = field(default_factory=list)
+    messages: list[Message] = field(default_factory=list)  # the source messages, for dead letters
 
     def __len__(self) -> int:
         return len(self.events)
@@ -35,6 +36,27 @@ class EventBatch:
     def event_times(self) -> np.ndarray:
         """Event times as epoch seconds (float64)."""
         return np.fromiter((e.ts.timestamp() for e in self.events), dtype=np.float64, count=len(self))
+
+    def subset(self, rows: Sequence[int]) -> EventBatch:
+        return EventBatch(
+            [self.events[i] for i in rows],
+            [self.partitions[i] for i in rows],
+            [self.offsets[i] for i in rows],
+            [self.messages[i] for i in rows],
+        )
+
+    def dead_letter(self, i: int, reason: str, reason_code: str, worker: str) -> DeadLetter:
+        msg = self.messages[i]
+        return DeadLetter.of(
+            reason,
+            reason_code,
+            msg.topic() or "",
+            self.partitions[i],
+            self.offsets[i],
+            msg.key(),
+            msg.value(),
+            worker,
+        )
 
     def columns(self, names: Sequence[str]) -> dict[str, list[FeatureValue]]:
         """Feature columns by name; a feature an event lacks is None (missing)."""
@@ -66,4 +88,5 @@ def decode_batch(messages: Sequence[Message], worker: str) -> tuple[EventBatch, 
         batch.events.append(event)
         batch.partitions.append(partition)
         batch.offsets.append(offset)
+        batch.messages.append(msg)
     return batch, dead

@@ -39,17 +39,25 @@ from stream.topics import Topics
 log = logging.getLogger("driftline.worker")
 
 
-class FeatureSource(Protocol):
-    """Supplies the model inputs of a batch: raw features now, online features when plugged in."""
+@dataclass
+class FeatureColumns:
+    """A batch's model inputs by feature name, and the events refused (batch index -> reason)."""
 
-    def columns(self, batch: EventBatch, names: Sequence[str]) -> Mapping[str, Sequence[Any]]: ...
+    columns: Mapping[str, Sequence[Any]]
+    rejected: Mapping[int, str] = field(default_factory=dict)
+
+
+class FeatureSource(Protocol):
+    """Supplies the model inputs of a batch: the raw event, or the online feature store."""
+
+    def columns(self, batch: EventBatch, names: Sequence[str]) -> FeatureColumns: ...
 
 
 class RawFeatures:
     """The event's own features, as sent."""
 
-    def columns(self, batch: EventBatch, names: Sequence[str]) -> Mapping[str, Sequence[Any]]:
-        return batch.columns(names)
+    def columns(self, batch: EventBatch, names: Sequence[str]) -> FeatureColumns:
+        return FeatureColumns(batch.columns(names))
 
 
 @dataclass
@@ -187,11 +195,24 @@ class Worker:
             self.producer.begin_transaction()
         self._delivery_errors = []
 
+        if len(batch):
+            assert self.scorer is not None
+            names = self.scorer.feature_names()
+            features = self.features.columns(batch, names)
+            columns = features.columns
+            if features.rejected:  # e.g. later than the feature store's allowed lateness
+                dead += [
+                    batch.dead_letter(i, r, "late_event", self.cfg.worker_id)
+                    for i, r in features.rejected.items()
+                ]
+                keep = [i for i in range(len(batch)) if i not in features.rejected]
+                batch = batch.subset(keep)
+                columns = {name: [col[i] for i in keep] for name, col in columns.items()}
+            if len(batch):
+                self._predict(batch, names, columns, started)
         for letter in dead:
             self._send(self.topics.dlq, letter.key, letter.to_json())
             self.metrics.dlq.labels(letter.reason_code).inc()
-        if len(batch):
-            self._predict(batch, started)
 
         if self.cfg.exactly_once:
             try:
@@ -210,15 +231,15 @@ class Worker:
 
         m = self.metrics
         m.consumed.inc(len(msgs))
-        m.processed.labels("ok").inc(len(batch))
+        m.processed.labels("ok").inc(len(msgs) - len(dead))
         m.processed.labels("dlq").inc(len(dead))
         m.batch_size.observe(len(msgs))
         m.batch_latency.observe(time.perf_counter() - started)
 
-    def _predict(self, batch: EventBatch, started: float) -> None:
+    def _predict(
+        self, batch: EventBatch, names: list[str], columns: Mapping[str, Sequence[Any]], started: float
+    ) -> None:
         assert self.scorer is not None
-        names = self.scorer.feature_names()
-        columns = self.features.columns(batch, names)
         scored = self.scorer.score(batch.entity_ids, columns)
         now = time.time()
         events = batch.events

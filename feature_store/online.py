@@ -1,0 +1,539 @@
+"""The Redis online store: applies event batches to entity states and serves the latest features.
+
+Keys of a view, under ``<p> = <ns>:fs:<view>``; every key has a TTL (``ttl``, default 7 days):
+
+======================================  ========================================================
+``<p>:entity:<entity_id>``              hash, one per entity:
+                                        ``features``: JSON object, every feature's latest value
+                                        (number, category string, or null = undefined);
+                                        ``as_of``: the entity's newest event time, which the
+                                        values are as of (RFC 3339); ``updated_at``: wall time
+                                        of the last write (RFC 3339); ``events``: events applied;
+                                        ``latest``: the numeric features packed (float64, for
+                                        `get_online_features`); ``state``: the packed tiles
+                                        (`Engine.encode`, after 8 bytes: when the TTL was set)
+``<p>:offset:<source>:<partition>``     string: the watermark, highest offset of (source,
+                                        partition) applied
+``<p>:replay:<source>:<partition>``     sorted set: each batch's per-event results (one member
+                                        per batch, score = its last offset), kept for the last
+                                        ``replay_retention`` offsets, for replays
+``<p>:definition``                      string: the `FeatureView` JSON, for tools
+======================================  ========================================================
+
+``redis-cli HGET <p>:entity:card-000317 features`` prints an entity's features. The TTL of an
+entity hash is set when it is created and again by any write that finds it set more than
+``ttl / 8`` ago (so an entity written at least that often never expires); the other keys get it
+on every write. Per entity the store keeps ``Engine.state_bytes`` of state (2.6 kB for
+`fraud_feature_view`) plus its readable record (about 1 kB); neither grows with its events.
+
+**Writes.** `OnlineStore.write_batch` holds one connection for two round trips. The first
+sends ``WATCH`` on the batch's partition watermarks, then reads them, the stored results at or
+above the batch's offsets and the entity states. Events at or below their partition's watermark
+are *replayed*: not applied again, their features taken from the stored results. The others are
+applied by the engine, in order, each seeing exactly the events before it. The second round trip
+is one ``MULTI ... EXEC`` writing the states, records, watermarks and results together; ``EXEC``
+writes nothing if a watermark changed meanwhile (another worker on the same partition), and the
+batch is then read and computed again. So a batch re-read after a crash never counts an event
+twice and gets the features it got the first time. (A batch of replays only ends in ``UNWATCH``.)
+A replayed event older than the kept results gets NaN features, listed in
+`WriteResult.replay_missed`.
+
+The watermark is the fence, so each entity's events must come from one partition (Kafka keyed by
+entity): two writers on different partitions updating one entity at once could lose an update
+(never count one twice). Commands are packed here (RESP) and sent in one write per round trip;
+the client must return bytes (``decode_responses=False``, the default) and talk to one Redis
+server (not a cluster: ``WATCH``/``MULTI`` span keys of many slots).
+
+>>> OnlineStore.key_layout("dl", "fraud")["entity"]
+'dl:fs:fraud:entity:<entity_id>'
+>>> _command(b"SET", b"k", b"v")
+b'*3\\r\\n$3\\r\\nSET\\r\\n$1\\r\\nk\\r\\n$1\\r\\nv\\r\\n'
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
+
+import numpy as np
+import orjson
+import redis
+from pydantic import BaseModel, ConfigDict
+from redis.connection import Connection
+
+from feature_store.definitions import FeatureView
+from feature_store.engine import Column, Columns, Engine, RunOutcome, StateMismatch
+
+__all__ = ["EntityFeatures", "OnlineStore", "StateMismatch", "WriteConflict", "WriteResult"]
+
+_RESULTS_HEAD = 20  # a results member starts with its first offset, zero-padded
+_TTL_AT = struct.Struct("<q")  # the state field starts with when the hash's TTL was set (ms)
+# HSET <key> state <s> latest <l> features <f> as_of <a> updated_at <u> events <e>, packed at once.
+_HSET = (
+    b"*14\r\n$4\r\nHSET\r\n$%d\r\n%s\r\n$5\r\nstate\r\n$%d\r\n%s\r\n$6\r\nlatest\r\n$%d\r\n%s\r\n"
+    b"$8\r\nfeatures\r\n$%d\r\n%s\r\n$5\r\nas_of\r\n$%d\r\n%s\r\n$10\r\nupdated_at\r\n$%d\r\n%s\r\n"
+    b"$6\r\nevents\r\n$%d\r\n%s\r\n"
+)
+_HGET = b"*3\r\n$4\r\nHGET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n"
+
+
+def _command(*args: bytes) -> bytes:
+    """One command in the Redis protocol (RESP)."""
+    return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
+
+
+def _roundtrip(conn: Connection, commands: list[bytes]) -> list[Any]:
+    """Send commands in one write and read one reply per command (error replies are raised)."""
+    conn.send_packed_command([b"".join(commands)])
+    return [conn.read_response() for _ in commands]
+
+
+def _wall_time(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+class WriteConflict(RuntimeError):
+    """Other writers kept moving the batch's watermarks; nothing was written."""
+
+
+@dataclass
+class WriteResult:
+    """What `OnlineStore.write_batch` did with each event (index = position in the batch)."""
+
+    feature_names: list[str]
+    features: np.ndarray  # float64 [n, features]: each event's features as of that event
+    categorical: dict[str, list[str | None]]  # categorical passthrough values (NaN in `features`)
+    applied: np.ndarray  # bool [n]: applied by this call
+    replayed: np.ndarray  # bool [n]: at or below the watermark, so applied by an earlier call
+    rejected: dict[int, str] = field(default_factory=dict)  # too late (now, or when first seen)
+    replay_missed: list[int] = field(default_factory=list)  # replayed, results no longer kept: NaN
+
+    def columns(self, names: Sequence[str]) -> dict[str, list[Any]]:
+        """Feature columns by name, for a model: floats (NaN = undefined) and category strings."""
+        index = {name: j for j, name in enumerate(self.feature_names)}
+        unknown = [n for n in names if n not in index]
+        if unknown:
+            raise KeyError(f"not features of this view: {', '.join(unknown)}")
+        return {
+            name: self.categorical[name]
+            if name in self.categorical
+            else self.features[:, index[name]].tolist()
+            for name in names
+        }
+
+
+class EntityFeatures(BaseModel):
+    """The latest features of one entity, as ``driftline features get`` shows them."""
+
+    model_config = ConfigDict(frozen=True)
+
+    view: str
+    entity_id: str
+    as_of: datetime  # the entity's newest event time: every value is as of it
+    updated_at: datetime  # wall time of the write that produced these values
+    events: int  # events applied so far
+    values: dict[str, float | str | None]  # every feature of the view; None = undefined
+
+
+@dataclass
+class _Batch:
+    """One `OnlineStore.write_batch` call's input, checked and converted once."""
+
+    source: str
+    entities: list[str]  # distinct, in order of first appearance
+    rows: np.ndarray  # each event's entity, as an index into `entities`
+    times: np.ndarray
+    parts: np.ndarray
+    offs: np.ndarray
+    spans: dict[int, tuple[int, int]]  # partition -> (lowest, highest offset in the batch)
+    cols: Columns
+
+    @classmethod
+    def of(
+        cls,
+        engine: Engine,
+        entity_ids: Sequence[str],
+        ts: np.ndarray | Sequence[float],
+        values: Mapping[str, Column],
+        partitions: Sequence[int] | np.ndarray,
+        offsets: Sequence[int] | np.ndarray,
+        source: str,
+    ) -> _Batch:
+        n = len(entity_ids)
+        times = np.asarray(ts, dtype=np.float64).reshape(-1)
+        parts = np.asarray(partitions, dtype=np.int64).reshape(-1)
+        offs = np.asarray(offsets, dtype=np.int64).reshape(-1)
+        if not len(times) == len(parts) == len(offs) == n:
+            raise ValueError(
+                f"entity_ids, ts, partitions and offsets differ in length: {n}, {len(times)}, "
+                f"{len(parts)}, {len(offs)}"
+            )
+        order = np.lexsort((np.arange(n), parts))
+        same = parts[order][1:] == parts[order][:-1]
+        if (same & (offs[order][1:] <= offs[order][:-1])).any():
+            raise ValueError("offsets must increase within each partition, in batch order")
+        entities = list(dict.fromkeys(entity_ids))
+        row_of = {e: i for i, e in enumerate(entities)}
+        rows = np.fromiter((row_of[e] for e in entity_ids), dtype=np.int64, count=n)
+        spans = {int(p): (int(offs[parts == p].min()), int(offs[parts == p].max())) for p in np.unique(parts)}
+        return cls(source, entities, rows, times, parts, offs, spans, engine.columns(values, n))
+
+
+@dataclass
+class _Read:
+    watermarks: dict[int, int | None]
+    results: dict[int, list[bytes]]
+    blobs: list[bytes | None]  # packed states (None: a new entity)
+    ttl_at: list[int | None]  # when each entity's TTL was set, ms
+
+
+class OnlineStore:
+    """Entity states and latest features of one `FeatureView` in Redis (see the module docstring)."""
+
+    def __init__(
+        self,
+        redis_client: redis.Redis,
+        namespace: str,
+        view: FeatureView,
+        ttl: timedelta = timedelta(days=7),
+        replay_retention: int = 20_000,
+        clock: Callable[[], float] = time.time,
+        max_attempts: int = 20,
+    ) -> None:
+        horizon = max(view.windows(), default=timedelta(0)) + view.allowed_lateness
+        if ttl <= horizon:
+            raise ValueError(
+                f"ttl {ttl} must exceed the longest window plus the allowed lateness ({horizon})"
+            )
+        if replay_retention < 1:
+            raise ValueError("replay_retention must be >= 1")
+        if redis_client.connection_pool.connection_kwargs.get("decode_responses"):
+            raise ValueError("the online store needs a Redis client returning bytes (decode_responses=False)")
+        self.r = redis_client
+        self.view = view
+        self.engine = Engine(view)
+        self.names = self.engine.names
+        self.prefix = f"{namespace}:fs:{view.name}"
+        self.ttl_ms = int(ttl / timedelta(milliseconds=1))
+        self.replay_retention = replay_retention
+        self.clock = clock
+        self.max_attempts = max_attempts
+        self._ttl = b"%d" % self.ttl_ms
+        self._definition = view.model_dump_json().encode()
+        self._latest_size = len(self.engine.prefix) + 8 * len(self.names)
+
+    # -- keys ------------------------------------------------------------------------------------
+
+    @staticmethod
+    def key_layout(namespace: str, view: str) -> dict[str, str]:
+        """Every key pattern of a view, by role (see the module docstring)."""
+        p = f"{namespace}:fs:{view}"
+        return {
+            "entity": f"{p}:entity:<entity_id>",
+            "offset": f"{p}:offset:<source>:<partition>",
+            "replay": f"{p}:replay:<source>:<partition>",
+            "definition": f"{p}:definition",
+        }
+
+    def entity_key(self, entity_id: str) -> str:
+        return f"{self.prefix}:entity:{entity_id}"
+
+    def offset_key(self, source: str, partition: int) -> str:
+        return f"{self.prefix}:offset:{source}:{partition}"
+
+    def replay_key(self, source: str, partition: int) -> str:
+        return f"{self.prefix}:replay:{source}:{partition}"
+
+    def definition_key(self) -> str:
+        return f"{self.prefix}:definition"
+
+    def watermark(self, source: str, partition: int) -> int | None:
+        """Highest offset of (source, partition) applied so far (None: none)."""
+        raw = self.r.get(self.offset_key(source, partition))
+        return None if raw is None else int(cast(bytes, raw))
+
+    # -- writes ----------------------------------------------------------------------------------
+
+    def write_batch(
+        self,
+        entity_ids: Sequence[str],
+        ts: np.ndarray | Sequence[float],
+        values: Mapping[str, Column],
+        partitions: Sequence[int] | np.ndarray,
+        offsets: Sequence[int] | np.ndarray,
+        source: str,
+    ) -> WriteResult:
+        """Apply a batch of raw events (log order within each partition); return their features.
+
+        ``ts``: event times, epoch seconds; ``values``: raw feature columns by name (numbers,
+        strings, None); ``partitions``/``offsets``: each event's position in ``source``.
+        """
+        batch = _Batch.of(self.engine, entity_ids, ts, values, partitions, offsets, source)
+        if not len(batch.rows):
+            none = np.zeros(0, dtype=bool)
+            cats: dict[str, list[str | None]] = {c: [] for c in self.engine.pt_categorical}
+            return WriteResult(self.names, np.zeros((0, len(self.names))), cats, none, none)
+        for _ in range(self.max_attempts):
+            with self._session() as conn:
+                read = self._read(conn, batch)
+                marks = [read.watermarks[p] for p in batch.parts.tolist()]
+                marked = np.array([-1 if m is None else m for m in marks], dtype=np.int64)
+                replayed = (marked >= 0) & (batch.offs <= marked)
+                states, tails = self.engine.decode(read.blobs)
+                out = self.engine.run(
+                    states, batch.rows, batch.times, batch.cols, active=~replayed, tails=tails
+                )
+                result = WriteResult(
+                    self.names, out.features, out.categorical, out.applied, replayed, out.rejected
+                )
+                self._fill_replayed(result, read.results, batch)
+                if replayed.all():
+                    _roundtrip(conn, [_command(b"UNWATCH")])
+                    return result
+                if self._commit(conn, batch, read, states, tails, out, result):
+                    return result
+        raise WriteConflict(
+            f"gave up writing a batch of {len(batch.rows)} events to view {self.view.name!r}: "
+            f"its watermarks kept moving during {self.max_attempts} attempts"
+        )
+
+    @contextmanager
+    def _session(self) -> Iterator[Connection]:
+        """A connection of our own for WATCH ... EXEC; closed if anything goes wrong midway."""
+        pool = self.r.connection_pool
+        conn = pool.get_connection()
+        try:
+            yield conn
+        except BaseException:
+            conn.disconnect()  # drops any WATCH or MULTI in progress
+            raise
+        finally:
+            pool.release(conn)
+
+    def _read(self, conn: Connection, batch: _Batch) -> _Read:
+        """The first round trip: WATCH the watermarks; read them, results for replays, states."""
+        marks = [self.offset_key(batch.source, p).encode() for p in batch.spans]
+        commands = [_command(b"WATCH", *marks), _command(b"MGET", *marks)]
+        for p, (lo, _) in batch.spans.items():
+            commands.append(
+                _command(b"ZRANGEBYSCORE", self.replay_key(batch.source, p).encode(), b"%d" % lo, b"+inf")
+            )
+        for entity in batch.entities:
+            key = self.entity_key(entity).encode()
+            commands.append(_HGET % (len(key), key, 5, b"state"))
+        replies = _roundtrip(conn, commands)
+        watermarks = {p: None if w is None else int(w) for p, w in zip(batch.spans, replies[1], strict=True)}
+        results = {}
+        for (p, (_, hi)), members in zip(batch.spans.items(), replies[2 : 2 + len(batch.spans)], strict=True):
+            mark = watermarks[p]
+            top = -1 if mark is None else min(hi, mark)
+            results[p] = [m for m in members if int(m[:_RESULTS_HEAD]) <= top]
+        fields: list[bytes | None] = replies[2 + len(batch.spans) :]
+        blobs = [None if f is None else f[_TTL_AT.size :] for f in fields]
+        ttl_at = [None if f is None else _TTL_AT.unpack_from(f)[0] for f in fields]
+        return _Read(watermarks, results, blobs, ttl_at)
+
+    def _fill_replayed(self, result: WriteResult, results: dict[int, list[bytes]], batch: _Batch) -> None:
+        todo = np.flatnonzero(result.replayed)
+        if not len(todo):
+            return
+        kept: dict[tuple[int, int], tuple[np.ndarray, dict[str, Any], int]] = {}
+        for p, members in results.items():
+            for member in members:
+                head, rows = self._parse_results(member)
+                for j, offset in enumerate(head["offsets"]):
+                    kept[p, offset] = (rows, head, j)
+        for i in todo.tolist():
+            found = kept.get((int(batch.parts[i]), int(batch.offs[i])))
+            if found is None:
+                result.replay_missed.append(i)
+                continue
+            rows, head, j = found
+            result.features[i] = rows[j]
+            for name, values in head["categorical"].items():
+                result.categorical[name][i] = values[j]
+            reason = head["rejected"].get(str(head["offsets"][j]))
+            if reason is not None:
+                result.rejected[i] = reason
+
+    def _parse_results(self, member: bytes) -> tuple[dict[str, Any], np.ndarray]:
+        body = member[_RESULTS_HEAD:]
+        cut = body.index(b"\n")
+        head = orjson.loads(body[:cut])
+        if head["view"] != self.engine.fingerprint:
+            raise StateMismatch(
+                f"stored results of view {self.view.name!r} belong to another definition of it"
+            )
+        rows = np.frombuffer(body[cut + 1 :], dtype="<f8").reshape(len(head["offsets"]), len(self.names))
+        return head, rows
+
+    def _results(self, items: np.ndarray, offs: np.ndarray, result: WriteResult) -> bytes:
+        """One batch's per-event results of one partition, as kept for replays."""
+        picked = items.tolist()
+        offsets = offs[items].tolist()
+        head = {
+            "view": self.engine.fingerprint,
+            "offsets": offsets,
+            "rejected": {str(offs[i]): result.rejected[i] for i in picked if i in result.rejected},
+            "categorical": {name: [values[i] for i in picked] for name, values in result.categorical.items()},
+        }
+        rows = result.features[items].astype("<f8", copy=False).tobytes()
+        return b"%020d" % offsets[0] + orjson.dumps(head) + b"\n" + rows
+
+    def _commit(
+        self,
+        conn: Connection,
+        batch: _Batch,
+        read: _Read,
+        states: np.ndarray,
+        tails: list[list[str | None]],
+        out: RunOutcome,
+        result: WriteResult,
+    ) -> bool:
+        """The second round trip: MULTI, every write, EXEC. False if a watermark moved."""
+        engine, ttl, offs = self.engine, self._ttl, batch.offs
+        commands = [_command(b"MULTI")]
+        for p in batch.spans:
+            mine = np.flatnonzero(~result.replayed & (batch.parts == p))
+            if not len(mine):
+                continue
+            mark = int(offs[mine].max())
+            key = self.replay_key(batch.source, p).encode()
+            commands += [
+                _command(b"SET", self.offset_key(batch.source, p).encode(), b"%d" % mark, b"PX", ttl),
+                _command(b"ZADD", key, b"%d" % mark, self._results(mine, offs, result)),
+                _command(b"ZREMRANGEBYSCORE", key, b"-inf", b"(%d" % (mark - self.replay_retention)),
+                _command(b"PEXPIRE", key, ttl),
+            ]
+        commands.append(_command(b"SET", self.definition_key().encode(), self._definition, b"PX", ttl))
+
+        # The latest features of each changed entity: those of its last event when that one is
+        # its newest (the usual case), else computed from the state at its newest event time.
+        applied = np.flatnonzero(result.applied)
+        last = np.full(len(batch.entities), -1, dtype=np.int64)
+        np.maximum.at(last, batch.rows[applied], applied)
+        changed = np.flatnonzero(last >= 0)
+        latest = result.features[last[changed]]
+        stale = batch.times[last[changed]] != states[changed, 0]
+        if stale.any():
+            latest[stale] = engine.latest(states[changed[stale]])
+        as_of = np.datetime_as_string(
+            np.floor(states[changed, 0] * 1000).astype(np.int64).astype("datetime64[ms]"), unit="ms"
+        )
+        # Everything numeric is packed for all changed entities at once, then sliced.
+        width, size = 8 * len(self.names), 8 * engine.width
+        packed_latest = latest.astype("<f8").tobytes()
+        packed_states = states[changed].astype("<f8").tobytes()
+        now_s = self.clock()
+        now, now_ms = _wall_time(now_s).encode(), int(now_s * 1000)
+        refresh_ms = self.ttl_ms // 8
+        names, cat_names, prefix = self.names, engine.pt_categorical, engine.prefix
+        newest_of = out.newest[changed].tolist()
+        events_of = states[changed, 1].astype(np.int64).tolist()
+        for j, (e, row, stamp, newest, events) in enumerate(
+            zip(changed.tolist(), latest.tolist(), as_of.tolist(), newest_of, events_of, strict=True)
+        ):
+            cats = [result.categorical[c][newest] for c in cat_names] if newest >= 0 else tails[e]
+            features = dict(zip(names, row, strict=True))
+            for c, value in zip(cat_names, cats, strict=True):
+                features[c] = value
+            ttl_at = read.ttl_at[e]
+            expire = ttl_at is None or now_ms - ttl_at > refresh_ms
+            state = b"".join(
+                (
+                    _TTL_AT.pack(now_ms if expire else ttl_at),
+                    prefix,
+                    packed_states[j * size : (j + 1) * size],
+                    orjson.dumps(cats) if cat_names else b"",
+                )
+            )
+            key = self.entity_key(batch.entities[e]).encode()
+            head = prefix + packed_latest[j * width : (j + 1) * width]
+            record = orjson.dumps(features)
+            count = b"%d" % events
+            stamp_z = stamp.encode() + b"Z"
+            commands.append(
+                _HSET
+                % (
+                    len(key),
+                    key,
+                    len(state),
+                    state,
+                    len(head),
+                    head,
+                    len(record),
+                    record,
+                    len(stamp_z),
+                    stamp_z,
+                    len(now),
+                    now,
+                    len(count),
+                    count,
+                )
+            )
+            if expire:
+                commands.append(_command(b"PEXPIRE", key, ttl))
+        commands.append(_command(b"EXEC"))
+        done = _roundtrip(conn, commands)[-1]
+        if done is None:
+            return False  # a watermark moved: nothing was written
+        errors = [r for r in done if isinstance(r, Exception)]
+        if errors:
+            raise errors[0]
+        return True
+
+    # -- reads -----------------------------------------------------------------------------------
+
+    def get_online_features(
+        self, entity_ids: Sequence[str], feature_names: Sequence[str] | None = None
+    ) -> np.ndarray:
+        """Latest features (as of each entity's newest event) in one round trip: float64
+        [entities, features]; NaN for unknown entities, categorical and undefined features."""
+        names = list(self.names if feature_names is None else feature_names)
+        index = {name: j for j, name in enumerate(self.names)}
+        unknown = [n for n in names if n not in index]
+        if unknown:
+            raise KeyError(f"not features of view {self.view.name!r}: {', '.join(unknown)}")
+        unique = list(dict.fromkeys(entity_ids))
+        if not unique:
+            return np.zeros((0, len(names)))
+        commands = []
+        for entity in unique:
+            key = self.entity_key(entity).encode()
+            commands.append(_HGET % (len(key), key, 6, b"latest"))
+        with self._session() as conn:
+            heads = cast(list[bytes | None], _roundtrip(conn, commands))
+        prefix, size = self.engine.prefix, self._latest_size
+        ok = [h is not None and len(h) == size and h.startswith(prefix) for h in heads]
+        blank = bytes(size)
+        raw = b"".join(h if good and h is not None else blank for h, good in zip(heads, ok, strict=True))
+        table = np.frombuffer(raw, dtype=np.uint8).reshape(len(unique), size)[:, len(prefix) :]
+        matrix = table.copy().view("<f8").astype(np.float64)
+        matrix[~np.asarray(ok, dtype=bool)] = np.nan
+        if len(unique) < len(entity_ids):
+            position = {e: i for i, e in enumerate(unique)}
+            matrix = matrix[[position[e] for e in entity_ids]]
+        if feature_names is not None:
+            matrix = matrix[:, [index[n] for n in names]]
+        return matrix
+
+    def describe(self, entity_id: str) -> EntityFeatures | None:
+        """Every feature of one entity, the event time it is as of and when it was written."""
+        raw = self.r.hmget(self.entity_key(entity_id), ["features", "as_of", "updated_at", "events"])
+        features, as_of, updated_at, events = cast(list[bytes | None], raw)
+        if features is None or as_of is None or updated_at is None:
+            return None
+        values = orjson.loads(features)
+        return EntityFeatures(
+            view=self.view.name,
+            entity_id=entity_id,
+            as_of=datetime.fromisoformat(as_of.decode()).astimezone(UTC),
+            updated_at=datetime.fromisoformat(updated_at.decode()).astimezone(UTC),
+            events=int(events or 0),
+            values={name: values.get(name) for name in self.names},
+        )

@@ -1,0 +1,56 @@
+"""The events topic as a log for historical features: every valid event with its place in it.
+
+``read_event_log`` reads each partition from the earliest offset up to where it ends now, in
+offset order, and decodes events exactly as the worker does (invalid ones, which the worker
+sent to the dead-letter topic, are skipped). ``feature_store.historical`` replays the result
+with the online store's own engine.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+from confluent_kafka import Consumer, TopicPartition
+from pydantic import ValidationError
+
+from feature_store.historical import HistoricalEvent
+from stream.events import RawEvent
+from stream.offsets import end_offsets
+
+
+def read_event_log(
+    config: dict[str, Any], topic: str, poll_timeout: float = 1.0
+) -> Iterator[HistoricalEvent]:
+    consumer = Consumer(
+        {**config, "group.id": f"driftline-log-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False}
+    )
+    try:
+        ends = {tp.partition: tp.offset for tp in end_offsets(consumer, topic)}
+        for partition, end in sorted(ends.items()):
+            if end <= 0:
+                continue
+            consumer.assign([TopicPartition(topic, partition, 0)])
+            position = -1
+            while position < end - 1:
+                msgs = consumer.consume(num_messages=5000, timeout=poll_timeout)
+                if not msgs:
+                    continue
+                for msg in msgs:
+                    if msg.error() is not None:
+                        continue
+                    position = msg.offset() or 0
+                    try:
+                        event = RawEvent.model_validate_json(msg.value() or b"")
+                    except ValidationError:
+                        continue  # a dead letter: never part of the features
+                    yield HistoricalEvent(
+                        entity_id=event.entity_id,
+                        ts=event.ts,
+                        values=dict(event.features),
+                        partition=partition,
+                        offset=position,
+                    )
+    finally:
+        consumer.close()
