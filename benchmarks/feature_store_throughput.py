@@ -2,7 +2,7 @@
 
 Run on demand against the local Redis (`driftline stack up`); not a test::
 
-    .venv/bin/python benchmarks/feature_store.py [--events 50000] [--batch-size 1000] [--entities 1000]
+    .venv/bin/python benchmarks/feature_store_throughput.py [--events 50000] [--batch-size 1000] [--entities 1000]
 
 Events come from the synthetic fraud generator (`stream.synthetic`), keyed to 6 partitions by
 entity, and go through `fraud_feature_view` (14 raw features, 14 windowed aggregates). Every
@@ -23,28 +23,20 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import sys
 import time
 import uuid
 import zlib
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import orjson
 import redis
 
-# This script is named like the package it measures: run as a file, its folder comes first on
-# sys.path and `import feature_store` would find the script. Look in the repository instead.
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
-sys.path.insert(0, str(_HERE.parent))
-
-from feature_store.definitions import fraud_feature_view  # noqa: E402
-from feature_store.engine import Engine  # noqa: E402
-from feature_store.online import OnlineStore  # noqa: E402
-from stream.synthetic import FraudGenerator  # noqa: E402
+from feature_store.definitions import fraud_feature_view
+from feature_store.engine import Engine
+from feature_store.online import OnlineStore
+from stream.synthetic import FraudGenerator
 
 PARTITIONS = 6
 
