@@ -2,7 +2,7 @@
 
 Run on demand against the local Redis (`driftline stack up`); not a test::
 
-    .venv/bin/python benchmarks/feature_store_throughput.py [--events 50000] [--batch-size 1000] [--entities 1000]
+    .venv/bin/python benchmarks/feature_store_throughput.py [--events 50000] [--batch-size 1000]
 
 Events come from the synthetic fraud generator (`stream.synthetic`), keyed to 6 partitions by
 entity, and go through `fraud_feature_view` (14 raw features, 14 windowed aggregates). Every
