@@ -183,6 +183,43 @@ def tail(
         raise CliError(f"{exc.args[0]} (run `driftline topics create`)") from None
 
 
+alerts_app = typer.Typer(no_args_is_help=True, help="Drift alerts.")
+app.add_typer(alerts_app, name="alerts")
+
+
+@alerts_app.command("tail")
+def alerts_tail(
+    from_beginning: Annotated[
+        bool, typer.Option("--from-beginning", help="Start at the earliest offset.")
+    ] = False,
+    max_messages: Annotated[int | None, typer.Option("--max", min=1, help="Stop after N alerts.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON alert per line.")] = False,
+    idle_timeout: Annotated[float | None, typer.Option(min=0, help="Stop after N idle seconds.")] = None,
+) -> None:
+    """Drift alerts as they are raised, one line each."""
+    from stream.tail import tail as tail_topic
+    from stream.topics import Topics
+
+    s = settings()
+    topic = Topics(s.topic_prefix).alerts
+    try:
+        for msg in tail_topic(s.kafka_client_config(), topic, from_beginning, max_messages, idle_timeout):
+            a = msg.value if isinstance(msg.value, dict) else {}
+            if as_json:
+                sys.stdout.write(orjson.dumps(a).decode() + "\n")
+                sys.stdout.flush()
+                continue
+            color = "red" if a.get("severity") == "critical" else "yellow"
+            model = f"{a.get('model')}:{a.get('version')}"
+            console.print(
+                f"[{color}]{a.get('severity', '?'):8}[/{color}] {a.get('ts', '')}  {model}  "
+                f"{a.get('detector', '?'):5}  {a.get('message', msg.value)}",
+                highlight=False,
+            )
+    except LookupError as exc:
+        raise CliError(f"{exc.args[0]} (run `driftline topics create`)") from None
+
+
 # ---- demo ----------------------------------------------------------------------------------
 @app.command()
 def demo(

@@ -84,6 +84,10 @@ def run_demo(s: Settings, n: int, drift_at: int, rate: float, console: Console) 
     consumer.assign(end_offsets(consumer, topics.predictions))  # only this run's predictions
     dlq = Consumer({**s.kafka_client_config(), "group.id": "driftline-demo-dlq", "enable.auto.commit": False})
     dlq.assign(end_offsets(dlq, topics.dlq))
+    alerts = Consumer(
+        {**s.kafka_client_config(), "group.id": "driftline-demo-alerts", "enable.auto.commit": False}
+    )
+    alerts.assign(end_offsets(alerts, topics.alerts))
 
     worker = build_worker(s, WorkerConfig(model=MODEL, group_id=f"{s.topic_prefix}-worker", batch_size=500))
     worker_errors: list[BaseException] = []
@@ -162,10 +166,19 @@ def run_demo(s: Settings, n: int, drift_at: int, rate: float, console: Console) 
     deadline = time.monotonic() + 10
     while len(letters) < len(BROKEN_EVENTS) and time.monotonic() < deadline:
         letters += [orjson.loads(m.value() or b"{}") for m in dlq.consume(100, timeout=0.5) if not m.error()]
+    raised = [orjson.loads(m.value() or b"{}") for m in alerts.consume(1000, timeout=2.0) if not m.error()]
     worker.stop()
     consumer.close()
     dlq.close()
+    alerts.close()
     console.print(table)
+    for alert in raised:
+        color = "red" if alert["severity"] == "critical" else "yellow"
+        console.print(
+            f"[{color}]{alert['severity']} drift alert[/{color}] {alert['model']}:{alert['version']} "
+            f"{alert['feature']} ({alert['detector']}): {alert['message']}",
+            highlight=False,
+        )
     for letter in letters:
         console.print(
             f"[yellow]dead letter[/yellow] {letter['source_topic']}[{letter['source_partition']}]"
@@ -178,8 +191,10 @@ def run_demo(s: Settings, n: int, drift_at: int, rate: float, console: Console) 
         raise DriftlineError(f"producer failed: {produced['error']}")
     console.print(
         f"{seen:,} of {n:,} events scored through Kafka by the worker; {len(letters)} broken events "
-        f"in {topics.dlq}. Rows in red come after the drift point: inputs moved, so the score did.\n"
-        f"Next: `driftline tail predictions`, `driftline models list`, metrics at :{s.metrics_port}/metrics "
+        f"in {topics.dlq}; {len(raised)} drift alerts in {topics.alerts}. Rows in red come after the "
+        "drift point: inputs moved, so the score did, and the detectors said which features.\n"
+        f"Next: `driftline tail alerts`, `driftline features get card-000001`, `driftline models list`, "
+        f"metrics at :{s.metrics_port}/metrics "
         "while `driftline worker` runs.",
         highlight=False,
     )

@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     # The online feature store's view: "fraud" (built in), a path to a YAML FeatureView, or "none".
     feature_view: str = "fraud"
 
+    # Drift detectors in the worker: events per window (0 = no drift monitoring).
+    drift_window_size: int = Field(5000, ge=0)
+
     # Prometheus metrics of the worker/retrainer processes, and the HTTP API.
     metrics_port: int = Field(9108, ge=0, le=65535)  # 0 = no metrics endpoint
     api_host: str = "127.0.0.1"

@@ -9,12 +9,14 @@ import orjson
 import redis
 from confluent_kafka import Producer
 
+from detectors.monitor import MonitorConfig
 from driftline.errors import DriftlineError
 from driftline.settings import Settings
 from feature_store.definitions import FeatureView, fraud_feature_view
 from feature_store.online import OnlineStore
 from inference.metadata import ModelEvent
 from inference.registry import ModelRegistry
+from stream.drift import DriftStage
 from stream.metrics import WorkerMetrics
 from stream.online_features import OnlineFeatures
 from stream.producer import PRODUCER_DEFAULTS
@@ -87,4 +89,13 @@ def build_worker(s: Settings, cfg: WorkerConfig, metrics: WorkerMetrics | None =
     )
     view = feature_view(s)
     features = OnlineFeatures(online_store(s, view), topics.events) if view is not None else None
-    return Worker(cfg, s.kafka_client_config(), topics, follower, features=features, metrics=metrics)
+    metrics = metrics or WorkerMetrics()
+    drift = None
+    if s.drift_window_size:
+        monitored = set(view.passthrough) if view is not None else None  # raw event features + score
+        drift = DriftStage(
+            metrics.registry, MonitorConfig(window_size=s.drift_window_size), monitored=monitored
+        )
+    return Worker(
+        cfg, s.kafka_client_config(), topics, follower, features=features, metrics=metrics, drift=drift
+    )

@@ -31,6 +31,7 @@ import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from stream.decode import EventBatch, decode_batch
+from stream.drift import DriftStage
 from stream.metrics import WorkerMetrics
 from stream.producer import PRODUCER_DEFAULTS
 from stream.scoring import ModelFollower, Scorer, wait_for_scorer
@@ -88,12 +89,14 @@ class Worker:
         follower: ModelFollower,
         features: FeatureSource | None = None,
         metrics: WorkerMetrics | None = None,
+        drift: DriftStage | None = None,
     ) -> None:
         self.cfg = cfg
         self.topics = topics
         self.follower = follower
         self.features = features or RawFeatures()
         self.metrics = metrics or WorkerMetrics()
+        self.drift = drift
         self._stopping = False
         self.consumer = Consumer(
             {
@@ -243,8 +246,14 @@ class Worker:
         scored = self.scorer.score(batch.entity_ids, columns)
         now = time.time()
         events = batch.events
+        event_times = batch.event_times()
         for arm in scored:
             meta, shadow = arm.meta, arm.arm == "shadow"
+            if self.drift is not None and arm.arm == "production":
+                for alert in self.drift.observe(meta, columns, arm.rows, arm.scores, event_times[arm.rows]):
+                    self._send(
+                        self.topics.alerts, f"{alert.model}:{alert.feature}", alert.model_dump_json().encode()
+                    )
             self.metrics.inference.labels(meta.name, str(meta.version)).observe(arm.inference_s)
             self.metrics.predictions.labels(meta.name, str(meta.version), arm.arm).inc(len(arm.rows))
             processing_ms = round((time.perf_counter() - started) * 1000, 3)
@@ -270,7 +279,7 @@ class Worker:
                 self._send(
                     self.topics.predictions, e.entity_id, orjson.dumps(record, option=orjson.OPT_UTC_Z)
                 )
-        self.metrics.event_lag.observe_many(now - batch.event_times())
+        self.metrics.event_lag.observe_many(now - event_times)
 
     # ---- Kafka details --------------------------------------------------------------------
     def _send(self, topic: str, key: str | None, value: bytes) -> None:

@@ -303,3 +303,36 @@ def test_metrics_endpoint_exposes_the_worker(own_settings: Settings) -> None:
         'driftline_consumer_lag{partition="0"} 0.0',
     ):
         assert name in body, name
+
+
+def test_covariate_drift_raises_one_alert_per_drifted_feature(own_settings: Settings) -> None:
+    from rich.console import Console
+
+    from detectors.alerts import DriftAlert
+    from driftline.produce import produce_generated
+    from stream.synthetic import DRIFTED_FEATURES, DriftSchedule
+
+    s = own_settings
+    register(s)
+    running = start_worker(s, exit_when_idle=4.0)
+    tally = produce_generated(
+        s, 20_000, 0, seed=9, entities=1000, schedule=DriftSchedule(covariate_at=10_000),
+        label_delay=10, start_ts=1.7e9, console=Console(quiet=True),
+    )  # fmt: skip
+    assert tally.failed == 0
+    running.thread.join(120)
+    running.stop()
+    alerts = [
+        DriftAlert.model_validate_json(r.value) for r in consume_all(s, Topics(s.topic_prefix).alerts, 6, 20)
+    ]
+    features = [a.feature for a in alerts]
+    assert len(features) == len(set(features)), "one drift, one alert per feature"
+    assert set(DRIFTED_FEATURES) <= set(features)  # every drifted input is named
+    assert set(features) <= set(DRIFTED_FEATURES) | {"merchant_category", "__score__"}  # and nothing else
+    for a in alerts:
+        assert a.window_end_index > 10_000, f"alert before the drift: {a}"  # no false alarm
+        assert a.model == "fraud" and a.severity == "critical" and a.message
+    metrics = running.worker.metrics.registry
+    assert metrics.get_sample_value(
+        "driftline_drift_alerts_total", {"severity": "critical", "detector": "ks"}
+    )
