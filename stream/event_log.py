@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
@@ -17,6 +18,7 @@ from pydantic import ValidationError
 
 from feature_store.historical import HistoricalEvent
 from stream.events import RawEvent
+from stream.file_source import FileFormatError, read_events
 from stream.offsets import end_offsets
 
 
@@ -54,3 +56,16 @@ def read_event_log(
                     )
     finally:
         consumer.close()
+
+
+def read_file_log(path: Path) -> Iterator[HistoricalEvent]:
+    """A JSONL/CSV export of the events topic as a log: one partition, the line number as offset.
+
+    Export with ``driftline tail events --from-beginning --json`` piped through ``jq -c .value``,
+    or write the events yourself; invalid lines raise (a training set must not silently shrink).
+    """
+    for record in read_events(path):
+        if isinstance(record, FileFormatError):
+            raise record
+        e = record.event
+        yield HistoricalEvent(entity_id=e.entity_id, ts=e.ts, values=dict(e.features), offset=record.line)
