@@ -13,6 +13,7 @@ from __future__ import annotations
 import secrets
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +27,7 @@ from driftline.errors import DriftlineError
 from driftline.produce import produce_generated
 from driftline.settings import Settings
 from driftline.training_data import synthetic_training_set
-from driftline.wiring import build_worker, feature_view, model_registry
+from driftline.wiring import build_worker, feature_view, model_registry, online_store
 from inference.training import register_trained, train_model
 from stream.offsets import end_offsets
 from stream.producer import DeliveryTracker, EventProducer
@@ -127,6 +128,7 @@ def run_demo(s: Settings, n: int, drift_at: int, rate: float, console: Console) 
     size = max(n // 10, 1)
     windows = [Window(first, min(size, n - first)) for first in range(0, n, size)]
     shown, seen, started, idle_since = 0, 0, time.monotonic(), time.monotonic()
+    busiest: Counter[str] = Counter()
     while shown < len(windows) and not worker_errors:
         msgs = consumer.consume(num_messages=1000, timeout=0.5)
         if not msgs:
@@ -142,6 +144,7 @@ def run_demo(s: Settings, n: int, drift_at: int, rate: float, console: Console) 
             run, _, index = p["event_id"].rpartition("-")
             if run != run_id or not p["served"]:
                 continue  # an older event (a backlog the worker caught up on) or a shadow score
+            busiest[p["entity_id"]] += 1
             w = windows[int(index) // size]
             w.scores.append(p["score"])
             w.predicted += p["predicted"]
@@ -185,6 +188,21 @@ def run_demo(s: Settings, n: int, drift_at: int, rate: float, console: Console) 
             f"@{letter['source_offset']}: {letter['reason']}",
             highlight=False,
         )
+    view = feature_view(s)
+    if view is not None and busiest:
+        entity = busiest.most_common(1)[0][0]
+        found = online_store(s, view).describe(entity)
+        if found is not None:
+            shown = ", ".join(
+                f"{name} {found.values[name]:.4g}"
+                for name in ("count_10m", "count_1h", "count_24h", "amount_mean_24h", "amount_max_24h")
+                if isinstance(found.values.get(name), float)
+            )
+            console.print(
+                f"online features of {entity} (as of {found.as_of:%H:%M:%S} event time, "
+                f"{found.events} events): {shown}",
+                highlight=False,
+            )
     if worker_errors:
         raise DriftlineError(f"worker failed: {worker_errors[0]}")
     if "error" in produced:
