@@ -193,14 +193,14 @@ def run_demo(s: Settings, n: int, drift_at: int, rate: float, console: Console) 
         entity = busiest.most_common(1)[0][0]
         found = online_store(s, view).describe(entity)
         if found is not None:
-            shown = ", ".join(
+            listed = ", ".join(
                 f"{name} {found.values[name]:.4g}"
                 for name in ("count_10m", "count_1h", "count_24h", "amount_mean_24h", "amount_max_24h")
                 if isinstance(found.values.get(name), float)
             )
             console.print(
                 f"online features of {entity} (as of {found.as_of:%H:%M:%S} event time, "
-                f"{found.events} events): {shown}",
+                f"{found.events} events): {listed}",
                 highlight=False,
             )
     if worker_errors:
