@@ -19,7 +19,7 @@ class OnlineFeatures:
     def __init__(self, store: OnlineStore, source: str) -> None:
         self.store = store
         self.source = source  # the events topic: watermarks are per (source, partition)
-        self.names = store.view.feature_names()
+        self.names = set(store.view.feature_names())
         self._raw_inputs = sorted(
             set(store.view.passthrough) | {a.source for a in store.view.aggregations if a.source}
         )
@@ -34,7 +34,7 @@ class OnlineFeatures:
             self.source,
         )
         # A model may also use raw event fields the view does not keep.
-        from_view = [n for n in names if n in set(self.names)]
+        from_view = [n for n in names if n in self.names]
         columns = dict(result.columns(from_view))
         missing = [n for n in names if n not in columns]
         if missing:

@@ -199,7 +199,6 @@ class Worker:
         self._delivery_errors = []
 
         if len(batch):
-            assert self.scorer is not None
             names = self.scorer.feature_names()
             features = self.features.columns(batch, names)
             columns = features.columns
