@@ -804,6 +804,12 @@ def main() -> int:
         default="none",
         help="'none': raw event features (the Faust baseline's inputs); 'fraud': online feature store",
     )
+    ap.add_argument(
+        "--drift-window-size",
+        type=int,
+        default=5000,
+        help="events per drift-detector window; 0 = detectors off",
+    )
     ap.add_argument("--profile", action="store_true", help="also cProfile a batch-1000 worker run")
     ap.add_argument("--skip-faust", action="store_true", help="no Faust baseline")
     ap.add_argument("--skip-latency", action="store_true", help="no latency test")
@@ -814,7 +820,11 @@ def main() -> int:
     steady = args.steady if args.steady is not None else (6.0 if args.quick else 20.0)
 
     prefix = f"bench-{uuid.uuid4().hex[:10]}"
-    run = Run(Settings(topic_prefix=prefix, feature_view=args.feature_view))
+    run = Run(
+        Settings(
+            topic_prefix=prefix, feature_view=args.feature_view, drift_window_size=args.drift_window_size
+        )
+    )
     say(f"Driftline worker benchmark, prefix {prefix}, {n:,} events ({n_single:,} for batch 1)")
     results: list[Result] = []
     faust: Result | None = None
