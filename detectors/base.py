@@ -85,6 +85,18 @@ def grade(value: float, warning: float, critical: float) -> tuple[Severity, floa
     return None
 
 
+class CountPanes:
+    """Pane accumulators that are count vectors (PSI bins; missing/total), checkpointed as lists."""
+
+    _counts: dict[int, np.ndarray]
+
+    def _panes_state(self) -> dict[str, Any]:
+        return {str(p): c.tolist() for p, c in self._counts.items()}
+
+    def _load_panes(self, panes: dict[str, Any]) -> None:
+        self._counts = {int(p): np.asarray(c, dtype=np.int64) for p, c in panes.items()}
+
+
 class WindowedDetector(ABC):
     """Base class: windowing, state plumbing and the evaluate -> signal split."""
 

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from detectors.base import Evaluation, WindowedDetector, grade
+from detectors.base import CountPanes, Evaluation, WindowedDetector, grade
 from detectors.reference import Reference, is_missing
 from detectors.signals import DriftSignal, fmt
 from detectors.windowing import Assignment, ClosedWindow
@@ -39,7 +39,7 @@ def missing_p_value(k: int, n: int, p0: float) -> float:
     return float(stats.binom.sf(k - 1, n, p0))
 
 
-class MissingRate(WindowedDetector):
+class MissingRate(CountPanes, WindowedDetector):
     """Missing-rate increase per closed window (windows as `detectors.psi.PSIWindow`'s)."""
 
     detector = "missing_rate"
@@ -128,9 +128,3 @@ class MissingRate(WindowedDetector):
             "allowed_lateness": self.spec.allowed_lateness,
             "min_count": self.min_count,
         }
-
-    def _panes_state(self) -> dict[str, Any]:
-        return {str(p): c.tolist() for p, c in self._counts.items()}
-
-    def _load_panes(self, panes: dict[str, Any]) -> None:
-        self._counts = {int(p): np.asarray(c, dtype=np.int64) for p, c in panes.items()}

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 from scipy import special
 
-from detectors.base import Evaluation, WindowedDetector, grade
+from detectors.base import CountPanes, Evaluation, WindowedDetector, grade
 from detectors.reference import DEFAULT_BINS, EPS, Binning, Reference, smooth
 from detectors.signals import DriftSignal, fmt
 from detectors.windowing import Assignment, ClosedWindow
@@ -95,7 +95,7 @@ def psi_p_value(window_counts: np.ndarray, reference_props: np.ndarray, n_refere
     return float(special.chdtrc(max(int(keep.sum()) - 1, 1), x2))
 
 
-class PSIWindow(WindowedDetector):
+class PSIWindow(CountPanes, WindowedDetector):
     """PSI per closed window (tumbling by default; ``step`` slides) against a reference.
 
     ``window_size`` events (default 5000 unless ``window_seconds`` is given) and/or
@@ -208,9 +208,3 @@ class PSIWindow(WindowedDetector):
             "allowed_lateness": self.spec.allowed_lateness,
             "min_count": self.min_count,
         }
-
-    def _panes_state(self) -> dict[str, Any]:
-        return {str(p): c.tolist() for p, c in self._counts.items()}
-
-    def _load_panes(self, panes: dict[str, Any]) -> None:
-        self._counts = {int(p): np.asarray(c, dtype=np.int64) for p, c in panes.items()}
