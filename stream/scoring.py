@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -63,6 +63,13 @@ def _signature(d: Deployment) -> tuple[str | None, str | None, float, str | None
 class Scorer:
     deployment: Deployment
     sessions: Mapping[str, ModelSession]  # by model ref "name:version"
+    # Versions with the same feature encoding share one input matrix per batch; the encoding of
+    # a version never changes, so its key is computed once per snapshot, not once per batch.
+    encoding_keys: Mapping[str, tuple[str, ...]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        keys = {meta.ref: tuple(f.model_dump_json() for f in meta.features) for meta, _ in self.versions()}
+        object.__setattr__(self, "encoding_keys", keys)
 
     @property
     def signature(self) -> tuple[str | None, str | None, float, str | None]:
@@ -101,7 +108,7 @@ class Scorer:
         for meta, arm, rows in plan:
             if len(rows) == 0:
                 continue
-            key = tuple(f.model_dump_json() for f in meta.features)
+            key = self.encoding_keys[meta.ref]
             if key not in encoded:
                 encoded[key] = encode_features(meta.features, columns, n)
             started = time.perf_counter()
