@@ -60,6 +60,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
+import hiredis
 import numpy as np
 import orjson
 import redis
@@ -88,9 +89,30 @@ def _command(*args: bytes) -> bytes:
 
 
 def _roundtrip(conn: Connection, commands: list[bytes]) -> list[Any]:
-    """Send commands in one write and read one reply per command (error replies are raised)."""
+    """Send commands in one write and read one reply per command (error replies are raised).
+
+    The replies are parsed by a hiredis reader of our own, in bulk: redis-py's
+    ``read_response`` costs ~10 us a reply, a third of a 1,000-event batch's time. Every
+    round trip reads all its replies, so the connection's own parser never holds any.
+    """
     conn.send_packed_command([b"".join(commands)])
-    return [conn.read_response() for _ in commands]
+    sock = conn._sock
+    if sock is None:
+        raise redis.ConnectionError("the Redis connection closed before its replies arrived")
+    reader = hiredis.Reader(replyError=redis.ResponseError)
+    replies: list[Any] = []
+    while len(replies) < len(commands):
+        reply = reader.gets()
+        if reply is False:
+            data = sock.recv(1 << 20)
+            if not data:
+                raise redis.ConnectionError("the Redis connection closed before its replies arrived")
+            reader.feed(data)
+        elif isinstance(reply, redis.ResponseError):
+            raise reply
+        else:
+            replies.append(reply)
+    return replies
 
 
 def _wall_time(ts: float) -> str:
