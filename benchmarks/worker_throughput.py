@@ -805,10 +805,10 @@ def main() -> int:
         help="'none': raw event features (the Faust baseline's inputs); 'fraud': online feature store",
     )
     ap.add_argument(
-        "--drift-window-size",
-        type=int,
-        default=5000,
-        help="events per drift-detector window; 0 = detectors off",
+        "--drift-window-seconds",
+        type=float,
+        default=300.0,
+        help="event-time seconds per merged drift window (the generator makes 2 events/s); 0 = detectors off",
     )
     ap.add_argument("--profile", action="store_true", help="also cProfile a batch-1000 worker run")
     ap.add_argument("--skip-faust", action="store_true", help="no Faust baseline")
@@ -822,7 +822,9 @@ def main() -> int:
     prefix = f"bench-{uuid.uuid4().hex[:10]}"
     run = Run(
         Settings(
-            topic_prefix=prefix, feature_view=args.feature_view, drift_window_size=args.drift_window_size
+            topic_prefix=prefix,
+            feature_view=args.feature_view,
+            drift_window_seconds=args.drift_window_seconds,
         )
     )
     say(f"Driftline worker benchmark, prefix {prefix}, {n:,} events ({n_single:,} for batch 1)")

@@ -219,6 +219,16 @@ class _AdwinBase:
         self._core = _Adwin(delta, clock, grace_period, settle)
         self.windows: list[WindowStat] = []
 
+    @property
+    def width(self) -> int:
+        """Values in ADWIN's current window."""
+        return self._core.width
+
+    @property
+    def estimate(self) -> float:
+        """Mean of ADWIN's current window (NaN while it is empty); ranks if fed ranks."""
+        return self._core.total / self._core.width if self._core.width else math.nan
+
     def _feed(self, values: np.ndarray, ts: np.ndarray) -> list[Cut]:
         x = as_float(np.asarray(values))
         ts = np.asarray(ts, dtype=np.float64)

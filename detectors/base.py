@@ -50,6 +50,7 @@ class Evaluation:
             window_end_ts=self.window.end_ts,
             window_end_index=self.window.end_index,
             n_window=self.n_window,
+            p_value=self.p_value,
         )
 
     def to_signal(self, severity: Severity, threshold: float, message: str) -> DriftSignal:

@@ -46,6 +46,7 @@ class WindowStat(_Model):
     window_end_ts: float
     window_end_index: int
     n_window: int = Field(ge=0)
+    p_value: float | None = None
 
 
 class DriftSignal(_Model):
@@ -81,6 +82,7 @@ class DriftSignal(_Model):
             window_end_ts=self.window_end_ts,
             window_end_index=self.window_end_index,
             n_window=self.n_window,
+            p_value=self.p_value,
         )
 
 

@@ -34,7 +34,8 @@ worker re-reads the offsets and retries.
 **Closing** (`WindowStore.close_ready`): the combined watermark is the minimum, over the
 partitions, of each one's max event time (``partitions`` = the topic's partitions; a partition not
 seen yet holds every window open; with ``idle_timeout_seconds``, partitions with no batch for that
-long - or never seen - are left out). A window ``[ws, ws + W)`` is due when the watermark reaches
+long - or never seen, once the first batch of any partition is that old - are left out). A
+window ``[ws, ws + W)`` is due when the watermark reaches
 ``ws + W + allowed_lateness``. The first worker to ``SET NX`` its closing marker closes it - exactly
 once: any later increment for that window is rejected as late by the script, so the counts it
 reads are final - computes PSI, the missing rate and KS on the merged data and returns the
@@ -125,6 +126,7 @@ for k, kind in pairs(touched) do
   redis.call('EXPIRE', KEYS[k], ttl)
 end
 for _, p in ipairs(doc.parts) do
+  redis.call('HSETNX', KEYS[1], 'first', p[5])
   redis.call('HSET', KEYS[1], 'o:' .. p[1], p[3], 's:' .. p[1], p[5])
   if p[4] ~= '' then
     local t = redis.call('HGET', KEYS[1], 't:' .. p[1])
@@ -173,6 +175,17 @@ def sample_keys(partitions: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     x = x ^ (x >> np.uint64(31))
     keys: np.ndarray = (x >> np.uint64(11)).astype(np.float64) * 2.0**-53
     return keys
+
+
+def latest_event_time(client: redis.Redis, namespace: str, model: str, version: int) -> float | None:
+    """The newest event time any worker added for this model version (None: nothing yet).
+
+    A stream replayed with event times before it would find its windows closed (late events),
+    so a demo or a test starts its event times after it.
+    """
+    raw = client.hgetall(f"{namespace}:drift:{model}:{version}:~partitions")
+    times = [float(_text(v)) for k, v in raw.items() if _text(k).startswith("t:")]
+    return max(times, default=None)
 
 
 class WindowStore:
@@ -425,12 +438,13 @@ class WindowStore:
         if not expected:
             return -math.inf
         if self.idle_timeout_seconds is not None:
+            # Idle: no batch for the timeout; a partition never seen counts as idle only once the
+            # first batch of any partition is that old (so a starting worker's first partitions
+            # do not close windows the others still fill).
             now = time.time() if now is None else now
-            active = [
-                p
-                for p in expected
-                if p in seen and now - float(fields[f"s:{p}"]) <= self.idle_timeout_seconds
-            ]
+            first = float(fields.get("first", now))
+            last = {p: float(fields[f"s:{p}"]) if p in seen else first for p in expected}
+            active = [p for p in expected if now - last[p] <= self.idle_timeout_seconds]
             if active:
                 expected = active
         if any(p not in seen for p in expected):

@@ -23,11 +23,13 @@ from confluent_kafka import Consumer
 from rich.console import Console
 from rich.table import Table
 
+from detectors.window_store import latest_event_time
 from driftline.errors import DriftlineError
 from driftline.produce import produce_generated
 from driftline.settings import Settings
 from driftline.training_data import synthetic_training_set
-from driftline.wiring import build_worker, feature_view, model_registry, online_store
+from driftline.wiring import build_worker, feature_view, model_registry, online_store, redis_client
+from inference.metadata import ModelVersion
 from inference.training import register_trained, train_model
 from stream.offsets import end_offsets
 from stream.producer import DeliveryTracker, EventProducer
@@ -59,11 +61,11 @@ class Window:
         return len(self.scores) >= self.size
 
 
-def ensure_model(s: Settings, console: Console) -> str:
+def ensure_model(s: Settings, console: Console) -> ModelVersion:
     registry = model_registry(s)
     deployment = registry.deployment(MODEL)
     if deployment.production is not None:
-        return deployment.production.ref
+        return deployment.production
     console.print(
         "no production model yet: training logistic regression on 20,000 synthetic events with their "
         "online features (replayed through the feature store engine) ..."
@@ -73,12 +75,21 @@ def ensure_model(s: Settings, console: Console) -> str:
     meta = register_trained(registry, MODEL, trained, stage="production")
     metrics = ", ".join(f"{k} {v:.3f}" for k, v in trained.training.metrics.items())
     console.print(f"registered {meta.ref} (ONNX, sha256 {meta.sha256[:12]}…); holdout {metrics}")
-    return meta.ref
+    return meta
+
+
+DRIFT_WINDOW_SECONDS = 1000.0  # of event time: the generator makes 2 events/s, so ~2,000 a window
 
 
 def run_demo(s: Settings, n: int, drift_at: int, rate: float, console: Console) -> None:
+    s = s.model_copy(update={"drift_window_seconds": DRIFT_WINDOW_SECONDS})
     topics = Topics(s.topic_prefix)
-    ref = ensure_model(s, console)
+    model = ensure_model(s, console)
+    ref = model.ref
+    # Event time runs ~2,000x faster than the wall clock here, so a second demo would start in
+    # windows the first one already closed: start after everything the detectors saw.
+    seen = latest_event_time(redis_client(s), s.topic_prefix, model.name, model.version)
+    start_ts = max(time.time(), (seen or 0.0) + 2 * DRIFT_WINDOW_SECONDS)
     consumer = Consumer(
         {**s.kafka_client_config(), "group.id": "driftline-demo", "enable.auto.commit": False}
     )
@@ -112,7 +123,7 @@ def run_demo(s: Settings, n: int, drift_at: int, rate: float, console: Console) 
             schedule = DriftSchedule(covariate_at=drift_at, width=n // 20)
             produced["tally"] = produce_generated(
                 s, n, rate, seed=42, entities=500, schedule=schedule,
-                label_delay=200, start_ts=time.time(), console=Console(quiet=True), run_id=run_id,
+                label_delay=200, start_ts=start_ts, console=Console(quiet=True), run_id=run_id,
             )  # fmt: skip
             broken = EventProducer(s.kafka_client_config())
             for value in BROKEN_EVENTS:

@@ -52,8 +52,13 @@ class Settings(BaseSettings):
     # The online feature store's view: "fraud" (built in), a path to a YAML FeatureView, or "none".
     feature_view: str = "fraud"
 
-    # Drift detectors in the worker: events per window (0 = no drift monitoring).
-    drift_window_size: int = Field(5000, ge=0)
+    # Drift detectors in the worker: tumbling event-time windows merged across workers, in
+    # seconds (0 = no drift monitoring); how late a partition may be before a window closes; the
+    # share of events sampled for the KS test; no second alert per feature within the cooldown.
+    drift_window_seconds: float = Field(300.0, ge=0)
+    drift_allowed_lateness: float = Field(30.0, ge=0)
+    drift_ks_sample_rate: float = Field(0.05, ge=0, le=1)
+    drift_cooldown_seconds: float = Field(3600.0, ge=0)
 
     # Prometheus metrics of the worker/retrainer processes, and the HTTP API.
     metrics_port: int = Field(9108, ge=0, le=65535)  # 0 = no metrics endpoint

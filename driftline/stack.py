@@ -233,8 +233,9 @@ class LocalStack:
                     log4j,
                     "kafka.tools.StorageTool",
                     "format",
-                    "-t",
-                    cluster_id,
+                    # `--cluster-id=` form: a random id may start with "-", which argparse4j
+                    # would otherwise read as a flag (1 in 64 fresh machines failed to format).
+                    f"--cluster-id={cluster_id}",
                     "-c",
                     str(config),
                 ]

@@ -9,14 +9,13 @@ import orjson
 import redis
 from confluent_kafka import Producer
 
-from detectors.monitor import MonitorConfig
 from driftline.errors import DriftlineError
 from driftline.settings import Settings
 from feature_store.definitions import FeatureView, fraud_feature_view
 from feature_store.online import OnlineStore
 from inference.metadata import ModelEvent
 from inference.registry import ModelRegistry
-from stream.drift import DriftStage
+from stream.drift import DriftConfig, DriftStage
 from stream.metrics import WorkerMetrics
 from stream.online_features import OnlineFeatures
 from stream.producer import PRODUCER_DEFAULTS
@@ -82,6 +81,15 @@ def online_store(s: Settings, view: FeatureView) -> OnlineStore:
     return OnlineStore(redis_client(s), namespace=s.topic_prefix, view=view)
 
 
+def drift_config(s: Settings) -> DriftConfig:
+    return DriftConfig(
+        window_seconds=s.drift_window_seconds,
+        allowed_lateness=s.drift_allowed_lateness,
+        ks_sample_rate=s.drift_ks_sample_rate,
+        cooldown_seconds=s.drift_cooldown_seconds,
+    )
+
+
 def build_worker(s: Settings, cfg: WorkerConfig, metrics: WorkerMetrics | None = None) -> Worker:
     topics = Topics(s.topic_prefix)
     follower = ModelFollower(
@@ -91,10 +99,15 @@ def build_worker(s: Settings, cfg: WorkerConfig, metrics: WorkerMetrics | None =
     features = OnlineFeatures(online_store(s, view), topics.events) if view is not None else None
     metrics = metrics or WorkerMetrics()
     drift = None
-    if s.drift_window_size:
+    if s.drift_window_seconds:
         monitored = set(view.passthrough) if view is not None else None  # raw event features + score
         drift = DriftStage(
-            metrics.registry, MonitorConfig(window_size=s.drift_window_size), monitored=monitored
+            redis_client(s),
+            s.topic_prefix,
+            metrics.registry,
+            drift_config(s),
+            monitored=monitored,
+            worker_id=cfg.worker_id,
         )
     return Worker(
         cfg, s.kafka_client_config(), topics, follower, features=features, metrics=metrics, drift=drift

@@ -1,27 +1,50 @@
 """Drift monitoring inside the worker: each scored batch feeds the production version's detectors.
 
-One `detectors.ModelMonitor` per production model version, built from the version's reference
-distributions (so a promotion starts fresh detectors on the new references: the switch itself
-raises no alert). Signals go through an `AlertPolicy` (cooldown, hysteresis, one alert per
-feature and window) and the alerts are produced by the worker with the batch's other outputs,
-before its offsets are committed.
+Per production model version (a promotion starts fresh detectors on the new version's reference
+distributions, so the switch itself raises no alert):
 
-This is the per-worker (local) version: windows count the events this worker sees. Merging
-windows across workers (`detectors.window_store`) and checkpointing detector state are not wired
-in yet.
+* **Windowed detectors** - PSI, KS and the missing rate of every monitored feature and of the
+  score - run on event-time windows merged across workers in Redis
+  (`detectors.window_store.WindowStore`): a window holds the same events whichever worker consumed
+  them, is closed exactly once, and its statistics do not depend on the partition assignment.
+* **ADWIN** on the score (and on each numeric feature with ``MonitorConfig.adwin_features``) runs
+  where the partitions are: one detector per partition, so its state moves with the partition.
+  Its state and the last offset it was fed are checkpointed to Redis at every commit point
+  (`DriftStage.checkpoint`, called by the worker after the batch's outputs are durable and
+  before its offsets are committed) and reloaded when a worker first sees the partition: a
+  restart or a rebalance neither loses a detector's window nor feeds it a replayed event twice.
+* **Alerts**: every signal goes through one `AlertPolicy` shared by all workers
+  (`detectors.policy_store.SharedAlertPolicy`), so one drift gives one alert however many workers
+  saw it. The worker publishes the alerts with the batch's other outputs.
+
+Redis keys, under ``<ns>:drift:<model>:<version>`` (besides `WindowStore`'s): ``~adwin:<p>`` the
+ADWIN checkpoint of partition ``p`` (JSON), ``~policy`` the shared policy state (JSON); both
+expire ``ttl_seconds`` after their last write.
+
+>>> DriftConfig(window_seconds=60).window_seconds
+60.0
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import redis
 from prometheus_client import CollectorRegistry, Counter, Gauge
+from pydantic import BaseModel, ConfigDict, Field
 
+from detectors.adwin import AdwinDetector
 from detectors.alerts import AlertPolicy, DriftAlert
-from detectors.monitor import ModelMonitor, MonitorConfig
+from detectors.monitor import MonitorConfig
+from detectors.policy_store import SharedAlertPolicy
 from detectors.reference import Reference
+from detectors.signals import SCORE_FEATURE, DriftSignal, WindowStat
+from detectors.window_store import WindowStore
 from inference.encoding import numeric_values
 from inference.metadata import Distribution, ModelVersion
 
@@ -40,52 +63,183 @@ def to_reference(d: Distribution) -> Reference:
     )
 
 
+class DriftConfig(BaseModel):
+    """How the worker's detectors window, sample and alert."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    window_seconds: float = Field(300.0, gt=0)
+    """Tumbling event-time windows, aligned to the epoch, merged across workers."""
+    allowed_lateness: float = Field(30.0, ge=0)
+    """A window closes when every partition's event time passed its end by this much."""
+    idle_timeout_seconds: float | None = 30.0
+    """Partitions without a batch for this long (wall clock) do not hold windows open."""
+    ks_sample_rate: float = Field(0.05, ge=0, le=1)
+    ks_sample_size: int = Field(2000, ge=2)
+    cooldown_seconds: float = Field(3600.0, ge=0)
+    ttl_seconds: int = Field(86_400, ge=60)
+    monitor: MonitorConfig = MonitorConfig()
+    """Thresholds, significance levels and which ADWINs run (``window_*`` fields are unused here)."""
+
+
 class DriftMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
+        def gauge(name: str, doc: str, labels: Sequence[str] = ("model", "version", "feature")) -> Gauge:
+            return Gauge(name, doc, list(labels), registry=registry)
+
         self.alerts = Counter(
-            "driftline_drift_alerts",
-            "Drift alerts by severity and detector",
-            ["severity", "detector"],
+            "driftline_drift_alerts", "Drift alerts by severity and detector", ["severity", "detector"],
             registry=registry,
-        )
-        self.statistic = Gauge(
+        )  # fmt: skip
+        self.statistic = gauge(
             "driftline_drift_statistic",
             "Latest closed-window statistic per detector and feature",
-            ["model", "version", "detector", "feature"],
+            ("model", "version", "detector", "feature"),
+        )
+        self.psi = gauge("driftline_psi", "PSI of the latest closed window")
+        self.ks = gauge("driftline_ks_statistic", "KS D of the latest closed window")
+        self.ks_p = gauge("driftline_ks_pvalue", "KS p-value of the latest closed window")
+        self.missing = gauge("driftline_missing_rate", "Missing-value rate of the latest closed window")
+        per_partition = ("model", "version", "feature", "partition")
+        self.adwin_width = gauge("driftline_adwin_width", "Values in ADWIN's current window", per_partition)
+        self.adwin_estimate = gauge(
+            "driftline_adwin_estimate",
+            "Mean of ADWIN's current window (of reference ranks for numeric features)",
+            per_partition,
+        )
+        self.windows = Counter(
+            "driftline_drift_windows_closed", "Merged drift windows closed by this worker",
+            ["model", "version"], registry=registry,
+        )  # fmt: skip
+        self.late = Counter(
+            "driftline_drift_late_events",
+            "Events dropped by the drift windows: their window had already closed",
+            ["model", "version"],
             registry=registry,
         )
+
+    def record(self, model: str, version: str, stats: Iterable[WindowStat]) -> None:
+        gauges = {"psi": self.psi, "ks": self.ks, "missing_rate": self.missing}
+        for w in stats:
+            self.statistic.labels(model, version, w.detector, w.feature).set(w.statistic)
+            gauge = gauges.get(w.detector)
+            if gauge is not None:
+                gauge.labels(model, version, w.feature).set(w.statistic)
+            if w.detector == "ks" and w.p_value is not None:
+                self.ks_p.labels(model, version, w.feature).set(w.p_value)
+
+
+@dataclass
+class _Adwins:
+    """The ADWIN detectors of one partition and the last offset they were fed."""
+
+    detectors: dict[str, AdwinDetector]
+    offset: int = -1
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "offset": self.offset,
+            "detectors": {f: d.state(include_reference=False) for f, d in self.detectors.items()},
+        }
+
+
+@dataclass
+class _Version:
+    """Everything monitored for one production model version."""
+
+    meta: ModelVersion
+    store: WindowStore
+    policy: SharedAlertPolicy
+    adwin_refs: dict[str, Reference]
+    numeric: set[str]
+    partitions: dict[int, _Adwins] = field(default_factory=dict)
+    dirty: set[int] = field(default_factory=set)
 
 
 class DriftStage:
+    """The worker's drift detectors (see the module docstring)."""
+
     def __init__(
         self,
+        client: redis.Redis,
+        namespace: str,
         registry: CollectorRegistry,
-        config: MonitorConfig | None = None,
-        policy: AlertPolicy | None = None,
+        config: DriftConfig | None = None,
         monitored: set[str] | None = None,
+        worker_id: str | None = None,
     ) -> None:
-        self.config = config or MonitorConfig(window_size=5000)
+        self.r = client
+        self.namespace = namespace
+        self.config = config or DriftConfig()
         # Which model inputs get detectors (None: all with a reference). The worker monitors the
         # raw event features and the score: windowed aggregates such as a 24 h count grow while
         # an entity's history fills up, so against a training-time reference they "drift" during
         # every warm-up; they need warm-up-aware references first.
         self.monitored = monitored
-        self.policy = policy or AlertPolicy()
+        self.worker_id = worker_id
         self.metrics = DriftMetrics(registry)
-        self._monitors: dict[str, ModelMonitor] = {}
+        self.partitions: list[int] | None = None
+        self._current: _Version | None = None
 
-    def monitor(self, meta: ModelVersion) -> ModelMonitor | None:
-        if meta.ref not in self._monitors:
-            if not meta.reference:
-                return None  # a model registered without reference data: nothing to compare with
-            references = {
-                name: to_reference(d)
-                for name, d in meta.reference.items()
-                if self.monitored is None or name in self.monitored
-            }
-            score = to_reference(meta.score_reference) if meta.score_reference else None
-            self._monitors = {meta.ref: ModelMonitor(references, score_reference=score, config=self.config)}
-        return self._monitors[meta.ref]
+    def set_partitions(self, partitions: Iterable[int]) -> None:
+        """The events topic's partitions: a merged window waits for all of them (or their idling)."""
+        self.partitions = sorted(set(partitions))
+        if self._current is not None:
+            self._current.store.partitions = self.partitions
+
+    def forget(self, partitions: Iterable[int]) -> None:
+        """Partitions revoked: drop their ADWINs (another worker continues from the checkpoint)."""
+        v = self._current
+        if v is None:
+            return
+        for p in partitions:
+            v.partitions.pop(p, None)
+            v.dirty.discard(p)
+
+    def _prefix(self, meta: ModelVersion) -> str:
+        return f"{self.namespace}:drift:{meta.name}:{meta.version}"
+
+    def _version(self, meta: ModelVersion) -> _Version | None:
+        if self._current is not None and self._current.meta.ref == meta.ref:
+            return self._current
+        if not meta.reference:
+            return None  # a model registered without reference data: nothing to compare with
+        refs = {
+            name: to_reference(d)
+            for name, d in meta.reference.items()
+            if self.monitored is None or name in self.monitored
+        }
+        score = to_reference(meta.score_reference) if meta.score_reference else None
+        cfg = self.config
+        store = WindowStore(
+            self.r,
+            self.namespace,
+            meta.name,
+            meta.version,
+            refs,
+            score_reference=score,
+            window_seconds=cfg.window_seconds,
+            allowed_lateness=cfg.allowed_lateness,
+            partitions=self.partitions,
+            idle_timeout_seconds=cfg.idle_timeout_seconds,
+            ttl_seconds=cfg.ttl_seconds,
+            ks_sample_size=cfg.ks_sample_size,
+            ks_sample_rate=cfg.ks_sample_rate,
+            config=cfg.monitor,
+            worker_id=self.worker_id,
+        )
+        numeric = {n for n, r in refs.items() if r.kind == "numeric" and len(r.sample) >= 2}
+        adwin_refs = {n: refs[n] for n in sorted(numeric)} if cfg.monitor.adwin_features else {}
+        if score is not None and cfg.monitor.adwin_score:
+            adwin_refs[SCORE_FEATURE] = score
+        policy = SharedAlertPolicy(
+            self.r,
+            f"{self._prefix(meta)}:~policy",
+            make=lambda: AlertPolicy(cooldown_seconds=cfg.cooldown_seconds),
+            ttl_seconds=max(cfg.ttl_seconds, int(cfg.cooldown_seconds) + 60),
+        )
+        self._current = _Version(meta, store, policy, adwin_refs, numeric)
+        return self._current
 
     def observe(
         self,
@@ -94,28 +248,119 @@ class DriftStage:
         rows: np.ndarray,
         scores: np.ndarray,
         ts: np.ndarray,
+        partitions: np.ndarray,
+        offsets: np.ndarray,
     ) -> list[DriftAlert]:
-        """Feed the rows the production version served; return the alerts to publish."""
-        monitor = self.monitor(meta)
-        if monitor is None or len(rows) == 0:
+        """Feed the rows the production version served; return the alerts to publish.
+
+        ``rows`` index ``columns``; ``scores``, ``ts``, ``partitions`` and ``offsets`` are the
+        rows' own (already picked).
+        """
+        v = self._version(meta)
+        if v is None or len(rows) == 0:
             return []
         picked = rows.tolist()
-        batch = {}
-        for name, feature in monitor.features.items():
-            if name not in columns:
+        batch: dict[str, np.ndarray] = {}
+        for name, ref in v.store.references.items():
+            if name == SCORE_FEATURE or name not in columns:
                 continue
             col = columns[name]
             values = [col[i] for i in picked]
-            if feature.reference.kind == "numeric":
+            if ref.kind == "numeric":
                 batch[name] = numeric_values(values, len(values))  # None/strings -> NaN (missing)
             else:
                 batch[name] = np.array(values, dtype=object)
-        signals = monitor.update(batch, scores, ts)
-        for w in monitor.windows:
-            self.metrics.statistic.labels(meta.name, str(meta.version), w.detector, w.feature).set(
-                w.statistic
-            )
-        alerts = self.policy.decide(signals, model=meta.name, version=meta.version, windows=monitor.windows)
+        parts = np.asarray(partitions, dtype=np.int64)
+        offs = np.asarray(offsets, dtype=np.int64)
+        added = v.store.add(batch, ts, parts, offs, scores=scores)
+        signals = v.store.close_ready()
+        windows = list(v.store.windows)
+        model, version = meta.name, str(meta.version)
+        if added.late:
+            self.metrics.late.labels(model, version).inc(added.late)
+        if windows:
+            self.metrics.windows.labels(model, version).inc(len({w.window_end_ts for w in windows}))
+        if v.adwin_refs:
+            more, stats = self._adwin(v, batch, scores, ts, parts, offs)
+            signals += more
+            windows += stats
+        self.metrics.record(model, version, windows)
+        alerts = v.policy.decide(signals, model=meta.name, version=meta.version, windows=windows)
         for alert in alerts:
             self.metrics.alerts.labels(alert.severity, alert.detector).inc()
         return alerts
+
+    def _adwin(
+        self,
+        v: _Version,
+        batch: Mapping[str, np.ndarray],
+        scores: np.ndarray,
+        ts: np.ndarray,
+        parts: np.ndarray,
+        offs: np.ndarray,
+    ) -> tuple[list[DriftSignal], list[WindowStat]]:
+        signals: list[DriftSignal] = []
+        stats: list[WindowStat] = []
+        model, version = v.meta.name, str(v.meta.version)
+        for p in np.unique(parts).tolist():
+            adwins = self._load(v, p)
+            fresh = (parts == p) & (offs > adwins.offset)  # a replayed event was fed already
+            if not fresh.any():
+                continue
+            for feature, det in adwins.detectors.items():
+                values = scores if feature == SCORE_FEATURE else batch.get(feature)
+                if values is None:
+                    continue
+                signals += det.update(np.asarray(values, dtype=np.float64)[fresh], ts[fresh])
+                stats += det.windows
+                labels = (model, version, feature, str(p))
+                self.metrics.adwin_width.labels(*labels).set(det.width)
+                estimate = det.estimate
+                if not math.isnan(estimate):
+                    self.metrics.adwin_estimate.labels(*labels).set(estimate)
+            adwins.offset = int(offs[fresh].max())
+            v.dirty.add(p)
+        return signals, stats
+
+    def _adwin_key(self, v: _Version, partition: int) -> str:
+        return f"{self._prefix(v.meta)}:~adwin:{partition}"
+
+    def _load(self, v: _Version, partition: int) -> _Adwins:
+        adwins = v.partitions.get(partition)
+        if adwins is not None:
+            return adwins
+        raw = self.r.get(self._adwin_key(v, partition))
+        m = self.config.monitor
+        if raw is None:
+            detectors = {
+                f: AdwinDetector(
+                    f, ref, delta=m.adwin_delta, warning=m.adwin_warning, critical=m.adwin_critical
+                )
+                for f, ref in v.adwin_refs.items()
+            }
+            adwins = _Adwins(detectors)
+        else:
+            state = json.loads(raw)
+            detectors = {
+                f: AdwinDetector.from_state(s, reference=v.adwin_refs.get(f))
+                for f, s in state["detectors"].items()
+                if f in v.adwin_refs
+            }
+            adwins = _Adwins(detectors, int(state["offset"]))
+        v.partitions[partition] = adwins
+        return adwins
+
+    def checkpoint(self) -> None:
+        """Save the ADWIN state of every partition fed since the last checkpoint (one round trip)."""
+        v = self._current
+        if v is None or not v.dirty:
+            return
+        pipe = self.r.pipeline(transaction=True)
+        for p in sorted(v.dirty):
+            adwins = v.partitions.get(p)
+            if adwins is None:
+                continue
+            state = json.dumps(adwins.state(), separators=(",", ":"))
+            pipe.set(self._adwin_key(v, p), state, ex=self.config.ttl_seconds)
+        pipe.execute()
+        v.dirty.clear()

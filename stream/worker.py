@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any, Protocol
 
+import numpy as np
 import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
@@ -146,6 +147,8 @@ class Worker:
         if self.cfg.exactly_once:
             self.producer.init_transactions(30)
         self.consumer.subscribe([self.topics.events], on_revoke=self._on_revoke, on_assign=self._on_assign)
+        if self.drift is not None:
+            self.drift.set_partitions(self._topic_partitions())
         self._idle_since = time.monotonic()
         try:
             while not self._stopping:
@@ -216,6 +219,8 @@ class Worker:
             self._send(self.topics.dlq, letter.key, letter.to_json())
             self.metrics.dlq.labels(letter.reason_code).inc()
 
+        if self.drift is not None:
+            self.drift.checkpoint()  # before the commit, so a replay of this batch finds it
         if self.cfg.exactly_once:
             try:
                 self.producer.send_offsets_to_transaction(
@@ -246,10 +251,15 @@ class Worker:
         now = time.time()
         events = batch.events
         event_times = batch.event_times()
+        partitions, offsets = np.asarray(batch.partitions), np.asarray(batch.offsets)
         for arm in scored:
             meta, shadow = arm.meta, arm.arm == "shadow"
             if self.drift is not None and arm.arm == "production":
-                for alert in self.drift.observe(meta, columns, arm.rows, arm.scores, event_times[arm.rows]):
+                r = arm.rows
+                alerts = self.drift.observe(
+                    meta, columns, r, arm.scores, event_times[r], partitions[r], offsets[r]
+                )
+                for alert in alerts:
                     self._send(
                         self.topics.alerts, f"{alert.model}:{alert.feature}", alert.model_dump_json().encode()
                     )
@@ -336,10 +346,19 @@ class Worker:
         # Every processed batch is already committed (synchronously, or in its transaction),
         # so nothing is pending when partitions leave.
         self.assigned -= {p.partition for p in partitions}
+        if self.drift is not None:
+            self.drift.forget(p.partition for p in partitions)
         log.info("revoked %s", sorted(p.partition for p in partitions))
         for p in partitions:
             with contextlib.suppress(KeyError):  # no lag reported yet for this partition
                 self.metrics.consumer_lag.remove(str(p.partition))
+
+    def _topic_partitions(self) -> list[int]:
+        topic = self.topics.events
+        meta = self.consumer.list_topics(topic, timeout=10).topics.get(topic)
+        if meta is None or meta.error is not None or not meta.partitions:
+            raise RuntimeError(f"topic {topic} has no partitions: create it first (driftline topics create)")
+        return sorted(meta.partitions)
 
     def _update_lag(self) -> None:
         now = time.monotonic()

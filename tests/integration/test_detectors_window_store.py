@@ -301,7 +301,11 @@ def test_windows_wait_for_every_partition_unless_idle(client: redis.Redis, names
         partitions=[0, 1, 2],
         idle_timeout_seconds=30.0,
     )
-    assert idle.watermark(now=1010.0) == pytest.approx(T0 + 39.98)
-    idle.close_ready(now=1010.0)
-    assert sorted({s.window_end_ts for s in idle.windows}) == [T0 + 10, T0 + 20, T0 + 30]
+    # Partition 2 was never seen: it holds windows open until the first batch is 30 s old.
+    assert idle.watermark(now=1010.0) == -np.inf
+    more_ts = T0 + 40 + np.arange(20) / 20.0
+    idle.add(_columns(rng, 20), more_ts, np.arange(20) % 2, 2000 + np.arange(20), now=1025.0)
+    assert idle.watermark(now=1031.0) == pytest.approx(T0 + 40.95)
+    idle.close_ready(now=1031.0)
+    assert sorted({s.window_end_ts for s in idle.windows}) == [T0 + 10, T0 + 20, T0 + 30, T0 + 40]
     assert score_ref.kind == "numeric"

@@ -1,0 +1,83 @@
+"""One `AlertPolicy` shared by every worker, kept in Redis: one drift, one alert, however many workers.
+
+Each worker sees only some partitions, so its own policy would not know that another worker
+already alerted on a feature: merged windows close on whichever worker gets there first, and
+every worker's ADWIN can cut on the same change. `SharedAlertPolicy.decide` therefore runs the
+policy on its state as stored in Redis (one JSON string, ``key``) and writes it back with
+optimistic locking (``WATCH`` / ``MULTI`` / ``EXEC``, retried when another worker wrote
+meanwhile), so cooldowns, hysteresis and the emitted alert ids are global.
+
+Decisions are rare (a window closing, an ADWIN cut), so the round trips cost nothing on the hot
+path: a call without signals or window statistics does not touch Redis. The state is saved
+*before* the worker publishes the alerts: a worker that dies in between loses those alerts
+rather than repeating them later (the merged window that raised them is closed once, too).
+
+>>> shared = SharedAlertPolicy(redis.Redis(port=1), "dl:drift:fraud:3:~policy")  # never connects here:
+>>> shared.decide([], model="fraud", version=3)  # nothing to decide, so no round trip
+[]
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Sequence
+
+import redis
+
+from detectors.alerts import AlertPolicy, DriftAlert
+from detectors.signals import DriftSignal, WindowStat
+
+_MAX_ATTEMPTS = 50
+
+
+class SharedAlertPolicy:
+    """`AlertPolicy.decide` on a policy state shared through Redis (see the module docstring)."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        key: str,
+        make: Callable[[], AlertPolicy] = AlertPolicy,
+        ttl_seconds: int = 30 * 86_400,
+    ) -> None:
+        self.r = client
+        self.key = key
+        self.make = make
+        self.ttl_seconds = ttl_seconds
+
+    def load(self) -> AlertPolicy:
+        """The policy as stored (a fresh one from ``make`` if none is)."""
+        raw = self.r.get(self.key)
+        return self._policy(raw)
+
+    def _policy(self, raw: object) -> AlertPolicy:
+        if raw is None:
+            return self.make()
+        text = raw.decode() if isinstance(raw, bytes) else str(raw)
+        return AlertPolicy.from_state(json.loads(text))
+
+    def decide(
+        self,
+        signals: Sequence[DriftSignal],
+        *,
+        model: str,
+        version: int,
+        windows: Iterable[WindowStat] = (),
+    ) -> list[DriftAlert]:
+        """The alerts to publish; the shared state is updated atomically with the decision."""
+        stats = list(windows)
+        if not signals and not stats:
+            return []
+        for _ in range(_MAX_ATTEMPTS):
+            with self.r.pipeline(transaction=True) as pipe:
+                try:
+                    pipe.watch(self.key)
+                    policy = self._policy(pipe.get(self.key))
+                    alerts = policy.decide(signals, model=model, version=version, windows=stats)
+                    pipe.multi()
+                    pipe.set(self.key, json.dumps(policy.state(), separators=(",", ":")), ex=self.ttl_seconds)
+                    pipe.execute()
+                    return alerts
+                except redis.WatchError:
+                    continue  # another worker decided meanwhile: decide again on its state
+        raise RuntimeError(f"gave up deciding alerts on {self.key}: other workers kept changing it")

@@ -1,0 +1,176 @@
+"""Drift windows through real workers: merged across workers, and surviving a SIGKILL."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import numpy as np
+import pytest
+import redis
+from rich.console import Console
+
+from detectors.alerts import DriftAlert
+from detectors.psi import PSIWindow, psi_from_counts
+from driftline.produce import produce_generated
+from driftline.settings import Settings
+from driftline.wiring import redis_client
+from stream.drift import to_reference
+from stream.synthetic import DRIFTED_FEATURES, DriftSchedule
+from stream.topics import Topics, create_topics, delete_topics
+from tests.helpers import consume_all
+from tests.integration.test_worker import _spawn_worker
+from tests.integration.worker_support import register, start_worker, wait_until
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+START = 1.7e9  # aligned to the 1000 s windows
+WINDOW = 1000.0  # event-time seconds: the generator makes 2 events/s, so ~2,000 events a window
+
+
+@contextmanager
+def topics_of(s: Settings) -> Iterator[None]:
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient(s.kafka_client_config())
+    create_topics(admin, Topics(s.topic_prefix), partitions=6)
+    try:
+        yield
+    finally:
+        delete_topics(admin, Topics(s.topic_prefix).all())
+
+
+def _settings(s: Settings) -> Settings:
+    return s.model_copy(update={"drift_window_seconds": WINDOW, "drift_ks_sample_rate": 0.2})
+
+
+def _produce(s: Settings, n: int, drift_at: int | None = None, seed: int = 4) -> None:
+    tally = produce_generated(
+        s, n, 0, seed=seed, entities=600, schedule=DriftSchedule(covariate_at=drift_at),
+        label_delay=10, start_ts=START, console=Console(quiet=True),
+    )  # fmt: skip
+    assert tally.failed == 0 and tally.delivered == tally.sent
+
+
+def _closed_windows(s: Settings, version: int = 1) -> dict[float, dict[str, dict[bytes, bytes]]]:
+    """Every closed merged window: per feature, its bin counts as stored in Redis."""
+    r = redis_client(s)
+    prefix = f"{s.topic_prefix}:drift:fraud:{version}"
+    starts = sorted(float(k.rsplit(b":", 1)[1]) for k in r.scan_iter(f"{prefix}:~closed:*"))
+    features = ["amount", next(iter(DRIFTED_FEATURES)), "merchant_category", "__score__"]
+    return {
+        ws: {f: r.hgetall(f"{prefix}:{f}:{int(ws)}") for f in features}  # type: ignore[misc]
+        for ws in starts
+    }
+
+
+def _psi(s: Settings, feature: str, counts: dict[bytes, bytes]) -> float:
+    from driftline.wiring import model_registry
+
+    meta = model_registry(s).get("fraud", 1)
+    ref = meta.score_reference if feature == "__score__" else meta.reference[feature]
+    assert ref is not None
+    window = PSIWindow(to_reference(ref), feature)
+    c = np.zeros(window.binning.n_bins, dtype=np.int64)
+    for b, v in counts.items():
+        c[int(b)] = int(v)
+    return psi_from_counts(c, window.reference_props, window.eps)
+
+
+def _run_workers(s: Settings, workers: int) -> None:
+    running = [start_worker(s, worker_id=f"w{i}", exit_when_idle=6.0) for i in range(workers)]
+    for w in running:
+        w.thread.join(240)
+    for w in running:
+        w.stop()
+
+
+def test_one_or_three_workers_give_identical_windows(
+    own_settings: Settings, stack_settings: Settings
+) -> None:
+    one = _settings(own_settings)
+    three = _settings(stack_settings.model_copy(update={"topic_prefix": f"{own_settings.topic_prefix}-3w"}))
+    with topics_of(three):
+        for s in (one, three):
+            register(s)
+            _produce(s, 14_000, drift_at=8_000)  # same seed: the same events, keyed to the same partitions
+        _run_workers(one, 1)
+        _run_workers(three, 3)
+        a, b = _closed_windows(one), _closed_windows(three)
+        alerts = consume_all(three, Topics(three.topic_prefix).alerts, 1, 10)
+    assert len(a) >= 5, f"only {len(a)} windows closed"
+    assert a.keys() == b.keys()
+    for ws in a:
+        for f in a[ws]:
+            assert a[ws][f] == b[ws][f], f"window {ws} of {f}: counts differ"
+            assert _psi(one, f, a[ws][f]) == _psi(three, f, b[ws][f])
+    total = sum(int(v) for v in a[min(a)]["amount"].values())
+    assert 1_800 < total < 2_200  # the window's full count: every event of its 1000 s
+    # The drifted feature's PSI jumps in the windows after the drift (event 8,000, ~4,000 s in).
+    drifted = next(iter(DRIFTED_FEATURES))
+    psi = {ws: _psi(one, drifted, a[ws][drifted]) for ws in a}
+    assert all(v < 0.1 for ws, v in psi.items() if ws + WINDOW <= START + 3_900), psi
+    assert all(v > 0.2 for ws, v in psi.items() if ws >= START + 4_100), psi
+    features = [DriftAlert.model_validate_json(x.value).feature for x in alerts]
+    assert drifted in features and len(features) == len(set(features)), (
+        "3 workers, still one alert per feature"
+    )
+
+
+def _closed_starts(r: redis.Redis, s: Settings) -> list[float]:
+    return sorted(
+        float(k.rsplit(b":", 1)[1]) for k in r.scan_iter(f"{s.topic_prefix}:drift:fraud:1:~closed:*")
+    )
+
+
+def _window_count(r: redis.Redis, s: Settings, feature: str, ws: float) -> int:
+    raw = r.hgetall(f"{s.topic_prefix}:drift:fraud:1:{feature}:{int(ws)}")
+    return sum(int(v) for v in raw.values())
+
+
+def test_sigkill_mid_window_closes_it_once_with_the_full_count(own_settings: Settings) -> None:
+    s = _settings(own_settings)
+    register(s)
+    r = redis_client(s)
+    topics = Topics(s.topic_prefix)
+    _produce(s, 9_000, drift_at=3_000)  # windows close as event time passes; drift -> alerts
+    first = _spawn_worker(s, "--batch-size", "200")
+    # Kill it once some windows closed and alerts went out, while later windows are open.
+    wait_until(lambda: len(_closed_starts(r, s)) >= 2, 120)
+    first.send_signal(signal.SIGKILL)
+    first.wait(30)
+    before = [DriftAlert.model_validate_json(x.value) for x in consume_all(s, topics.alerts, 0, 5)]
+    second = _spawn_worker(s, "--batch-size", "200", "--exit-when-idle", "5")
+    try:
+        assert second.wait(180) == 0, second.stderr.read() if second.stderr else ""
+    finally:
+        if second.poll() is None:
+            second.kill()
+    closed = sorted(
+        float(k.rsplit(b":", 1)[1]) for k in r.scan_iter(f"{s.topic_prefix}:drift:fraud:1:~closed:*")
+    )
+    assert len(closed) >= 3
+    # Every closed window holds each of its events exactly once: the counts of all its partitions
+    # add up to the events generated in its 1000 s, whatever the kill interrupted.
+    expected = _events_per_window(9_000, drift_at=3_000)
+    for ws in closed:
+        assert _window_count(r, s, "amount", ws) == expected[ws], ws
+    after = [DriftAlert.model_validate_json(x.value) for x in consume_all(s, topics.alerts, len(before), 10)]
+    ids = [a.id for a in after]
+    assert len(ids) == len(set(ids)), "an alert was repeated after the restart"
+    keys = [(a.feature, a.detector, a.window_end_ts) for a in after]
+    assert len(keys) == len(set(keys))
+    assert next(iter(DRIFTED_FEATURES)) in {a.feature for a in after}
+    assert after[: len(before)] == before
+
+
+def _events_per_window(n: int, drift_at: int | None, seed: int = 4) -> dict[float, int]:
+    from stream.synthetic import FraudGenerator
+
+    gen = FraudGenerator(
+        seed=seed, entities=600, schedule=DriftSchedule(covariate_at=drift_at), start_ts=START
+    )
+    ts = np.concatenate([b.ts for b in gen.batches(n)])
+    starts, counts = np.unique(np.floor(ts / WINDOW) * WINDOW, return_counts=True)
+    return {float(a): int(c) for a, c in zip(starts, counts, strict=True)}
