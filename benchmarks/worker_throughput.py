@@ -61,6 +61,7 @@ from driftline.wiring import build_worker, model_registry, redis_client
 from inference.encoding import encode_features
 from inference.metadata import ModelVersion
 from stream.decode import decode_batch
+from stream.offsets import next_offsets
 from stream.producer import PRODUCER_DEFAULTS
 from stream.synthetic import DriftSchedule, FraudGenerator
 from stream.topics import Topics, create_topics, delete_topics
@@ -716,7 +717,7 @@ def stage_breakdown(run: Run, n: int = 1000) -> list[tuple[str, float]]:
         worker.producer.flush(30)
         out.append(("producer.produce (+ on_delivery)", produce_us))
         out.append(("producer.flush (broker ack wait)", per_event_us(produce_then_flush, n) - produce_us))
-        offsets = Worker._next_offsets(msgs)
+        offsets = next_offsets(msgs)
         out.append(
             ("consumer.commit (sync)", per_event_us(lambda: c.commit(offsets=offsets, asynchronous=False), n))
         )

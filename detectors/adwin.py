@@ -402,7 +402,13 @@ class ErrorRateDetector(_AdwinBase):
         self.reference_error_rate = reference_error_rate
 
     def update(self, errors: np.ndarray, ts: np.ndarray) -> list[DriftSignal]:
-        """Feed 0/1 errors (NaN = no label, skipped); a signal per ADWIN cut raising the error rate."""
+        """Feed 0/1 errors (NaN = no label, skipped); a signal per ADWIN cut raising the error rate.
+
+        With ``reference_error_rate`` (the model's holdout error rate) the level is checked too:
+        once ADWIN's window holds at least ``settle`` outcomes and its error rate exceeds the
+        reference by ``critical``, a critical signal is raised even if the cuts that got there
+        were each small (a change ADWIN saw early, as a warning, then absorbed).
+        """
         out = []
         for cut in self._feed(errors, ts):
             increase = cut.mean_after - cut.mean_before
@@ -413,8 +419,37 @@ class ErrorRateDetector(_AdwinBase):
             sig = self._signal(cut, increase, increase, msg)
             if sig is not None:
                 out.append(sig)
+        level = self._level(np.asarray(ts, dtype=np.float64))
+        if level is not None and not any(s.severity == "critical" for s in out):
+            out.append(level)
         self.windows = [s.stat() for s in out]
         return out
+
+    def _level(self, ts: np.ndarray) -> DriftSignal | None:
+        ref, width = self.reference_error_rate, self.width
+        if ref is None or width < max(self.settle, 1) or ts.size == 0:
+            return None
+        excess = self.estimate - ref
+        if excess < self.critical:
+            return None
+        end = self.n_seen
+        window = Cut(
+            start_index=end - width,
+            start_ts=float(ts.min()),
+            cut_index=end - width,
+            cut_ts=float(ts.min()),
+            end_index=end,
+            end_ts=float(ts.max()),
+            n_before=0,
+            n_after=width,
+            mean_before=ref,
+            mean_after=self.estimate,
+        )
+        msg = (
+            f"{self.feature}: error rate {fmt(self.estimate)} over the last {width} labelled events, "
+            f"{fmt(excess)} above the reference {fmt(ref)}"
+        )
+        return self._signal(window, excess, excess, msg)
 
     def _config(self) -> dict[str, Any]:
         cfg = super()._config()

@@ -13,6 +13,7 @@ from confluent_kafka.admin import AdminClient
 from rich.table import Table
 
 from driftline.cli_common import CliError, console, err_console, settings
+from driftline.cli_loop import outcomes, retrain, retrainer
 from driftline.cli_models import features_app, models_app, train, worker
 from driftline.errors import DriftlineError
 from driftline.settings import Settings
@@ -32,6 +33,9 @@ app.add_typer(models_app, name="models")
 app.add_typer(features_app, name="features")
 app.command()(train)
 app.command()(worker)
+app.command()(outcomes)
+app.command()(retrainer)
+app.command()(retrain)
 
 
 # ---- stack ---------------------------------------------------------------------------------

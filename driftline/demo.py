@@ -5,7 +5,10 @@
 3. Produce a synthetic card-fraud stream with covariate drift halfway, plus a few broken events.
 4. Read the predictions back from Kafka and print, per window of events, throughput, the drifted
    feature's mean and the model's mean score and positive rate, which move at the drift point;
-   then the dead letters.
+   then the drift alerts and the dead letters.
+5. The loop (`driftline.demo_loop`): the outcome joiner and the Faust retrainer run beside the
+   worker; a critical drift alert starts a retrain, the candidate gets a canary, more drifted
+   traffic gives it labeled outcomes, and the rollout decision (promote or roll back) ends it.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from rich.console import Console
 from rich.table import Table
 
 from detectors.window_store import latest_event_time
+from driftline.demo_loop import DEMO_LOOP_SETTINGS, LoopProcesses, follow_loop
 from driftline.errors import DriftlineError
 from driftline.produce import produce_generated
 from driftline.settings import Settings
@@ -82,7 +86,7 @@ DRIFT_WINDOW_SECONDS = 1000.0  # of event time: the generator makes 2 events/s, 
 
 
 def run_demo(s: Settings, n: int, drift_at: int, rate: float, console: Console) -> None:
-    s = s.model_copy(update={"drift_window_seconds": DRIFT_WINDOW_SECONDS})
+    s = s.model_copy(update={"drift_window_seconds": DRIFT_WINDOW_SECONDS, **DEMO_LOOP_SETTINGS})
     topics = Topics(s.topic_prefix)
     model = ensure_model(s, console)
     ref = model.ref
@@ -100,6 +104,11 @@ def run_demo(s: Settings, n: int, drift_at: int, rate: float, console: Console) 
         {**s.kafka_client_config(), "group.id": "driftline-demo-alerts", "enable.auto.commit": False}
     )
     alerts.assign(end_offsets(alerts, topics.alerts))
+    models = Consumer(
+        {**s.kafka_client_config(), "group.id": "driftline-demo-models", "enable.auto.commit": False}
+    )
+    models.assign(end_offsets(models, topics.models))
+    loop = LoopProcesses(s, s.stack_dir / "retrainer.log")
 
     worker = build_worker(s, WorkerConfig(model=MODEL, group_id=f"{s.topic_prefix}-worker", batch_size=500))
     worker_errors: list[BaseException] = []
@@ -122,9 +131,17 @@ def run_demo(s: Settings, n: int, drift_at: int, rate: float, console: Console) 
         try:
             schedule = DriftSchedule(covariate_at=drift_at, width=n // 20)
             produced["tally"] = produce_generated(
-                s, n, rate, seed=42, entities=500, schedule=schedule,
-                label_delay=200, start_ts=start_ts, console=Console(quiet=True), run_id=run_id,
-            )  # fmt: skip
+                s,
+                n,
+                rate,
+                seed=42,
+                entities=500,
+                schedule=schedule,
+                label_delay=200,
+                start_ts=start_ts,
+                console=Console(quiet=True),
+                run_id=run_id,
+            )
             broken = EventProducer(s.kafka_client_config())
             for value in BROKEN_EVENTS:
                 broken.send(topics.events, "card-broken", value)
@@ -181,10 +198,6 @@ def run_demo(s: Settings, n: int, drift_at: int, rate: float, console: Console) 
     while len(letters) < len(BROKEN_EVENTS) and time.monotonic() < deadline:
         letters += [orjson.loads(m.value() or b"{}") for m in dlq.consume(100, timeout=0.5) if not m.error()]
     raised = [orjson.loads(m.value() or b"{}") for m in alerts.consume(1000, timeout=2.0) if not m.error()]
-    worker.stop()
-    consumer.close()
-    dlq.close()
-    alerts.close()
     console.print(table)
     for alert in raised:
         color = "red" if alert["severity"] == "critical" else "yellow"
@@ -214,6 +227,43 @@ def run_demo(s: Settings, n: int, drift_at: int, rate: float, console: Console) 
                 f"{found.events} events): {listed}",
                 highlight=False,
             )
+    console.rule("[bold]The loop[/bold]: labels -> outcomes -> retrain -> canary -> decision")
+
+    def more_traffic() -> None:
+        produce_generated(
+            s,
+            n // 2,
+            rate,
+            seed=43,
+            entities=500,
+            schedule=DriftSchedule(covariate_at=0),
+            label_delay=200,
+            start_ts=start_ts + n / 2 + 10,
+            console=Console(quiet=True),
+        )
+
+    registry = model_registry(s, publish=False)
+    before = registry.deployment(MODEL).production
+    try:
+        steps = follow_loop(
+            models, console, more_traffic, alive=lambda: not worker_errors and not loop.errors
+        )
+    finally:
+        loop.stop()
+        worker.stop()
+        for c in (consumer, dlq, alerts, models):
+            c.close()
+    after = registry.deployment(MODEL).production
+    if not steps:
+        console.print(f"[yellow]the retrainer published nothing; see {loop.log_path}[/yellow]")
+    else:
+        console.print(
+            f"production: {before.ref if before else '-'} -> {after.ref if after else '-'} "
+            f"({len(steps)} steps on {topics.models}; retrainer log: {loop.log_path})",
+            highlight=False,
+        )
+    if loop.errors:
+        raise DriftlineError(f"outcome joiner failed: {loop.errors[0]}")
     if worker_errors:
         raise DriftlineError(f"worker failed: {worker_errors[0]}")
     if "error" in produced:

@@ -60,6 +60,18 @@ class Settings(BaseSettings):
     drift_ks_sample_rate: float = Field(0.05, ge=0, le=1)
     drift_cooldown_seconds: float = Field(3600.0, ge=0)
 
+    # The loop after scoring: how long a prediction waits for its label (and a label for its
+    # prediction); retraining (cooldown between jobs, newest labeled rows used, fewest accepted);
+    # the canary's share of entities and the labeled outcomes it needs before a decision;
+    # production's live error rate that triggers a retrain (None: only drift alerts do).
+    label_wait_seconds: int = Field(3600, ge=1)
+    retrain_cooldown_seconds: float = Field(1800.0, ge=0)
+    retrain_recent_rows: int = Field(20_000, ge=10)
+    retrain_min_rows: int = Field(1000, ge=10)
+    canary_fraction: float = Field(0.2, gt=0, lt=1)
+    rollout_min_outcomes: int = Field(300, ge=1)
+    max_error_rate: float | None = Field(None, gt=0, lt=1)
+
     # Prometheus metrics of the worker/retrainer processes, and the HTTP API.
     metrics_port: int = Field(9108, ge=0, le=65535)  # 0 = no metrics endpoint
     api_host: str = "127.0.0.1"

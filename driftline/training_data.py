@@ -4,15 +4,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from pydantic import ValidationError
 
 from driftline.errors import DriftlineError
 from feature_store.definitions import FeatureView
 from feature_store.historical import HistoricalEvent, replay
-from stream.events import FeatureValue
+from stream.event_log import read_messages, read_raw_log
+from stream.events import FeatureValue, LabelEvent
 from stream.file_source import FileFormatError, read_events
+from stream.outcomes import binary_label
 from stream.synthetic import CATEGORICAL_FEATURES, NUMERIC_FEATURES, DriftSchedule, FraudGenerator
+from stream.topics import Topics
 
 
 @dataclass
@@ -56,8 +61,16 @@ def with_view_features(
         HistoricalEvent(entity_id=e, ts=float(t), values={k: raw[k][i] for k in raw}, offset=i)
         for i, (e, t) in enumerate(zip(entity_ids, ts.tolist(), strict=True))
     ]
+    return _replayed(view, log, labels, ts)
+
+
+def _replayed(
+    view: FeatureView, log: list[HistoricalEvent], labels: np.ndarray, ts: np.ndarray
+) -> LabeledArrays:
+    """The view's features of every logged event; rows kept: applied by the store and labeled
+    (label >= 0). Unlabeled events still count in their entity's aggregates."""
     result = replay(view, log)
-    keep = np.flatnonzero(result.applied)  # events the store would reject are not trained on
+    keep = np.flatnonzero(result.applied & (labels >= 0))  # rejected events are not trained on
     numeric_out: dict[str, np.ndarray] = {}
     categorical_out: dict[str, np.ndarray] = {}
     for j, name in enumerate(result.feature_names):
@@ -66,6 +79,42 @@ def with_view_features(
         else:
             numeric_out[name] = result.features[keep, j]
     return LabeledArrays(numeric_out, categorical_out, labels[keep], ts[keep])
+
+
+def topic_training_set(
+    kafka_config: dict[str, Any], topics: Topics, view: FeatureView | None
+) -> LabeledArrays:
+    """Every labeled event in the events topic, with its label from the labels topic and, with a
+    view, its point-in-time features replayed from the whole log (the online store's engine)."""
+    labels: dict[str, int] = {}
+    for msg in read_messages(kafka_config, topics.labels):
+        try:
+            label = LabelEvent.model_validate_json(msg.value() or b"")
+            labels[label.event_id] = binary_label(label.label)
+        except (ValidationError, ValueError):
+            continue  # the outcome joiner dead-letters these
+    log: list[HistoricalEvent] = []
+    y: list[int] = []
+    for event, partition, offset in read_raw_log(kafka_config, topics.events):
+        log.append(
+            HistoricalEvent(
+                entity_id=event.entity_id,
+                ts=event.ts,
+                values=dict(event.features),
+                partition=partition,
+                offset=offset,
+            )
+        )
+        y.append(labels.get(event.event_id, -1))
+    if not log:
+        raise DriftlineError(f"{topics.events} holds no events to train on")
+    ys = np.array(y, dtype=np.int64)
+    ts = np.array([e.ts for e in log], dtype=np.float64)
+    if view is not None:
+        return _replayed(view, log, ys, ts)
+    keep = np.flatnonzero(ys >= 0)
+    rows = [log[i].values for i in keep.tolist()]
+    return _raw_arrays(rows, ys[keep], ts[keep], str(topics.events))
 
 
 def _binary_labels(values: list[object], path: Path) -> np.ndarray:
@@ -97,6 +146,13 @@ def file_training_set(path: Path, label_field: str, view: FeatureView | None = N
     if view is not None:
         raw = {name: [row.get(name) for row in rows] for name in sorted({k for row in rows for k in row})}
         return with_view_features(view, entity_ids, np.array(ts), raw, _binary_labels(labels, path))
+    return _raw_arrays(rows, _binary_labels(labels, path), np.array(ts), str(path))
+
+
+def _raw_arrays(
+    rows: list[dict[str, FeatureValue]], labels: np.ndarray, ts: np.ndarray, source: str
+) -> LabeledArrays:
+    """Columns of raw events: numeric when all values are numbers, else categorical."""
     names = sorted({name for row in rows for name in row})
     numeric: dict[str, np.ndarray] = {}
     categorical: dict[str, np.ndarray] = {}
@@ -108,5 +164,5 @@ def file_training_set(path: Path, label_field: str, view: FeatureView | None = N
         elif all(isinstance(v, str) for v in present):
             categorical[name] = np.array(["" if v is None else v for v in values], dtype=object)
         else:
-            raise DriftlineError(f"{path}: feature {name!r} mixes numbers and strings")
-    return LabeledArrays(numeric, categorical, _binary_labels(labels, path), np.array(ts))
+            raise DriftlineError(f"{source}: feature {name!r} mixes numbers and strings")
+    return LabeledArrays(numeric, categorical, labels, ts)

@@ -20,6 +20,8 @@ from typing import Annotated, Any, Literal, Self
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from inference.performance import ScoreCalibration
+
 MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 MAX_REFERENCE_SAMPLE = 5000
 
@@ -99,7 +101,11 @@ class Distribution(_Model):
 
 
 class TrainingInfo(_Model):
-    """How a model was trained, and its holdout metrics (computed from the exported ONNX model)."""
+    """How a model was trained, and its holdout metrics (computed from the exported ONNX model).
+
+    `calibration`: score -> P(label = 1) fitted on the holdout, for estimating live accuracy without
+    labels (None for versions registered before it existed).
+    """
 
     estimator: str
     trained_at: UtcDatetime
@@ -109,6 +115,7 @@ class TrainingInfo(_Model):
     data_end: UtcDatetime | None = None
     metrics: dict[str, float] = Field(default_factory=dict)
     source: str = ""
+    calibration: ScoreCalibration | None = None
 
 
 class ModelVersion(_Model):

@@ -34,6 +34,7 @@ from sklearn.preprocessing import StandardScaler
 
 from inference.encoding import Column, encode_features, numeric_values
 from inference.metadata import MAX_REFERENCE_SAMPLE, Distribution, FeatureSpec, ModelVersion, TrainingInfo
+from inference.performance import ScoreCalibration
 from inference.registry import ModelRegistry
 from inference.session import ModelSession, sha256_hex
 
@@ -119,6 +120,24 @@ def _labels(labels: np.ndarray) -> np.ndarray:
     if y.dtype.kind not in "biuf" or not np.isin(y, (0, 1)).all():
         raise ValueError("labels must be 0/1")
     return y.astype(np.int64)
+
+
+def time_split(
+    n: int, holdout_fraction: float, ts: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(train, holdout) row indices, each ascending: the holdout is the newest
+    ``ceil(n * holdout_fraction)`` rows by `ts` (stable on ties), or the last rows without `ts`.
+
+    Shared with retraining, which must score production on exactly the rows `train_model` held out.
+    """
+    if not 0.0 < holdout_fraction < 1.0:
+        raise ValueError(f"holdout_fraction must be in (0, 1), got {holdout_fraction}")
+    secs = None if ts is None else _epoch_seconds(np.asarray(ts))
+    if secs is not None and secs.size != n:
+        raise ValueError(f"ts has {secs.size} values, labels have {n}")
+    order = np.arange(n) if secs is None else np.argsort(secs, kind="stable")
+    n_hold = math.ceil(n * holdout_fraction)
+    return np.sort(order[: n - n_hold]), np.sort(order[n - n_hold :])
 
 
 def binary_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
@@ -237,11 +256,7 @@ def train_model(
             raise ValueError(f"feature {name!r} has {len(col)} values, labels have {n}")
 
     secs = None if ts is None else _epoch_seconds(np.asarray(ts))
-    if secs is not None and secs.size != n:
-        raise ValueError(f"ts has {secs.size} values, labels have {n}")
-    order = np.arange(n) if secs is None else np.argsort(secs, kind="stable")
-    n_hold = math.ceil(n * holdout_fraction)
-    train_idx, hold_idx = np.sort(order[: n - n_hold]), np.sort(order[n - n_hold :])
+    train_idx, hold_idx = time_split(n, holdout_fraction, secs)
     if train_idx.size < 2 or hold_idx.size < 1:
         raise ValueError(f"{n} rows are too few to train with a {holdout_fraction:.0%} holdout")
     if np.unique(y[train_idx]).size < 2:
@@ -282,6 +297,7 @@ def train_model(
         data_end=end,
         metrics=binary_metrics(y[hold_idx], hold_scores),
         source=source,
+        calibration=ScoreCalibration.fit(hold_scores, y[hold_idx]),
     )
     score_reference = Distribution(kind="numeric", sample=_sample(hold_scores, rng), count=int(hold_idx.size))
     return TrainedModel(onnx_bytes, features, training, reference, score_reference, sklearn_model=model)

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, Message, TopicPartition
 from pydantic import ValidationError
 
 from feature_store.historical import HistoricalEvent
@@ -25,6 +25,30 @@ from stream.offsets import end_offsets
 def read_event_log(
     config: dict[str, Any], topic: str, poll_timeout: float = 1.0
 ) -> Iterator[HistoricalEvent]:
+    for event, partition, offset in read_raw_log(config, topic, poll_timeout):
+        yield HistoricalEvent(
+            entity_id=event.entity_id,
+            ts=event.ts,
+            values=dict(event.features),
+            partition=partition,
+            offset=offset,
+        )
+
+
+def read_raw_log(
+    config: dict[str, Any], topic: str, poll_timeout: float = 1.0
+) -> Iterator[tuple[RawEvent, int, int]]:
+    """Every valid event of ``topic`` (up to where it ends now) with its partition and offset."""
+    for msg in read_messages(config, topic, poll_timeout):
+        try:
+            event = RawEvent.model_validate_json(msg.value() or b"")
+        except ValidationError:
+            continue  # a dead letter: never part of the features
+        yield event, msg.partition() or 0, msg.offset() or 0
+
+
+def read_messages(config: dict[str, Any], topic: str, poll_timeout: float = 1.0) -> Iterator[Message]:
+    """Each partition of ``topic`` from the earliest offset to where it ends now, in offset order."""
     consumer = Consumer(
         {**config, "group.id": f"driftline-log-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False}
     )
@@ -38,22 +62,15 @@ def read_event_log(
             while position < end - 1:
                 msgs = consumer.consume(num_messages=5000, timeout=poll_timeout)
                 if not msgs:
+                    # A transaction marker can hold the last offset: no message reaches it.
+                    if consumer.position([TopicPartition(topic, partition)])[0].offset >= end:
+                        break
                     continue
                 for msg in msgs:
                     if msg.error() is not None:
                         continue
                     position = msg.offset() or 0
-                    try:
-                        event = RawEvent.model_validate_json(msg.value() or b"")
-                    except ValidationError:
-                        continue  # a dead letter: never part of the features
-                    yield HistoricalEvent(
-                        entity_id=event.entity_id,
-                        ts=event.ts,
-                        values=dict(event.features),
-                        partition=partition,
-                        offset=position,
-                    )
+                    yield msg
     finally:
         consumer.close()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 # Seen while a new topic's partitions elect their leader; librdkafka does not flag them retriable.
 _TRANSIENT = {
@@ -37,3 +37,21 @@ def end_offsets(consumer: Consumer, topic: str, timeout: float = 10.0) -> list[T
                 time.sleep(0.1)
         ends.append(TopicPartition(topic, p, high))
     return ends
+
+
+def next_offsets(msgs: list[Message]) -> list[TopicPartition]:
+    """Per partition, the offset after the last of ``msgs``: what a commit of them records."""
+    high: dict[tuple[str, int], int] = {}
+    for m in msgs:
+        key = (m.topic() or "", m.partition() or 0)
+        high[key] = max(high.get(key, -1), m.offset() or 0)
+    return [TopicPartition(t, p, o + 1) for (t, p), o in high.items()]
+
+
+def first_offsets(msgs: list[Message]) -> list[TopicPartition]:
+    """Per partition, the first offset of ``msgs``: where to seek to redo them."""
+    first: dict[tuple[str, int], int] = {}
+    for m in msgs:
+        key = (m.topic() or "", m.partition() or 0)
+        first[key] = min(first.get(key, m.offset() or 0), m.offset() or 0)
+    return [TopicPartition(t, p, o) for (t, p), o in first.items()]

@@ -21,6 +21,8 @@ TOPIC_CONFIGS: dict[str, dict[str, str]] = {
     "alerts": {},
     "models": {"cleanup.policy": "compact"},
     "dlq": {},
+    "outcomes": {},  # labels joined to predictions (key = model name)
+    "retrain": {},  # retrain triggers for the retrainer (key = model name)
 }
 
 
@@ -54,6 +56,14 @@ class Topics:
     @property
     def dlq(self) -> str:
         return self.name("dlq")
+
+    @property
+    def outcomes(self) -> str:
+        return self.name("outcomes")
+
+    @property
+    def retrain(self) -> str:
+        return self.name("retrain")
 
     def all(self) -> list[str]:
         return [self.name(short) for short in TOPIC_CONFIGS]

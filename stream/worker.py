@@ -34,6 +34,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from stream.decode import EventBatch, decode_batch
 from stream.drift import DriftStage
 from stream.metrics import WorkerMetrics
+from stream.offsets import first_offsets, next_offsets
 from stream.producer import PRODUCER_DEFAULTS
 from stream.scoring import ModelFollower, Scorer, wait_for_scorer
 from stream.topics import Topics
@@ -224,7 +225,7 @@ class Worker:
         if self.cfg.exactly_once:
             try:
                 self.producer.send_offsets_to_transaction(
-                    self._next_offsets(msgs), self.consumer.consumer_group_metadata(), 30
+                    next_offsets(msgs), self.consumer.consumer_group_metadata(), 30
                 )
                 self.producer.commit_transaction(30)
             except KafkaException as exc:
@@ -234,7 +235,7 @@ class Worker:
             remaining = self.producer.flush(30)
             if remaining or self._delivery_errors:
                 raise OutputFailed("; ".join(self._delivery_errors[:3]) or f"{remaining} unacknowledged")
-            self.consumer.commit(offsets=self._next_offsets(msgs), asynchronous=False)
+            self.consumer.commit(offsets=next_offsets(msgs), asynchronous=False)
 
         m = self.metrics
         m.consumed.inc(len(msgs))
@@ -305,21 +306,9 @@ class Worker:
         if err is not None:
             self._delivery_errors.append(err.str())
 
-    @staticmethod
-    def _next_offsets(msgs: list[Message]) -> list[TopicPartition]:
-        high: dict[tuple[str, int], int] = {}
-        for m in msgs:
-            key = (m.topic() or "", m.partition() or 0)
-            high[key] = max(high.get(key, -1), m.offset() or 0)
-        return [TopicPartition(t, p, o + 1) for (t, p), o in high.items()]
-
     def _rewind(self, msgs: list[Message]) -> None:
-        first: dict[tuple[str, int], int] = {}
-        for m in msgs:
-            key = (m.topic() or "", m.partition() or 0)
-            first[key] = min(first.get(key, m.offset() or 0), m.offset() or 0)
-        for (t, p), o in first.items():
-            self.consumer.seek(TopicPartition(t, p, o))
+        for tp in first_offsets(msgs):
+            self.consumer.seek(tp)
 
     def _abort(self, exc: KafkaException) -> None:
         err = exc.args[0]

@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from driftline.settings import Settings
-from stream.topics import Topics
+from stream.topics import TOPIC_CONFIGS, Topics
 from tests.helpers import consume_all, run_cli
 
 pytestmark = pytest.mark.integration
@@ -58,10 +58,10 @@ def test_malformed_file_sends_nothing(
 def test_topics_create_is_idempotent_and_list_shows_partitions(cli_env: dict[str, str]) -> None:
     again = run_cli("topics", "create", env=cli_env)
     assert again.returncode == 0, again.stderr
-    assert again.stdout.count("exists") == 6 and "created" not in again.stdout
+    assert again.stdout.count("exists") == len(TOPIC_CONFIGS) and "created" not in again.stdout
     listed = run_cli("topics", "list", env=cli_env)
     prefix = cli_env["DRIFTLINE_TOPIC_PREFIX"]
-    for short in ("events", "labels", "predictions", "alerts", "models", "dlq"):
+    for short in ("events", "labels", "predictions", "alerts", "models", "dlq", "outcomes", "retrain"):
         assert f"{prefix}.{short}" in listed.stdout
     assert "missing" not in listed.stdout
 

@@ -111,3 +111,23 @@ def test_adwin_cost_per_value() -> None:
     per_value = (time.perf_counter() - start) / x.size
     print(f"AdwinDetector.update: {per_value * 1e6:.2f} us per value")
     assert per_value < 5e-6  # measured ~0.2 us
+
+
+def test_error_rate_level_check_raises_critical_against_the_holdout_rate() -> None:
+    rng = np.random.default_rng(3)
+    before = (rng.random(3000) < 0.05).astype(float)
+    # A slow rise: each ADWIN cut is small (a warning), the level ends 7 points above the holdout's 5%.
+    ramp = (rng.random(12_000) < np.linspace(0.05, 0.12, 12_000)).astype(float)
+    errors = np.concatenate([before, ramp])
+    ts = np.arange(errors.size, dtype=float)
+
+    def severities(det: ErrorRateDetector) -> list[str]:
+        out: list[str] = []
+        for lo in range(0, errors.size, 500):
+            out += [s.severity for s in det.update(errors[lo : lo + 500], ts[lo : lo + 500])]
+        return out
+
+    assert "critical" not in severities(ErrorRateDetector())  # cuts alone: only a warning
+    assert "critical" in severities(ErrorRateDetector(reference_error_rate=0.05))
+    calm = ErrorRateDetector(reference_error_rate=0.05)
+    assert all(s.severity != "critical" for s in calm.update(before, ts[: before.size]))

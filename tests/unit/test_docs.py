@@ -17,6 +17,8 @@ MUST_HAVE_EXAMPLES = {
     "inference.routing",
     "inference.registry",
     "inference.training",
+    "inference.rollout",
+    "inference.performance",
     "stream.events",
     "stream.synthetic",
     "stream.topics",

@@ -1,0 +1,99 @@
+"""Composition of the loop after scoring: the outcome joiner, the retrain job and the retrainer app."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import faust
+
+from driftline.settings import Settings
+from driftline.training_data import topic_training_set
+from driftline.wiring import feature_view, model_registry, redis_client
+from inference.metadata import ModelVersion
+from inference.retrain_policy import RetrainPolicy
+from inference.retraining import RetrainConfig, retrain
+from inference.rollout import RolloutDecision, RolloutPolicy
+from stream.outcomes import JoinConfig, OutcomeJoiner, OutcomeMetrics
+from stream.retrainer import RetrainerConfig, build_app
+from stream.topics import Topics
+
+log = logging.getLogger("driftline.loop")
+
+
+def build_joiner(
+    s: Settings, cfg: JoinConfig | None = None, metrics: OutcomeMetrics | None = None
+) -> OutcomeJoiner:
+    registry = model_registry(s, publish=False)
+    cache: dict[tuple[str, int], ModelVersion | None] = {}
+
+    def version_meta(model: str, version: int) -> ModelVersion | None:
+        if (model, version) not in cache:
+            try:
+                cache[(model, version)] = registry.get(model, version)
+            except LookupError:
+                cache[(model, version)] = None
+        return cache[(model, version)]
+
+    cfg = cfg or JoinConfig(
+        group_id=f"{s.topic_prefix}-outcomes",
+        label_wait_seconds=s.label_wait_seconds,
+        cooldown_seconds=s.drift_cooldown_seconds,
+    )
+    return OutcomeJoiner(
+        cfg, s.kafka_client_config(), Topics(s.topic_prefix), redis_client(s), version_meta, metrics
+    )
+
+
+def retrain_job(s: Settings, model: str, reason: str) -> dict[str, Any]:
+    """Train a candidate on the labeled events in Kafka; if it is not worse, register it and start
+    its canary. Blocking: the retrainer runs it in a thread."""
+    registry = model_registry(s)
+    data = topic_training_set(s.kafka_client_config(), Topics(s.topic_prefix), feature_view(s))
+    cfg = RetrainConfig(recent_rows=s.retrain_recent_rows, min_rows=s.retrain_min_rows)
+    result = retrain(
+        registry,
+        model,
+        data.numeric,
+        data.categorical,
+        data.labels,
+        data.ts,
+        cfg,
+        source=f"{s.topic_prefix}.events + labels ({reason})",
+    )
+    out: dict[str, Any] = result.model_dump(mode="json")
+    if result.registered and result.candidate_version is not None:
+        if registry.deployment(model).production is None:
+            registry.promote(model, result.candidate_version, detail={"reason": "no production version"})
+            out["rollout"] = "promoted (no production version)"
+        else:
+            registry.canary(model, result.candidate_version, s.canary_fraction, detail={"reason": reason})
+            out["rollout"] = f"canary at {s.canary_fraction:.0%} of entities"
+    return out
+
+
+def apply_decision(s: Settings, model: str, version: int, decision: RolloutDecision) -> None:
+    registry = model_registry(s)
+    detail = {"reason": decision.reason, **decision.evidence.model_dump()}
+    if decision.action == "promote":
+        registry.promote(model, version, detail=detail)
+    elif decision.action == "rollback":
+        registry.rollback(model, detail=detail)
+
+
+def build_retrainer(s: Settings) -> faust.App:
+    config = RetrainerConfig(
+        policy=RetrainPolicy(cooldown_seconds=s.retrain_cooldown_seconds),
+        rollout=RolloutPolicy(min_outcomes=s.rollout_min_outcomes),
+        max_error_rate=s.max_error_rate,
+        partitions=s.partitions,
+    )
+    return build_app(
+        f"{s.topic_prefix}-retrainer",
+        f"kafka://{s.kafka_bootstrap}",
+        Topics(s.topic_prefix),
+        config,
+        job=lambda model, reason: retrain_job(s, model, reason),
+        deployment=model_registry(s, publish=False).deployment,
+        apply_decision=lambda model, version, decision: apply_decision(s, model, version, decision),
+    )

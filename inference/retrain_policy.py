@@ -1,0 +1,94 @@
+"""When to retrain: triggers in, one decision out, with the per-model state it needs.
+
+A `RetrainTrigger` is a critical drift alert, a warning, a live accuracy drop, or a user's
+request. `RetrainPolicy.decide` starts a job on a critical alert, on ``warnings_needed`` warnings
+within ``warnings_window_seconds``, on an accuracy drop and on request, but never while a job of
+the same model runs, and (except on request) not within ``cooldown_seconds`` of the last start.
+The state is a small JSON-able model, so the retrainer keeps it in a changelog-backed table and
+a restart keeps the cooldown. A job marked running by another retrainer instance (it died
+mid-job) does not block.
+
+>>> policy = RetrainPolicy(cooldown_seconds=600)
+>>> state = RetrainState()
+>>> alert = RetrainTrigger(model="fraud", kind="critical", reason="error rate 0.1 -> 0.4", ts=1000.0)
+>>> start, why, state = policy.decide(state, alert, owner="r1")
+>>> start, state.running_owner
+(True, 'r1')
+>>> policy.decide(state, alert.model_copy(update={"ts": 1001.0}), owner="r1")[:2]
+(False, 'a retrain of fraud is already running (started 1 s ago)')
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+TriggerKind = Literal["critical", "warning", "accuracy", "manual"]
+
+
+class RetrainTrigger(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str
+    kind: TriggerKind
+    reason: str
+    ts: float  # wall clock, epoch seconds
+    alert_id: str | None = None
+
+
+class RetrainState(BaseModel):
+    """Per model: the running job, the last start and recent warnings."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    running_owner: str | None = None
+    running_since: float | None = None
+    last_started: float | None = None
+    last_finished: float | None = None
+    warnings: list[float] = Field(default_factory=list)
+    jobs: int = 0
+
+
+class RetrainPolicy(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    cooldown_seconds: float = Field(1800.0, ge=0)
+    warnings_needed: int = Field(3, ge=1)
+    warnings_window_seconds: float = Field(3600.0, gt=0)
+
+    def decide(
+        self, state: RetrainState, trigger: RetrainTrigger, owner: str
+    ) -> tuple[bool, str, RetrainState]:
+        """(start a job?, why, the new state). ``owner``: this retrainer instance's id."""
+        s = state.model_copy(deep=True)
+        now = trigger.ts
+        if s.running_owner is not None:
+            if s.running_owner == owner:
+                since = now - (s.running_since or now)
+                return (
+                    False,
+                    f"a retrain of {trigger.model} is already running (started {since:.0f} s ago)",
+                    s,
+                )
+            s.running_owner = s.running_since = None  # its retrainer died mid-job
+        if trigger.kind == "warning":
+            s.warnings = [t for t in s.warnings if now - t < self.warnings_window_seconds] + [now]
+            if len(s.warnings) < self.warnings_needed:
+                return False, f"warning {len(s.warnings)} of {self.warnings_needed} needed", s
+        if trigger.kind != "manual" and s.last_started is not None:
+            left = self.cooldown_seconds - (now - s.last_started)
+            if left > 0:
+                ago = now - s.last_started
+                return False, f"{trigger.model} was retrained {ago:.0f} s ago (cooldown {left:.0f} s left)", s
+        s.running_owner, s.running_since, s.last_started = owner, now, now
+        s.warnings = []
+        s.jobs += 1
+        return True, f"{trigger.kind}: {trigger.reason}", s
+
+    @staticmethod
+    def finished(state: RetrainState, now: float) -> RetrainState:
+        s = state.model_copy(deep=True)
+        s.running_owner = s.running_since = None
+        s.last_finished = now
+        return s

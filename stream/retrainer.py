@@ -1,0 +1,231 @@
+"""The retraining consumer: a faust-streaming app that closes the loop from drift to a new model.
+
+Three agents (``build_app``):
+
+* ``alerts`` reads ``<prefix>.alerts`` and forwards the alerts about a model's *production*
+  version (critical ones and warnings) as `RetrainTrigger` s to ``<prefix>.retrain``, keyed by
+  model, where ``driftline retrain MODEL`` also sends its requests;
+* ``retrain`` reads ``<prefix>.retrain``; `RetrainPolicy` decides on the per-model state in the
+  ``retrain-state`` table (changelog-backed: a restart keeps running jobs and cooldowns). Keyed
+  by model, one model's triggers are handled one at a time, so concurrent triggers start one
+  job. The job (training, registration, canary: a callable from the composition root) runs in a
+  thread while the agent waits for it;
+* ``rollout`` reads ``<prefix>.outcomes`` (keyed by model, so co-partitioned with its table):
+  while a canary runs it counts the canary's and production's served outcomes since the canary
+  started (``rollouts`` table) and `decide_rollout` promotes or rolls back once the evidence is
+  in. Production's live error rate over each ``accuracy_window`` outcomes is checked too: above
+  ``max_error_rate`` it triggers a retrain.
+
+Every step (trigger decisions, job results, rollout decisions with their evidence) is published
+to ``<prefix>.models`` as a `RetrainEvent`, beside the registry's own lifecycle events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import faust
+from pydantic import BaseModel, Field, ValidationError
+
+from detectors.alerts import DriftAlert
+from inference.metadata import Deployment
+from inference.retrain_policy import RetrainPolicy, RetrainState, RetrainTrigger
+from inference.rollout import RolloutDecision, RolloutPolicy, decide_rollout
+from stream.outcomes import Outcome
+from stream.topics import Topics
+
+log = logging.getLogger("driftline.retrainer")
+
+RetrainEventKind = Literal[
+    "retrain_skipped", "retrain_started", "retrain_finished", "retrain_failed", "rollout_decided"
+]
+
+
+class RetrainEvent(BaseModel):
+    """A step of the retraining loop, published to ``<prefix>.models`` (key = model name)."""
+
+    kind: RetrainEventKind
+    name: str
+    ts: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    reason: str
+    detail: dict[str, Any] = Field(default_factory=dict)
+
+
+class RetrainerConfig(BaseModel):
+    policy: RetrainPolicy = RetrainPolicy()
+    rollout: RolloutPolicy = RolloutPolicy()
+    max_error_rate: float | None = Field(None, gt=0, lt=1)  # production's live error rate that retrains
+    accuracy_window: int = Field(1000, ge=10)
+    partitions: int = Field(6, ge=1)
+
+
+# The composition root's side: the blocking work, injected so this module knows no registry or trainer.
+RetrainJob = Callable[[str, str], dict[str, Any]]  # (model, reason) -> result (JSON-able)
+DeploymentOf = Callable[[str], Deployment]
+ApplyDecision = Callable[[str, int, RolloutDecision], None]  # promote / roll back with the evidence
+
+
+def build_app(
+    app_id: str,
+    broker: str,
+    topics: Topics,
+    config: RetrainerConfig,
+    job: RetrainJob,
+    deployment: DeploymentOf,
+    apply_decision: ApplyDecision,
+    broker_settings: dict[str, Any] | None = None,
+) -> faust.App:
+    owner = uuid.uuid4().hex[:12]  # this instance: a job marked running by another one is stale
+    app = faust.App(
+        app_id,
+        broker=broker,
+        store="memory://",  # tables are rebuilt from their changelog topics at start
+        web_enabled=False,
+        consumer_auto_offset_reset="earliest",
+        topic_partitions=config.partitions,
+        **(broker_settings or {}),
+    )
+
+    def raw_topic(name: str) -> Any:
+        return app.topic(name, key_type=bytes, value_type=bytes, value_serializer="raw")
+
+    alerts_topic, triggers_topic = raw_topic(topics.alerts), raw_topic(topics.retrain)
+    outcomes_topic, models_topic = raw_topic(topics.outcomes), raw_topic(topics.models)
+    state_table = app.Table("retrain-state", default=dict, partitions=config.partitions)
+    rollout_table = app.Table("rollouts", default=dict, partitions=config.partitions)
+
+    async def blocking(fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+
+    async def publish(event: RetrainEvent) -> None:
+        log.info("%s %s: %s", event.kind, event.name, event.reason)
+        await models_topic.send(key=event.name.encode(), value=event.model_dump_json().encode())
+
+    async def trigger(t: RetrainTrigger) -> None:
+        await triggers_topic.send(key=t.model.encode(), value=t.model_dump_json().encode())
+
+    @app.agent(alerts_topic)
+    async def alerts(stream: faust.StreamT[bytes]) -> None:
+        async for value in stream:
+            try:
+                alert = DriftAlert.model_validate_json(value)
+            except ValidationError as exc:
+                log.warning("skipping an alert that does not parse: %s", exc.errors()[0]["msg"])
+                continue
+            dep: Deployment = await blocking(deployment, alert.model)
+            if dep.production is None or dep.production.version != alert.version:
+                continue  # about a canary or a replaced version: not a reason to retrain production
+            kind: Literal["critical", "warning"] = "critical" if alert.severity == "critical" else "warning"
+            await trigger(
+                RetrainTrigger(
+                    model=alert.model, kind=kind, reason=alert.message, ts=time.time(), alert_id=alert.id
+                )
+            )
+
+    @app.agent(triggers_topic)
+    async def retrain(stream: faust.StreamT[bytes]) -> None:
+        async for value in stream:
+            try:
+                t = RetrainTrigger.model_validate_json(value)
+            except ValidationError as exc:
+                log.warning("skipping a retrain trigger that does not parse: %s", exc.errors()[0]["msg"])
+                continue
+            state = RetrainState.model_validate(state_table[t.model] or {})
+            start, why, state = config.policy.decide(state, t, owner)
+            state_table[t.model] = state.model_dump()
+            detail = {"trigger": t.model_dump(), "jobs": state.jobs}
+            if not start:
+                await publish(RetrainEvent(kind="retrain_skipped", name=t.model, reason=why, detail=detail))
+                continue
+            await publish(RetrainEvent(kind="retrain_started", name=t.model, reason=why, detail=detail))
+            try:
+                result = await blocking(job, t.model, why)
+                kind: RetrainEventKind = "retrain_finished"
+                reason = str(result.get("reason", "done"))
+            except Exception as exc:  # a failed job is reported, and the retrainer lives on
+                log.exception("retrain of %s failed", t.model)
+                result, kind, reason = {"error": repr(exc)}, "retrain_failed", f"{type(exc).__name__}: {exc}"
+            state_table[t.model] = RetrainPolicy.finished(state, time.time()).model_dump()
+            await publish(
+                RetrainEvent(kind=kind, name=t.model, reason=reason, detail={**detail, "result": result})
+            )
+
+    deployments: dict[str, tuple[float, Deployment]] = {}
+    counts: dict[str, dict[str, Any]] = {}  # the table's rows, written back every 100 outcomes
+
+    async def current(model: str) -> Deployment:
+        cached = deployments.get(model)
+        if cached is None or time.monotonic() - cached[0] > 1.0:
+            cached = (time.monotonic(), await blocking(deployment, model))
+            deployments[model] = cached
+        return cached[1]
+
+    @app.agent(outcomes_topic)
+    async def rollout(stream: faust.StreamT[bytes]) -> None:
+        # Per event, not `take()`: Faust only lets a table change inside stream iteration.
+        async for value in stream:
+            try:
+                o = Outcome.model_validate_json(value)
+            except ValidationError:
+                continue
+            if not o.served:
+                continue
+            st = await _count(o, await current(o.model))
+            st["unsaved"] += 1
+            if st["unsaved"] >= 100 or st.get("decided"):
+                st["unsaved"] = 0
+                st.pop("decided", None)
+                rollout_table[o.model] = st
+
+    async def _count(o: Outcome, dep: Deployment) -> dict[str, Any]:
+        model = o.model
+        st = counts.get(model)
+        if st is None:
+            st = dict(rollout_table[model] or {})
+        prod = dep.production.version if dep.production else None
+        canary = dep.canary.version if dep.canary else None
+        if (st.get("canary"), st.get("production")) != (canary, prod):
+            st = {"canary": canary, "production": prod, "cn": 0, "ce": 0, "pn": 0, "pe": 0, "an": 0, "ae": 0}
+        st.setdefault("unsaved", 0)
+        counts[model] = st
+        wrong = 0 if o.correct else 1
+        if canary is not None and o.version == canary:
+            st["cn"] += 1
+            st["ce"] += wrong
+        elif o.version == prod:
+            st["pn"] += 1
+            st["pe"] += wrong
+            st["an"] += 1
+            st["ae"] += wrong
+        else:
+            return st  # a version no longer served: not evidence for this rollout
+        if config.max_error_rate is not None and st["an"] >= config.accuracy_window:
+            rate = st["ae"] / st["an"]
+            if rate > config.max_error_rate:
+                reason = f"live error rate {rate:.3f} over {st['an']} outcomes > {config.max_error_rate}"
+                await trigger(RetrainTrigger(model=model, kind="accuracy", reason=reason, ts=time.time()))
+            st["an"] = st["ae"] = 0
+        if canary is not None:
+            decision = decide_rollout(config.rollout, st["cn"], st["ce"], st["pn"], st["pe"])
+            if decision.action != "wait":
+                await blocking(apply_decision, model, canary, decision)
+                deployments.pop(model, None)
+                await publish(
+                    RetrainEvent(
+                        kind="rollout_decided",
+                        name=model,
+                        reason=decision.reason,
+                        detail={"version": canary, **decision.model_dump(exclude={"reason"})},
+                    )
+                )
+                st = {"decided": True, "unsaved": 0}
+                counts[model] = st
+        return st
+
+    return app

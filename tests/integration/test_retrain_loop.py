@@ -1,0 +1,177 @@
+"""The loop after scoring, on the real broker and Redis: labels -> outcomes -> concept-drift alert
+-> one retrain job (a real Faust retrainer process) -> candidate -> canary -> promoted."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rich.console import Console
+
+from driftline.loop import build_joiner
+from driftline.produce import produce_generated
+from driftline.settings import Settings
+from driftline.wiring import model_registry
+from stream.outcomes import OutcomeJoiner
+from stream.synthetic import DriftSchedule
+from stream.topics import Topics
+from tests.helpers import consume_all
+from tests.integration.worker_support import register, start_worker, wait_until
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def _env(s: Settings) -> dict[str, str]:
+    return {
+        **os.environ,
+        "DRIFTLINE_KAFKA_BOOTSTRAP": s.kafka_bootstrap,
+        "DRIFTLINE_REDIS_URL": s.redis_url,
+        "DRIFTLINE_TOPIC_PREFIX": s.topic_prefix,
+        "DRIFTLINE_RETRAIN_RECENT_ROWS": str(s.retrain_recent_rows),
+        "DRIFTLINE_RETRAIN_MIN_ROWS": str(s.retrain_min_rows),
+        "DRIFTLINE_CANARY_FRACTION": str(s.canary_fraction),
+        "DRIFTLINE_ROLLOUT_MIN_OUTCOMES": str(s.rollout_min_outcomes),
+        "DRIFTLINE_RETRAIN_COOLDOWN_SECONDS": str(s.retrain_cooldown_seconds),
+    }
+
+
+def spawn_retrainer(s: Settings, log: Path) -> subprocess.Popen[str]:
+    with log.open("a") as out:  # the child keeps its own handle
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "from driftline.cli import main; main()",
+                "retrainer",
+                "--log-level",
+                "info",
+            ],
+            env=_env(s),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+
+class RunningJoiner:
+    def __init__(self, s: Settings) -> None:
+        self.joiner: OutcomeJoiner = build_joiner(s)
+        self.errors: list[BaseException] = []
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.joiner.run()
+        except BaseException as exc:
+            self.errors.append(exc)
+
+    def stop(self) -> None:
+        self.joiner.stop()
+        self.thread.join(30)
+        assert not self.errors, self.errors
+
+
+@pytest.fixture
+def loop_settings(own_settings: Settings) -> Iterator[Settings]:
+    yield own_settings.model_copy(
+        update={
+            "retrain_recent_rows": 6000,
+            "retrain_min_rows": 2000,
+            "canary_fraction": 0.5,
+            "rollout_min_outcomes": 300,
+            "retrain_cooldown_seconds": 3600.0,
+            "drift_window_seconds": 0.0,  # concept drift only: inputs do not move
+        }
+    )
+
+
+def _produce(s: Settings, n: int, seed: int, schedule: DriftSchedule, start_ts: float) -> None:
+    tally = produce_generated(
+        s,
+        n,
+        0,
+        seed=seed,
+        entities=1000,
+        schedule=schedule,
+        label_delay=10,
+        start_ts=start_ts,
+        console=Console(quiet=True),
+    )
+    assert tally.failed == 0
+
+
+def test_concept_flip_retrains_once_then_canary_is_promoted(loop_settings: Settings, tmp_path: Path) -> None:
+    s = loop_settings
+    topics = Topics(s.topic_prefix)
+    register(s)  # production v1, trained before the flip
+    worker = start_worker(s)
+    joiner = RunningJoiner(s)
+    log = tmp_path / "retrainer.log"
+    retrainer = spawn_retrainer(s, log)
+    registry = model_registry(s, publish=False)
+    try:
+        # 4,000 events under the old concept, then 8,000 under the new one.
+        _produce(s, 12_000, seed=21, schedule=DriftSchedule(concept_at=4_000), start_ts=1.7e9)
+        wait_until(lambda: registry.deployment("fraud").canary is not None, timeout=240, every=1.0)
+        canary = registry.deployment("fraud").canary
+        assert canary is not None and canary.version == 2
+        # More traffic under the new concept: the canary earns its outcomes.
+        _produce(s, 6_000, seed=22, schedule=DriftSchedule(concept_at=0), start_ts=1.7e9 + 10_000)
+        wait_until(lambda: _production(registry) == 2, timeout=240, every=1.0)
+        # Every event gets its label: 18,000 served outcomes once the joiner has caught up.
+        outcomes = [r.json() for r in consume_all(s, topics.outcomes, 18_000, 120)]
+    except AssertionError:
+        print(log.read_text()[-5000:])
+        raise
+    finally:
+        retrainer.terminate()
+        try:
+            retrainer.wait(60)
+        except subprocess.TimeoutExpired:
+            retrainer.kill()
+        joiner.stop()
+        worker.stop()
+
+    steps = [r.json() for r in consume_all(s, topics.models, 1, 10)]
+    kinds = Counter(e["kind"] for e in steps)
+    assert kinds["retrain_started"] == 1, kinds  # one drift, one job (later triggers: cooldown)
+    assert kinds["retrain_finished"] == 1, kinds
+    decided = [e for e in steps if e["kind"] == "rollout_decided"]
+    assert [d["detail"]["action"] for d in decided] == ["promote"], decided
+    evidence = decided[0]["detail"]["evidence"]
+    assert evidence["candidate_outcomes"] >= s.rollout_min_outcomes
+    assert evidence["upper_bound"] < evidence["margin"]
+    alerts = [r.json() for r in consume_all(s, topics.alerts, 1, 10)]
+    assert any(a["detector"] == "error_rate" and a["severity"] == "critical" for a in alerts), alerts
+
+    served = [o for o in outcomes if o["served"]]
+    assert len(served) == len({o["event_id"] for o in served}) == 18_000  # each event judged once
+    flip_ts = 1.7e9 + 4_000 / 2  # the generator makes 2 events per second of event time
+
+    def accuracy(version: int, after_flip: bool) -> float:
+        hits = [
+            o["correct"]
+            for o in served
+            if o["version"] == version
+            and (datetime.fromisoformat(o["event_ts"]).timestamp() >= flip_ts) == after_flip
+        ]
+        assert len(hits) >= 300, (version, after_flip, len(hits))
+        return sum(hits) / len(hits)
+
+    old_before, old_after, new_after = accuracy(1, False), accuracy(1, True), accuracy(2, True)
+    assert old_after < old_before - 0.05, (old_before, old_after)  # the flip hurt the old model
+    assert new_after >= old_before - 0.02, (old_before, new_after)  # the new one recovered
+
+
+def _production(registry: Any) -> int | None:
+    p = registry.deployment("fraud").production
+    return p.version if p else None
