@@ -7,6 +7,11 @@ policy on its state as stored in Redis (one JSON string, ``key``) and writes it 
 optimistic locking (``WATCH`` / ``MULTI`` / ``EXEC``, retried when another worker wrote
 meanwhile), so cooldowns, hysteresis and the emitted alert ids are global.
 
+With ``history_key`` every emitted alert's JSON is also pushed onto that Redis list (newest
+first, capped at ``history_size``) in the same ``MULTI`` as the state, so readers such as the HTTP
+API see recent alerts without reading Kafka; the worker and the outcome joiner use
+``<ns>:alerts``.
+
 Decisions are rare (a window closing, an ADWIN cut), so the round trips cost nothing on the hot
 path: a call without signals or window statistics does not touch Redis. The state is saved
 *before* the worker publishes the alerts: a worker that dies in between loses those alerts
@@ -39,11 +44,15 @@ class SharedAlertPolicy:
         key: str,
         make: Callable[[], AlertPolicy] = AlertPolicy,
         ttl_seconds: int = 30 * 86_400,
+        history_key: str | None = None,
+        history_size: int = 1000,
     ) -> None:
         self.r = client
         self.key = key
         self.make = make
         self.ttl_seconds = ttl_seconds
+        self.history_key = history_key
+        self.history_size = history_size
 
     def load(self) -> AlertPolicy:
         """The policy as stored (a fresh one from ``make`` if none is)."""
@@ -76,6 +85,9 @@ class SharedAlertPolicy:
                     alerts = policy.decide(signals, model=model, version=version, windows=stats)
                     pipe.multi()
                     pipe.set(self.key, json.dumps(policy.state(), separators=(",", ":")), ex=self.ttl_seconds)
+                    if self.history_key is not None and alerts:
+                        pipe.lpush(self.history_key, *[a.model_dump_json() for a in alerts])
+                        pipe.ltrim(self.history_key, 0, self.history_size - 1)
                     pipe.execute()
                     return alerts
                 except redis.WatchError:

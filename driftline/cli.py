@@ -12,9 +12,11 @@ import typer
 from confluent_kafka.admin import AdminClient
 from rich.table import Table
 
+from driftline.cli_api import api
 from driftline.cli_common import CliError, console, err_console, settings
 from driftline.cli_loop import outcomes, retrain, retrainer
 from driftline.cli_models import features_app, models_app, train, worker
+from driftline.cli_report import report
 from driftline.errors import DriftlineError
 from driftline.settings import Settings
 from driftline.stack import LocalStack, ServiceStatus
@@ -36,6 +38,8 @@ app.command()(worker)
 app.command()(outcomes)
 app.command()(retrainer)
 app.command()(retrain)
+app.command()(api)
+app.command()(report)
 
 
 # ---- stack ---------------------------------------------------------------------------------

@@ -5,28 +5,31 @@ from __future__ import annotations
 import logging
 import signal
 import time
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from driftline.cli_common import CliError, console, err_console, settings
 
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
 
 def outcomes(
     exit_when_idle: Annotated[float | None, typer.Option(min=0.1, help="Exit after N idle seconds.")] = None,
-    metrics_port: Annotated[int | None, typer.Option(min=0, max=65535, help="0 = off.")] = 9109,
+    metrics_port: Annotated[
+        int | None, typer.Option(min=0, max=65535, help="Default DRIFTLINE_METRICS_PORT; 0 = off.")
+    ] = None,
 ) -> None:
     """Join labels to predictions: outcomes, live accuracy, error-rate (concept drift) alerts."""
-    from prometheus_client import start_http_server
-
     from driftline.loop import build_joiner
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     s = settings()
     joiner = build_joiner(s)
     joiner.cfg.exit_when_idle = exit_when_idle
-    if metrics_port:
-        start_http_server(metrics_port, registry=joiner.metrics.registry)
+    metrics_port = s.metrics_port if metrics_port is None else metrics_port
+    serve_metrics(metrics_port, joiner.metrics.registry)
     signal.signal(signal.SIGTERM, joiner.stop)
     signal.signal(signal.SIGINT, joiner.stop)
     err_console.print(
@@ -39,6 +42,9 @@ def outcomes(
 
 def retrainer(
     log_level: Annotated[str, typer.Option(help="Logging level (Faust's and Driftline's).")] = "WARNING",
+    metrics_port: Annotated[
+        int | None, typer.Option(min=0, max=65535, help="Default DRIFTLINE_METRICS_PORT; 0 = off.")
+    ] = None,
 ) -> None:
     """Run the retraining consumer (a Faust worker) until SIGTERM: drift -> train -> canary -> promote."""
     from faust import Worker
@@ -50,8 +56,13 @@ def retrainer(
         raise typer.BadParameter(
             f"{log_level!r}: use debug, info, warning or error", param_hint="--log-level"
         )
+    from prometheus_client import CollectorRegistry
+
     s = settings()
-    app = build_retrainer(s)
+    registry = CollectorRegistry()
+    port = s.metrics_port if metrics_port is None else metrics_port
+    serve_metrics(port, registry)
+    app = build_retrainer(s, registry)
     err_console.print(
         f"retrainer: app {app.conf.id}, cooldown {s.retrain_cooldown_seconds:.0f} s", highlight=False
     )
@@ -89,3 +100,15 @@ def retrain(
     if producer.flush(15) or errors:
         raise CliError(f"could not send the request to {topic}: {'; '.join(errors) or 'not acknowledged'}")
     console.print(f"retrain of {model} requested on {topic}; watch `driftline tail models`", highlight=False)
+
+
+def serve_metrics(port: int, registry: CollectorRegistry) -> None:
+    """Prometheus metrics on ``port`` (0: off); a taken port is a one-line error, not a traceback."""
+    if not port:
+        return
+    from prometheus_client import start_http_server
+
+    try:
+        start_http_server(port, registry=registry)
+    except OSError as exc:
+        raise CliError(f"cannot serve metrics on port {port} ({exc.strerror}): use --metrics-port") from None

@@ -30,6 +30,7 @@ from detectors.window_store import latest_event_time
 from driftline.demo_loop import DEMO_LOOP_SETTINGS, LoopProcesses, follow_loop
 from driftline.errors import DriftlineError
 from driftline.produce import produce_generated
+from driftline.report import gather, render
 from driftline.settings import Settings
 from driftline.training_data import synthetic_training_set
 from driftline.wiring import build_worker, feature_view, model_registry, online_store, redis_client
@@ -277,5 +278,9 @@ def run_demo(s: Settings, n: int, drift_at: int, rate: float, console: Console) 
         "while `driftline worker` runs.",
         highlight=False,
     )
+    report_path = s.cache_dir / "report.html"
+    report_path.parent.mkdir(parents=True, exist_ok=True)
+    report_path.write_text(render(gather(s, MODEL)))
+    console.print(f"drift report: {report_path} (open it in a browser; `driftline report` makes a new one)")
     if seen < n or len(letters) < len(BROKEN_EVENTS):
         raise DriftlineError(f"demo saw {seen}/{n} predictions and {len(letters)} dead letters")

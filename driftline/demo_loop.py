@@ -64,6 +64,8 @@ class LoopProcesses:
                     "retrainer",
                     "--log-level",
                     "info",
+                    "--metrics-port",
+                    "0",
                 ],
                 env={**os.environ, **settings_env(s)},
                 stdout=log,

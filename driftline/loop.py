@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 import faust
+from prometheus_client import CollectorRegistry
 
 from driftline.settings import Settings
 from driftline.training_data import topic_training_set
@@ -50,7 +51,12 @@ def retrain_job(s: Settings, model: str, reason: str) -> dict[str, Any]:
     its canary. Blocking: the retrainer runs it in a thread."""
     registry = model_registry(s)
     data = topic_training_set(s.kafka_client_config(), Topics(s.topic_prefix), feature_view(s))
-    cfg = RetrainConfig(recent_rows=s.retrain_recent_rows, min_rows=s.retrain_min_rows)
+    cfg = RetrainConfig(
+        estimator=s.retrain_estimator,
+        recent_rows=s.retrain_recent_rows,
+        older_share=s.retrain_older_share,
+        min_rows=s.retrain_min_rows,
+    )
     result = retrain(
         registry,
         model,
@@ -66,6 +72,9 @@ def retrain_job(s: Settings, model: str, reason: str) -> dict[str, Any]:
         if registry.deployment(model).production is None:
             registry.promote(model, result.candidate_version, detail={"reason": "no production version"})
             out["rollout"] = "promoted (no production version)"
+        elif s.rollout_mode == "shadow":
+            registry.shadow(model, result.candidate_version, detail={"reason": reason})
+            out["rollout"] = "shadow: scores every event beside production, not served"
         else:
             registry.canary(model, result.candidate_version, s.canary_fraction, detail={"reason": reason})
             out["rollout"] = f"canary at {s.canary_fraction:.0%} of entities"
@@ -78,10 +87,13 @@ def apply_decision(s: Settings, model: str, version: int, decision: RolloutDecis
     if decision.action == "promote":
         registry.promote(model, version, detail=detail)
     elif decision.action == "rollback":
-        registry.rollback(model, detail=detail)
+        if registry.deployment(model).shadow is not None:
+            registry.archive(model, version, detail=detail)  # a shadow is dropped, not rolled back
+        else:
+            registry.rollback(model, detail=detail)
 
 
-def build_retrainer(s: Settings) -> faust.App:
+def build_retrainer(s: Settings, metrics: CollectorRegistry | None = None) -> faust.App:
     config = RetrainerConfig(
         policy=RetrainPolicy(cooldown_seconds=s.retrain_cooldown_seconds),
         rollout=RolloutPolicy(min_outcomes=s.rollout_min_outcomes),
@@ -96,4 +108,5 @@ def build_retrainer(s: Settings) -> faust.App:
         job=lambda model, reason: retrain_job(s, model, reason),
         deployment=model_registry(s, publish=False).deployment,
         apply_decision=lambda model, version, decision: apply_decision(s, model, version, decision),
+        metrics=metrics,
     )

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlparse
 
 from pydantic import Field, field_validator
@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     retrain_cooldown_seconds: float = Field(1800.0, ge=0)
     retrain_recent_rows: int = Field(20_000, ge=10)
     retrain_min_rows: int = Field(1000, ge=10)
+    retrain_older_share: float = Field(0.0, ge=0)  # older rows added, as a share of the recent ones
+    retrain_estimator: Literal["logreg", "gbt"] = "logreg"
+    rollout_mode: Literal["canary", "shadow"] = "canary"  # how a retrained candidate is tried
     canary_fraction: float = Field(0.2, gt=0, lt=1)
     rollout_min_outcomes: int = Field(300, ge=1)
     max_error_rate: float | None = Field(None, gt=0, lt=1)
@@ -76,6 +79,8 @@ class Settings(BaseSettings):
     metrics_port: int = Field(9108, ge=0, le=65535)  # 0 = no metrics endpoint
     api_host: str = "127.0.0.1"
     api_port: int = Field(8000, ge=1, le=65535)
+    # Bearer token the HTTP API requires on every route but /healthz and /readyz (None: open).
+    api_token: str | None = None
 
     # Local stack (`driftline stack ...`): where jars are cached and where data and pid files live.
     cache_dir: Path = DEFAULT_CACHE_DIR

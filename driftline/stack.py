@@ -268,24 +268,7 @@ class LocalStack:
         self.log(f"kafka: ready at {self.s.kafka_bootstrap}")
 
     def ensure_redis_binary(self) -> str:
-        found = shutil.which("redis-server")
-        if found:
-            return found
-        if os.geteuid() != 0 or shutil.which("apt-get") is None:
-            raise StackError("redis-server is missing: install it with `sudo apt-get install redis-server`")
-        self.log("redis: installing Debian's redis-server with apt-get ...")
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        for cmd in (
-            ["apt-get", "update", "-qq"],
-            ["apt-get", "install", "-y", "-qq", "redis-server"],
-        ):
-            result = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
-            if result.returncode != 0:
-                raise StackError(f"`{' '.join(cmd)}` failed:\n{result.stderr.strip()[-2000:]}")
-        found = shutil.which("redis-server") or "/usr/bin/redis-server"
-        if not Path(found).exists():
-            raise StackError("apt-get installed redis-server but the binary was not found")
-        return found
+        return debian_binary("redis-server", "redis-server", self.log)
 
     def _up_redis(self, timeout: float) -> None:
         if self.redis_answering():
@@ -347,3 +330,26 @@ class LocalStack:
             (self.s.stack_dir / f"{name}.pid").unlink(missing_ok=True)
             stopped.append(f"{name} (pid {pid})")
         return stopped
+
+
+def debian_binary(binary: str, package: str, log: Callable[[str], None]) -> str:
+    """The path of ``binary``, installing Debian's ``package`` with apt-get first if it is missing
+    (as root; otherwise a one-line StackError saying what to install)."""
+    found = shutil.which(binary)
+    if found:
+        return found
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        raise StackError(f"{binary} is missing: install it with `sudo apt-get install {package}`")
+    log(f"{package}: installing Debian's {package} with apt-get ...")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for cmd in (
+        ["apt-get", "update", "-qq"],
+        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", package],
+    ):
+        result = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+        if result.returncode != 0:
+            raise StackError(f"`{' '.join(cmd)}` failed:\n{result.stderr.strip()[-2000:]}")
+    found = shutil.which(binary) or f"/usr/bin/{binary}"
+    if not Path(found).exists():
+        raise StackError(f"apt-get installed {package} but {binary} was not found")
+    return found

@@ -4,18 +4,26 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import orjson
 import redis
 from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
+from pydantic import ValidationError
 
+from detectors.alerts import DriftAlert
+from detectors.signals import WindowStat
 from driftline.errors import DriftlineError
 from driftline.settings import Settings
 from feature_store.definitions import FeatureView, fraud_feature_view
 from feature_store.online import OnlineStore
+from inference.api import ApiDeps, DriftStat, create_app
 from inference.metadata import ModelEvent
 from inference.registry import ModelRegistry
-from stream.drift import DriftConfig, DriftStage
+from stream.drift import DriftConfig, DriftStage, alerts_key, latest_key
 from stream.metrics import WorkerMetrics
 from stream.online_features import OnlineFeatures
 from stream.producer import PRODUCER_DEFAULTS
@@ -112,3 +120,81 @@ def build_worker(s: Settings, cfg: WorkerConfig, metrics: WorkerMetrics | None =
     return Worker(
         cfg, s.kafka_client_config(), topics, follower, features=features, metrics=metrics, drift=drift
     )
+
+
+class RedisDriftReader:
+    """The latest drift statistics the workers recorded (``<ns>:drift:<model>:<version>:~latest``),
+    for every registered version, in one round trip after the registry's."""
+
+    def __init__(self, client: redis.Redis, namespace: str, registry: ModelRegistry) -> None:
+        self.r = client
+        self.namespace = namespace
+        self.registry = registry
+
+    def __call__(self) -> list[DriftStat]:
+        # Keys follow from the registry, so no SCAN over a keyspace full of entity hashes.
+        versions = [
+            (v.name, v.version) for name in self.registry.names() for v in self.registry.versions(name)
+        ]
+        pipe = self.r.pipeline(transaction=False)
+        for name, version in versions:
+            pipe.hgetall(latest_key(self.namespace, name, version))
+        stats: list[DriftStat] = []
+        for (name, version), fields in zip(versions, pipe.execute(), strict=True):
+            for raw in fields.values():
+                try:
+                    w = WindowStat.model_validate_json(raw)
+                except ValidationError:
+                    log.warning("skipping a malformed drift statistic of %s:%s", name, version)
+                    continue
+                stats.append(DriftStat(model=name, version=version, **w.model_dump()))
+        return stats
+
+
+class RedisAlertReader:
+    """Recent alerts from ``<ns>:alerts`` (newest first, the last 1,000), filtered."""
+
+    def __init__(self, client: redis.Redis, namespace: str) -> None:
+        self.r = client
+        self.key = alerts_key(namespace)
+
+    def __call__(self, since: float | None, severity: str | None) -> list[dict[str, Any]]:
+        out = []
+        for raw in self.r.lrange(self.key, 0, -1):
+            try:
+                alert = DriftAlert.model_validate_json(raw)
+            except ValidationError:
+                log.warning("skipping a malformed alert in %s", self.key)
+                continue
+            if since is not None and alert.ts.timestamp() < since:
+                continue
+            if severity is not None and alert.severity != severity:
+                continue
+            out.append(alert.model_dump(mode="json"))
+        return out
+
+
+def build_api(s: Settings, model: str = "fraud") -> FastAPI:
+    """The HTTP API over Redis (registry, online features, drift, alerts); Kafka only for /readyz."""
+    # Short timeouts: a request or probe fails fast when Redis is gone instead of hanging.
+    client = redis.Redis.from_url(s.redis_url, socket_timeout=5, socket_connect_timeout=1)
+    probe = redis.Redis.from_url(s.redis_url, socket_timeout=1, socket_connect_timeout=1)
+    registry = ModelRegistry(client, namespace=s.topic_prefix)  # read-only here: nothing to publish
+    view = feature_view(s)
+    admin = AdminClient(s.kafka_client_config())
+
+    def kafka() -> bool:
+        admin.list_topics(timeout=2)  # raises KafkaException when no broker answers in time
+        return True
+
+    deps = ApiDeps(
+        registry=registry,
+        features=OnlineStore(client, s.topic_prefix, view) if view is not None else None,
+        drift=RedisDriftReader(client, s.topic_prefix, registry),
+        alerts=RedisAlertReader(client, s.topic_prefix),
+        checks={"redis": lambda: bool(probe.ping()), "kafka": kafka},
+        prometheus=CollectorRegistry(),
+        token=s.api_token or None,  # an empty DRIFTLINE_API_TOKEN means no token, not ""
+        model=model,
+    )
+    return create_app(deps)

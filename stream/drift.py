@@ -18,8 +18,13 @@ distributions, so the switch itself raises no alert):
   saw it. The worker publishes the alerts with the batch's other outputs.
 
 Redis keys, under ``<ns>:drift:<model>:<version>`` (besides `WindowStore`'s): ``~adwin:<p>`` the
-ADWIN checkpoint of partition ``p`` (JSON), ``~policy`` the shared policy state (JSON); both
-expire ``ttl_seconds`` after their last write.
+ADWIN checkpoint of partition ``p`` (JSON), ``~policy`` the shared policy state (JSON) and
+``~latest``, a hash of the latest statistic per detector and feature (field
+``<detector>:<feature>``, value the `WindowStat` JSON: statistic, threshold, p-value, window end,
+n), written by a batch that closed windows, for readers such as the HTTP API; ``~history``, the
+list of every closed window's `WindowStat` (oldest first, the last 20,000), for reports; all expire
+``ttl_seconds`` after their last write. ``<ns>:alerts`` (`alerts_key`) is the list of recent
+alerts, newest first, capped at 1,000 (`SharedAlertPolicy`'s ``history_key``).
 
 >>> DriftConfig(window_seconds=60).window_seconds
 60.0
@@ -49,6 +54,22 @@ from inference.encoding import numeric_values
 from inference.metadata import Distribution, ModelVersion
 
 OTHER_CATEGORY = "__other__"  # training's catch-all share of rare categories
+HISTORY_WINDOWS = 20_000  # closed-window statistics kept per version for reports
+
+
+def latest_key(namespace: str, model: str, version: int) -> str:
+    """The hash of a version's latest statistics (see the module docstring)."""
+    return f"{namespace}:drift:{model}:{version}:~latest"
+
+
+def history_key(namespace: str, model: str, version: int) -> str:
+    """The list of a version's closed-window statistics (see the module docstring)."""
+    return f"{namespace}:drift:{model}:{version}:~history"
+
+
+def alerts_key(namespace: str) -> str:
+    """The list of recent alerts, newest first."""
+    return f"{namespace}:alerts"
 
 
 def to_reference(d: Distribution) -> Reference:
@@ -237,6 +258,7 @@ class DriftStage:
             f"{self._prefix(meta)}:~policy",
             make=lambda: AlertPolicy(cooldown_seconds=cfg.cooldown_seconds),
             ttl_seconds=max(cfg.ttl_seconds, int(cfg.cooldown_seconds) + 60),
+            history_key=alerts_key(self.namespace),
         )
         self._current = _Version(meta, store, policy, adwin_refs, numeric)
         return self._current
@@ -285,10 +307,29 @@ class DriftStage:
             signals += more
             windows += stats
         self.metrics.record(model, version, windows)
+        if windows:
+            self._record_latest(meta, windows)
         alerts = v.policy.decide(signals, model=meta.name, version=meta.version, windows=windows)
         for alert in alerts:
             self.metrics.alerts.labels(alert.severity, alert.detector).inc()
         return alerts
+
+    def _record_latest(self, meta: ModelVersion, windows: Sequence[WindowStat]) -> None:
+        """Overwrite the latest statistic of each (detector, feature) with this batch's newest."""
+        newest: dict[str, WindowStat] = {}
+        for w in windows:
+            name = f"{w.detector}:{w.feature}"
+            if name not in newest or w.window_end_ts >= newest[name].window_end_ts:
+                newest[name] = w
+        key = latest_key(self.namespace, meta.name, meta.version)
+        history = history_key(self.namespace, meta.name, meta.version)
+        pipe = self.r.pipeline(transaction=True)
+        pipe.hset(key, mapping={name: w.model_dump_json() for name, w in newest.items()})
+        pipe.expire(key, self.config.ttl_seconds)
+        pipe.rpush(history, *[w.model_dump_json() for w in windows])  # for `driftline report`
+        pipe.ltrim(history, -HISTORY_WINDOWS, -1)
+        pipe.expire(history, self.config.ttl_seconds)
+        pipe.execute()
 
     def _adwin(
         self,

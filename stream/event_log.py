@@ -49,16 +49,28 @@ def read_raw_log(
 
 def read_messages(config: dict[str, Any], topic: str, poll_timeout: float = 1.0) -> Iterator[Message]:
     """Each partition of ``topic`` from the earliest offset to where it ends now, in offset order."""
+    return _read(config, topic, None, poll_timeout)
+
+
+def read_recent(config: dict[str, Any], topic: str, n: int, poll_timeout: float = 1.0) -> Iterator[Message]:
+    """About the last ``n`` messages of ``topic`` (``n`` / partitions from the end of each)."""
+    return _read(config, topic, n, poll_timeout)
+
+
+def _read(config: dict[str, Any], topic: str, last: int | None, poll_timeout: float) -> Iterator[Message]:
     consumer = Consumer(
         {**config, "group.id": f"driftline-log-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False}
     )
     try:
         ends = {tp.partition: tp.offset for tp in end_offsets(consumer, topic)}
+        per_partition = None if last is None else -(-last // max(len(ends), 1))
         for partition, end in sorted(ends.items()):
-            if end <= 0:
+            low, _ = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+            start = low if per_partition is None else max(low, end - per_partition)
+            if end <= start:
                 continue
-            consumer.assign([TopicPartition(topic, partition, 0)])
-            position = -1
+            consumer.assign([TopicPartition(topic, partition, start)])
+            position = start - 1
             while position < end - 1:
                 msgs = consumer.consume(num_messages=5000, timeout=poll_timeout)
                 if not msgs:
@@ -70,7 +82,8 @@ def read_messages(config: dict[str, Any], topic: str, poll_timeout: float = 1.0)
                     if msg.error() is not None:
                         continue
                     position = msg.offset() or 0
-                    yield msg
+                    if position < end:
+                        yield msg
     finally:
         consumer.close()
 

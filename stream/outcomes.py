@@ -405,6 +405,7 @@ class OutcomeJoiner:
                 f"{self.ns}:drift:{model}:{version}:~policy",  # the worker's: one policy per version
                 make=lambda: AlertPolicy(cooldown_seconds=cooldown),
                 ttl_seconds=max(86_400, int(cooldown) + 60),
+                history_key=f"{self.ns}:alerts",  # the worker's too: the HTTP API reads it
             )
             self._versions[(model, version)] = st
         return st

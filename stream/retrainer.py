@@ -11,9 +11,10 @@ Three agents (``build_app``):
   job. The job (training, registration, canary: a callable from the composition root) runs in a
   thread while the agent waits for it;
 * ``rollout`` reads ``<prefix>.outcomes`` (keyed by model, so co-partitioned with its table):
-  while a canary runs it counts the canary's and production's served outcomes since the canary
-  started (``rollouts`` table) and `decide_rollout` promotes or rolls back once the evidence is
-  in. Production's live error rate over each ``accuracy_window`` outcomes is checked too: above
+  while a canary (or a shadow) is on trial it counts its outcomes and production's served ones
+  since the trial started (``rollouts`` table, saved every 100 outcomes) and `decide_rollout`
+  promotes or rolls back once the evidence is in. Production's live error rate over each
+  ``accuracy_window`` outcomes is checked too: above
   ``max_error_rate`` it triggers a retrain.
 
 Every step (trigger decisions, job results, rollout decisions with their evidence) is published
@@ -31,6 +32,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 import faust
+from prometheus_client import CollectorRegistry, Counter
 from pydantic import BaseModel, Field, ValidationError
 
 from detectors.alerts import DriftAlert
@@ -71,6 +73,17 @@ DeploymentOf = Callable[[str], Deployment]
 ApplyDecision = Callable[[str, int, RolloutDecision], None]  # promote / roll back with the evidence
 
 
+def retrainer_metrics(registry: CollectorRegistry) -> tuple[Counter, Counter]:
+    """The retrainer's counters: steps by kind, and rollout decisions by action."""
+    steps = Counter(
+        "driftline_retrain_steps", "Retrainer steps by kind", ["model", "kind"], registry=registry
+    )
+    decisions = Counter(
+        "driftline_rollout_decisions", "Canary/shadow decisions", ["model", "action"], registry=registry
+    )
+    return steps, decisions
+
+
 def build_app(
     app_id: str,
     broker: str,
@@ -80,6 +93,7 @@ def build_app(
     deployment: DeploymentOf,
     apply_decision: ApplyDecision,
     broker_settings: dict[str, Any] | None = None,
+    metrics: CollectorRegistry | None = None,
 ) -> faust.App:
     owner = uuid.uuid4().hex[:12]  # this instance: a job marked running by another one is stale
     app = faust.App(
@@ -103,8 +117,13 @@ def build_app(
     async def blocking(fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
 
+    steps, decisions = retrainer_metrics(metrics or CollectorRegistry())
+
     async def publish(event: RetrainEvent) -> None:
         log.info("%s %s: %s", event.kind, event.name, event.reason)
+        steps.labels(event.name, event.kind).inc()
+        if event.kind == "rollout_decided":
+            decisions.labels(event.name, str(event.detail.get("action"))).inc()
         await models_topic.send(key=event.name.encode(), value=event.model_dump_json().encode())
 
     async def trigger(t: RetrainTrigger) -> None:
@@ -174,9 +193,11 @@ def build_app(
                 o = Outcome.model_validate_json(value)
             except ValidationError:
                 continue
-            if not o.served:
-                continue
-            st = await _count(o, await current(o.model))
+            dep = await current(o.model)
+            shadow = dep.shadow.version if dep.shadow else None
+            if not o.served and o.version != shadow:
+                continue  # a shadow's outcomes are its evidence; other unserved ones are not
+            st = await _count(o, dep)
             st["unsaved"] += 1
             if st["unsaved"] >= 100 or st.get("decided"):
                 st["unsaved"] = 0
@@ -189,7 +210,8 @@ def build_app(
         if st is None:
             st = dict(rollout_table[model] or {})
         prod = dep.production.version if dep.production else None
-        canary = dep.canary.version if dep.canary else None
+        # The version on trial: a canary (served to some entities) or a shadow (scored, not served).
+        canary = dep.canary.version if dep.canary else dep.shadow.version if dep.shadow else None
         if (st.get("canary"), st.get("production")) != (canary, prod):
             st = {"canary": canary, "production": prod, "cn": 0, "ce": 0, "pn": 0, "pe": 0, "an": 0, "ae": 0}
         st.setdefault("unsaved", 0)

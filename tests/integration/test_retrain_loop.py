@@ -3,10 +3,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import threading
 from collections import Counter
 from collections.abc import Iterator
 from datetime import datetime
@@ -16,68 +12,16 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from driftline.loop import build_joiner
 from driftline.produce import produce_generated
 from driftline.settings import Settings
 from driftline.wiring import model_registry
-from stream.outcomes import OutcomeJoiner
 from stream.synthetic import DriftSchedule
 from stream.topics import Topics
 from tests.helpers import consume_all
+from tests.integration.loop_support import RunningJoiner, model_steps, spawn_retrainer, stop_process
 from tests.integration.worker_support import register, start_worker, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-def _env(s: Settings) -> dict[str, str]:
-    return {
-        **os.environ,
-        "DRIFTLINE_KAFKA_BOOTSTRAP": s.kafka_bootstrap,
-        "DRIFTLINE_REDIS_URL": s.redis_url,
-        "DRIFTLINE_TOPIC_PREFIX": s.topic_prefix,
-        "DRIFTLINE_RETRAIN_RECENT_ROWS": str(s.retrain_recent_rows),
-        "DRIFTLINE_RETRAIN_MIN_ROWS": str(s.retrain_min_rows),
-        "DRIFTLINE_CANARY_FRACTION": str(s.canary_fraction),
-        "DRIFTLINE_ROLLOUT_MIN_OUTCOMES": str(s.rollout_min_outcomes),
-        "DRIFTLINE_RETRAIN_COOLDOWN_SECONDS": str(s.retrain_cooldown_seconds),
-    }
-
-
-def spawn_retrainer(s: Settings, log: Path) -> subprocess.Popen[str]:
-    with log.open("a") as out:  # the child keeps its own handle
-        return subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                "from driftline.cli import main; main()",
-                "retrainer",
-                "--log-level",
-                "info",
-            ],
-            env=_env(s),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-
-
-class RunningJoiner:
-    def __init__(self, s: Settings) -> None:
-        self.joiner: OutcomeJoiner = build_joiner(s)
-        self.errors: list[BaseException] = []
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        try:
-            self.joiner.run()
-        except BaseException as exc:
-            self.errors.append(exc)
-
-    def stop(self) -> None:
-        self.joiner.stop()
-        self.thread.join(30)
-        assert not self.errors, self.errors
 
 
 @pytest.fixture
@@ -133,15 +77,11 @@ def test_concept_flip_retrains_once_then_canary_is_promoted(loop_settings: Setti
         print(log.read_text()[-5000:])
         raise
     finally:
-        retrainer.terminate()
-        try:
-            retrainer.wait(60)
-        except subprocess.TimeoutExpired:
-            retrainer.kill()
+        stop_process(retrainer)
         joiner.stop()
         worker.stop()
 
-    steps = [r.json() for r in consume_all(s, topics.models, 1, 10)]
+    steps = model_steps(s)
     kinds = Counter(e["kind"] for e in steps)
     assert kinds["retrain_started"] == 1, kinds  # one drift, one job (later triggers: cooldown)
     assert kinds["retrain_finished"] == 1, kinds
@@ -168,6 +108,10 @@ def test_concept_flip_retrains_once_then_canary_is_promoted(loop_settings: Setti
         return sum(hits) / len(hits)
 
     old_before, old_after, new_after = accuracy(1, False), accuracy(1, True), accuracy(2, True)
+    print(
+        f"live accuracy: fraud:1 {old_before:.3f} before the flip, {old_after:.3f} after; "
+        f"fraud:2 {new_after:.3f}"
+    )
     assert old_after < old_before - 0.05, (old_before, old_after)  # the flip hurt the old model
     assert new_after >= old_before - 0.02, (old_before, new_after)  # the new one recovered
 

@@ -162,7 +162,7 @@ def test_sigkill_mid_window_closes_it_once_with_the_full_count(own_settings: Set
     keys = [(a.feature, a.detector, a.window_end_ts) for a in after]
     assert len(keys) == len(set(keys))
     assert next(iter(DRIFTED_FEATURES)) in {a.feature for a in after}
-    assert after[: len(before)] == before
+    assert {a.id for a in before} <= set(ids)  # what went out before the kill is still there (once)
 
 
 def _events_per_window(n: int, drift_at: int | None, seed: int = 4) -> dict[float, int]:

@@ -26,20 +26,32 @@ DOCKERFILE = ROOT / "deploy" / "Dockerfile"
 PROMETHEUS_CONFIG = ROOT / "deploy" / "prometheus" / "prometheus.yml"
 GRAFANA_DIR = ROOT / "deploy" / "grafana"
 
-REQUIRED_SERVICES = {"kafka", "redis", "topics", "worker", "retrainer", "api", "prometheus", "grafana"}
-DRIFTLINE_SERVICES = {"topics", "worker", "retrainer", "api"}
+REQUIRED_SERVICES = {
+    "kafka",
+    "redis",
+    "topics",
+    "worker",
+    "outcomes",
+    "retrainer",
+    "api",
+    "prometheus",
+    "grafana",
+}
+DRIFTLINE_SERVICES = {"topics", "worker", "outcomes", "retrainer", "api"}
 ONE_SHOT_SERVICES = {"topics"}
 # Services that need Kafka and Redis up (and the topics created) before they start.
-STREAMING_SERVICES = {"worker", "retrainer", "api"}
+STREAMING_SERVICES = {"worker", "outcomes", "retrainer", "api"}
 EXPECTED_COMMANDS = {
     "topics": ["topics", "create"],
     "worker": ["worker"],
+    "outcomes": ["outcomes"],
     "retrainer": ["retrainer"],
     "api": ["api"],
 }
 # Prometheus job -> compose service it scrapes.
 SCRAPE_JOBS = {
     "driftline-worker": "worker",
+    "driftline-outcomes": "outcomes",
     "driftline-retrainer": "retrainer",
     "driftline-api": "api",
 }
@@ -52,8 +64,16 @@ DASHBOARD_METRICS = {
     "driftline_dlq_total",
     "driftline_batch_latency_seconds",
     "driftline_drift_alerts_total",
+    "driftline_event_lag_seconds",
+    "driftline_consumer_lag",
+    "driftline_psi",
+    "driftline_live_accuracy",
+    "driftline_estimated_accuracy",
+    "driftline_model_info",
+    "driftline_retrain_steps_total",
+    "driftline_rollout_decisions_total",
 }
-HISTOGRAM_METRICS = {"driftline_batch_latency_seconds"}
+HISTOGRAM_METRICS = {"driftline_batch_latency_seconds", "driftline_event_lag_seconds"}
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 
 REDIS_DEFAULT_PORT = 6379
@@ -382,7 +402,7 @@ def _fetched_urls(command: str) -> list[tuple[str, int, str]]:
     return [(host, int(port), path) for host, port, path in found]
 
 
-@pytest.mark.parametrize("name", ["worker", "retrainer"])
+@pytest.mark.parametrize("name", ["worker", "outcomes", "retrainer"])
 def test_worker_healthchecks_fetch_the_metrics_port(services: dict[str, dict[str, Any]], name: str) -> None:
     command = healthcheck_command(services[name])
     assert "urllib" in command
@@ -582,3 +602,25 @@ def test_dockerignore_keeps_the_context_small() -> None:
     assert {".venv", ".git", "tests"} <= ignored
     for package in ("driftline", "stream", "pyproject.toml", "README.md", "deploy/Dockerfile"):
         assert package not in ignored
+
+
+def test_dashboard_metrics_are_exported_by_driftline() -> None:
+    """Every metric the dashboard plots is registered by a Driftline process (no typo'd panel)."""
+    from prometheus_client import CollectorRegistry
+
+    from stream.drift import DriftMetrics
+    from stream.metrics import WorkerMetrics
+    from stream.outcomes import OutcomeMetrics
+    from stream.retrainer import retrainer_metrics
+
+    registry = CollectorRegistry()
+    DriftMetrics(registry)
+    retrainer_metrics(registry)
+    registries = [registry, WorkerMetrics().registry, OutcomeMetrics().registry]
+    exported = set()
+    for r in registries:
+        for family in r.collect():
+            exported.add(family.name)
+            if family.type == "counter":
+                exported.add(family.name + "_total")
+    assert exported >= DASHBOARD_METRICS, DASHBOARD_METRICS - exported

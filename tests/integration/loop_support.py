@@ -1,0 +1,74 @@
+"""Helpers for tests of the loop after scoring: the outcome joiner in a thread, the Faust
+retrainer in its own process (as users run it), and reading the models topic."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from driftline.demo_loop import settings_env
+from driftline.loop import build_joiner
+from driftline.settings import Settings
+from stream.outcomes import OutcomeJoiner
+from stream.topics import Topics
+from tests.helpers import consume_all
+
+CLI = [sys.executable, "-c", "from driftline.cli import main; main()"]
+
+
+def spawn_retrainer(s: Settings, log: Path) -> subprocess.Popen[str]:
+    """`driftline retrainer` with exactly `s` (every setting passed as DRIFTLINE_* variables)."""
+    with log.open("a") as out:  # the child keeps its own handle
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "from driftline.cli import main; main()",
+                "retrainer",
+                "--log-level",
+                "info",
+                "--metrics-port",
+                "0",
+            ],
+            env={**os.environ, **settings_env(s)},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+
+def stop_process(p: subprocess.Popen[str]) -> None:
+    p.terminate()
+    try:
+        p.wait(60)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait(10)
+
+
+class RunningJoiner:
+    def __init__(self, s: Settings) -> None:
+        self.joiner: OutcomeJoiner = build_joiner(s)
+        self.errors: list[BaseException] = []
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.joiner.run()
+        except BaseException as exc:
+            self.errors.append(exc)
+
+    def stop(self) -> None:
+        self.joiner.stop()
+        self.thread.join(30)
+        assert not self.errors, self.errors
+
+
+def model_steps(s: Settings, expected: int = 1, timeout: float = 10) -> list[dict[str, Any]]:
+    """Everything on <prefix>.models: registry lifecycle events and the retrainer's steps."""
+    return [r.json() for r in consume_all(s, Topics(s.topic_prefix).models, expected, timeout)]
