@@ -17,9 +17,9 @@ $(VENV)/.installed: pyproject.toml
 stack: setup
 	$(DL) stack up
 
-demo: stack
-	$(DL) topics create
-	$(DL) demo
+# The demo starts the stack itself and stops it at the end: `make demo ARGS=--keep` leaves it up.
+demo: setup
+	$(DL) demo $(ARGS)
 
 lint: setup
 	$(BIN)/ruff check .

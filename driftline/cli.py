@@ -231,16 +231,18 @@ def alerts_tail(
 # ---- demo ----------------------------------------------------------------------------------
 @app.command()
 def demo(
-    n: Annotated[int, typer.Option(min=1000, help="Events in the demo stream.")] = 20_000,
-    drift_at: Annotated[
-        int | None, typer.Option(help="Covariate drift from this event (default n/2).")
+    n: Annotated[
+        int | None, typer.Option(min=3000, help="Events in the main stream (60,000; --quick 24,000).")
     ] = None,
-    rate: Annotated[float, typer.Option(min=0, help="Events/s; 0 = as fast as possible.")] = 4000,
+    rate: Annotated[float | None, typer.Option(min=1, help="Events/s (1,000; --quick 2,000).")] = None,
+    quick: Annotated[bool, typer.Option("--quick", help="A shorter, faster stream (CI).")] = False,
+    keep: Annotated[bool, typer.Option("--keep", help="Leave the local stack running afterwards.")] = False,
 ) -> None:
-    """The end-to-end demo on the local stack (expects `stack up` and `topics create`)."""
+    """The whole loop on the local stack: drift, alerts, retrain, canary, promotion, report."""
     from driftline.demo import run_demo
 
-    run_demo(settings(), n, drift_at if drift_at is not None else n // 2, rate, console)
+    default_n, default_rate = (24_000, 2000.0) if quick else (60_000, 1000.0)
+    run_demo(settings(), n or default_n, rate or default_rate, keep, console)
 
 
 def main() -> None:

@@ -1,46 +1,53 @@
-"""``driftline demo``: the main job on the local stack.
+"""``driftline demo``: the whole loop on the local stack, in one command.
 
-1. Make sure a production fraud model exists (train one on generator data if not).
-2. Start the streaming inference worker (in this process, on a thread).
-3. Produce a synthetic card-fraud stream with covariate drift halfway, plus a few broken events.
-4. Read the predictions back from Kafka and print, per window of events, throughput, the drifted
-   feature's mean and the model's mean score and positive rate, which move at the drift point;
-   then the drift alerts and the dead letters.
-5. The loop (`driftline.demo_loop`): the outcome joiner and the Faust retrainer run beside the
-   worker; a critical drift alert starts a retrain, the candidate gets a canary, more drifted
-   traffic gives it labeled outcomes, and the rollout decision (promote or roll back) ends it.
+1. Start the local stack (Kafka, Redis) and create the topics; make sure a production fraud model
+   exists (train one on generator data if not).
+2. Start the worker, the outcome joiner, the retrainer and the HTTP API as child processes
+   (``driftline worker`` etc., logs in the stack directory).
+3. Stream a synthetic card-fraud day: a covariate shift at a third of it, a concept flip at two
+   thirds, labels 200 events late, and a few broken events. While a canary waits for evidence
+   after the stream ends, more post-drift traffic follows.
+4. Show live progress: events/s, consumer lag, the PSI of a drifting feature, alerts as they fire,
+   retrains, canaries and rollout decisions. Then a summary (events, alerts, model versions,
+   accuracy before and after) and an HTML drift report; stop the children, and the stack too
+   unless ``--keep``.
 """
 
 from __future__ import annotations
 
+import os
 import secrets
+import subprocess
+import sys
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-import numpy as np
 import orjson
-from confluent_kafka import Consumer
-from rich.console import Console
+from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient
+from rich.console import Console, Group
+from rich.live import Live
 from rich.table import Table
 
 from detectors.window_store import latest_event_time
-from driftline.demo_loop import DEMO_LOOP_SETTINGS, LoopProcesses, follow_loop
 from driftline.errors import DriftlineError
 from driftline.produce import produce_generated
 from driftline.report import gather, render
 from driftline.settings import Settings
+from driftline.stack import LocalStack
 from driftline.training_data import synthetic_training_set
-from driftline.wiring import build_worker, feature_view, model_registry, online_store, redis_client
+from driftline.wiring import feature_view, model_registry, redis_client
 from inference.metadata import ModelVersion
 from inference.training import register_trained, train_model
+from stream.drift import latest_key
 from stream.offsets import end_offsets
-from stream.producer import DeliveryTracker, EventProducer
-from stream.synthetic import DriftSchedule
-from stream.topics import Topics
-from stream.worker import WorkerConfig
+from stream.producer import EventProducer
+from stream.synthetic import DRIFTED_FEATURES, DriftSchedule
+from stream.topics import Topics, create_topics
 
 MODEL = "fraud"
 BROKEN_EVENTS = [
@@ -48,22 +55,20 @@ BROKEN_EVENTS = [
     b'{"event_id":"demo-bad-1","entity_id":"card-1","ts":"2026-01-01T00:00:00Z","features":{"amount":[12]}}',
     b'{"event_id":"demo-bad-2","ts":"2026-01-01T00:00:00Z","features":{}}',
 ]
-
-
-@dataclass
-class Window:
-    """Predictions for events ``first .. first + size - 1`` of this run (by event index)."""
-
-    first: int
-    size: int
-    scores: list[float] = field(default_factory=list)
-    predicted: int = 0
-    processing_ms: list[float] = field(default_factory=list)
-    versions: set[str] = field(default_factory=set)
-
-    @property
-    def complete(self) -> bool:
-        return len(self.scores) >= self.size
+DRIFT_WINDOW_SECONDS = 1000.0  # of event time: the generator makes 2 events/s, so ~2,000 a window
+# Fast enough for a few minutes: short cooldowns, a big canary, a small training window.
+DEMO_SETTINGS: dict[str, Any] = {
+    "drift_window_seconds": DRIFT_WINDOW_SECONDS,
+    "drift_cooldown_seconds": DRIFT_WINDOW_SECONDS,  # a lasting drift re-alerts every window
+    "retrain_cooldown_seconds": 5.0,
+    "canary_fraction": 0.5,
+    "rollout_min_outcomes": 300,
+    "retrain_recent_rows": 6000,
+    "retrain_min_rows": 2000,
+    "label_wait_seconds": 600,
+}
+LABEL_DELAY = 200
+WATCHED = next(iter(DRIFTED_FEATURES))  # a feature the covariate shift moves
 
 
 def ensure_model(s: Settings, console: Console) -> ModelVersion:
@@ -83,54 +88,204 @@ def ensure_model(s: Settings, console: Console) -> ModelVersion:
     return meta
 
 
-DRIFT_WINDOW_SECONDS = 1000.0  # of event time: the generator makes 2 events/s, so ~2,000 a window
+def settings_env(s: Settings) -> dict[str, str]:
+    """``s`` as DRIFTLINE_* variables, for a child process to see the same settings."""
+    env: dict[str, str] = {}
+    for name, value in s.model_dump(mode="json").items():
+        if value is not None:
+            env[f"DRIFTLINE_{name.upper()}"] = (
+                orjson.dumps(value).decode() if isinstance(value, dict | list) else str(value)
+            )
+    return env
 
 
-def run_demo(s: Settings, n: int, drift_at: int, rate: float, console: Console) -> None:
-    s = s.model_copy(update={"drift_window_seconds": DRIFT_WINDOW_SECONDS, **DEMO_LOOP_SETTINGS})
+class Children:
+    """The demo's services, each a ``driftline`` child process with its log in the stack dir."""
+
+    def __init__(self, s: Settings) -> None:
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.logs: dict[str, Path] = {}
+        self.env = {**os.environ, **settings_env(s)}
+        self.dir = s.stack_dir
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    def start(self, name: str, *args: str) -> None:
+        log = self.dir / f"demo-{name}.log"
+        with log.open("ab") as out:
+            self.procs[name] = subprocess.Popen(
+                [sys.executable, "-c", "from driftline.cli import main; main()", *args],
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        self.logs[name] = log
+
+    def dead(self, *optional: str) -> list[str]:
+        return [name for name, p in self.procs.items() if p.poll() is not None and name not in optional]
+
+    def stop(self) -> None:
+        for p in self.procs.values():
+            if p.poll() is None:
+                p.terminate()
+        for p in self.procs.values():
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+@dataclass
+class Progress:
+    """What the live view shows, fed by the consumers of the demo's output topics."""
+
+    run_id: str
+    n: int
+    covariate_at: int
+    concept_at: int
+    started: float = field(default_factory=time.monotonic)
+    scored: int = 0
+    served_by: Counter[str] = field(default_factory=Counter)
+    lag: int | None = None
+    psi: float | None = None
+    alerts: Counter[str] = field(default_factory=Counter)
+    lines: deque[str] = field(default_factory=lambda: deque(maxlen=12))
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    dead_letters: int = 0
+    last_activity: float = field(default_factory=time.monotonic)  # of alerts and loop steps
+    promoted_after_flip: int = 0
+    # (phase, model version) -> [outcomes, correct]
+    accuracy: dict[tuple[str, int], list[int]] = field(default_factory=dict)
+
+    def phase(self, index: int) -> str:
+        if index < self.covariate_at:
+            return "before drift"
+        return "covariate shift" if index < self.concept_at else "concept flip"
+
+    def on_prediction(self, p: dict[str, Any]) -> None:
+        run, _, _ = p["event_id"].rpartition("-")
+        if p["served"] and run == self.run_id:
+            self.scored += 1
+            self.served_by[f"{p['model']}:{p['version']}"] += 1
+
+    def on_outcome(self, o: dict[str, Any]) -> None:
+        run, _, index = o["event_id"].rpartition("-")
+        if not o["served"] or not run.startswith(self.run_id):
+            return
+        key = (self.phase(int(index)) if run == self.run_id else "concept flip", o["version"])
+        acc = self.accuracy.setdefault(key, [0, 0])
+        acc[0] += 1
+        acc[1] += int(o["correct"])
+
+    def on_alert(self, a: dict[str, Any]) -> None:
+        self.last_activity = time.monotonic()
+        self.alerts[a["severity"]] += 1
+        color = "red" if a["severity"] == "critical" else "yellow"
+        self.lines.append(
+            f"[{color}]{a['severity']} alert[/{color}] {a['model']}:{a['version']} {a['message']}"
+        )
+
+    def on_step(self, e: dict[str, Any]) -> None:
+        self.last_activity = time.monotonic()
+        self.steps.append(e)
+        if e.get("kind") == "promoted" and self.scored >= self.concept_at + 2 * LABEL_DELAY:
+            self.promoted_after_flip += 1
+        line = describe(e)
+        if line:
+            self.lines.append(line)
+
+    def count(self, kind: str) -> int:
+        return sum(e.get("kind") == kind for e in self.steps)
+
+    def view(self, production: str, canary: str | None) -> Group:
+        elapsed = time.monotonic() - self.started
+        t = Table("scored", "events/s", "consumer lag", f"PSI {WATCHED}", "production", "canary", "alerts")
+        t.add_row(
+            f"{self.scored:,} / {self.n:,}",
+            f"{self.scored / elapsed:,.0f}" if elapsed > 0 else "-",
+            "-" if self.lag is None else f"{self.lag:,}",
+            "-" if self.psi is None else f"{self.psi:.3f}",
+            production,
+            canary or "-",
+            f"{self.alerts['critical']} critical, {self.alerts['warning']} warning",
+        )
+        return Group(t, *self.lines)
+
+
+def describe(event: dict[str, Any]) -> str | None:
+    """One line for a step on ``<prefix>.models`` (None: not worth a line)."""
+    kind, name = event.get("kind"), event.get("name")
+    ref = f"{name}:{event.get('version')}"
+    if kind == "retrain_started":
+        return f"[bold]retrain started[/bold] for {name}: {event['reason']}"
+    if kind in ("retrain_finished", "retrain_failed"):
+        return f"[bold]{kind.replace('_', ' ')}[/bold]: {event['reason']}"
+    if kind == "canary_started":
+        return f"[bold]canary[/bold] {ref} serves {100 * (event.get('fraction') or 0):.0f}% of entities"
+    if kind == "rollout_decided":
+        action = event["detail"].get("action")
+        color = "green" if action == "promote" else "red"
+        return f"[bold {color}]rollout decision: {action}[/bold {color}] - {event['reason']}"
+    if kind in ("promoted", "rolled_back"):
+        return f"{kind.replace('_', ' ')}: {ref} is now {event.get('stage')}"
+    return None
+
+
+def _follower(s: Settings, topic: str, group: str) -> Consumer:
+    c = Consumer({**s.kafka_client_config(), "group.id": group, "enable.auto.commit": False})
+    c.assign(end_offsets(c, topic))  # only what this run adds
+    return c
+
+
+def _lag(s: Settings, lag_reader: Consumer, topic: str) -> int | None:
+    ends = end_offsets(lag_reader, topic, timeout=2)
+    committed = lag_reader.committed([TopicPartition(topic, tp.partition) for tp in ends], timeout=2)
+    return sum(max(end.offset - max(c.offset, 0), 0) for end, c in zip(ends, committed, strict=True))
+
+
+def run_demo(s: Settings, n: int, rate: float, keep: bool, console: Console) -> None:
+    s = s.model_copy(update=DEMO_SETTINGS)
     topics = Topics(s.topic_prefix)
+    console.rule("[bold]Driftline demo[/bold]")
+    LocalStack(s, log=lambda m: console.print(f"[dim]{m}[/dim]", highlight=False)).up()
+    create_topics(AdminClient(s.kafka_client_config()), topics, s.partitions, s.replication_factor)
     model = ensure_model(s, console)
-    ref = model.ref
+    registry = model_registry(s, publish=False)
+    first_production = model.ref
     # Event time runs ~2,000x faster than the wall clock here, so a second demo would start in
     # windows the first one already closed: start after everything the detectors saw.
     seen = latest_event_time(redis_client(s), s.topic_prefix, model.name, model.version)
     start_ts = max(time.time(), (seen or 0.0) + 2 * DRIFT_WINDOW_SECONDS)
-    consumer = Consumer(
-        {**s.kafka_client_config(), "group.id": "driftline-demo", "enable.auto.commit": False}
-    )
-    consumer.assign(end_offsets(consumer, topics.predictions))  # only this run's predictions
-    dlq = Consumer({**s.kafka_client_config(), "group.id": "driftline-demo-dlq", "enable.auto.commit": False})
-    dlq.assign(end_offsets(dlq, topics.dlq))
-    alerts = Consumer(
-        {**s.kafka_client_config(), "group.id": "driftline-demo-alerts", "enable.auto.commit": False}
-    )
-    alerts.assign(end_offsets(alerts, topics.alerts))
-    models = Consumer(
-        {**s.kafka_client_config(), "group.id": "driftline-demo-models", "enable.auto.commit": False}
-    )
-    models.assign(end_offsets(models, topics.models))
-    loop = LoopProcesses(s, s.stack_dir / "retrainer.log")
-
-    worker = build_worker(s, WorkerConfig(model=MODEL, group_id=f"{s.topic_prefix}-worker", batch_size=500))
-    worker_errors: list[BaseException] = []
-
-    def run_worker() -> None:
-        try:
-            worker.run()
-        except BaseException as exc:
-            worker_errors.append(exc)
-
-    threading.Thread(target=run_worker, daemon=True).start()
-
-    console.rule(
-        f"[bold]Driftline demo[/bold]: {n:,} events, model {ref}, covariate drift at event {drift_at:,}"
-    )
-    produced: dict[str, DeliveryTracker | BaseException] = {}
     run_id = secrets.token_hex(4)
+    progress = Progress(run_id, n, covariate_at=n // 3, concept_at=2 * n // 3)
+    followers = {
+        "predictions": _follower(s, topics.predictions, "driftline-demo"),
+        "outcomes": _follower(s, topics.outcomes, "driftline-demo-outcomes"),
+        "alerts": _follower(s, topics.alerts, "driftline-demo-alerts"),
+        "models": _follower(s, topics.models, "driftline-demo-models"),
+        "dlq": _follower(s, topics.dlq, "driftline-demo-dlq"),
+    }
+    lag_reader = Consumer({**s.kafka_client_config(), "group.id": f"{s.topic_prefix}-worker"})
+    children = Children(s)
+    children.start("worker", "worker", "--batch-size", "500", "--metrics-port", "0")
+    children.start("outcomes", "outcomes", "--metrics-port", "0")
+    children.start("retrainer", "retrainer", "--log-level", "info", "--metrics-port", "0")
+    children.start("api", "api")
+    console.print(
+        f"worker, outcome joiner, retrainer and API (http://{s.api_host}:{s.api_port}/docs) started; "
+        f"logs: {s.stack_dir}/demo-*.log. Streaming {n:,} events at {rate:,.0f}/s: covariate shift "
+        f"at {progress.covariate_at:,}, concept flip at {progress.concept_at:,}, labels {LABEL_DELAY} "
+        "events late.",
+        highlight=False,
+    )
+
+    produced: dict[str, Any] = {}
 
     def produce() -> None:
         try:
-            schedule = DriftSchedule(covariate_at=drift_at, width=n // 20)
+            schedule = DriftSchedule(
+                covariate_at=progress.covariate_at, concept_at=progress.concept_at, width=n // 30
+            )
             produced["tally"] = produce_generated(
                 s,
                 n,
@@ -138,7 +293,7 @@ def run_demo(s: Settings, n: int, drift_at: int, rate: float, console: Console) 
                 seed=42,
                 entities=500,
                 schedule=schedule,
-                label_delay=200,
+                label_delay=LABEL_DELAY,
                 start_ts=start_ts,
                 console=Console(quiet=True),
                 run_id=run_id,
@@ -147,140 +302,123 @@ def run_demo(s: Settings, n: int, drift_at: int, rate: float, console: Console) 
             for value in BROKEN_EVENTS:
                 broken.send(topics.events, "card-broken", value)
             broken.flush()
+            # Keep post-drift traffic coming while a canary waits for labeled outcomes, or until a
+            # model retrained after the concept flip is in production (alerts need new events).
+            extra = 0
+            while not produced.get("stop") and extra < 40:
+                time.sleep(1.0)
+                if produced.get("settled") and produced.get("recovered"):
+                    break
+                on_trial = registry.deployment(MODEL).canary is not None
+                if on_trial or not (produced.get("recovered") or produced.get("running")):
+                    extra += 1
+                    produce_generated(
+                        s,
+                        2000,
+                        rate,
+                        seed=100 + extra,
+                        entities=500,
+                        schedule=DriftSchedule(covariate_at=0, concept_at=0),
+                        label_delay=LABEL_DELAY,
+                        start_ts=start_ts + n / 2 + extra * 1000,
+                        console=Console(quiet=True),
+                        run_id=f"{run_id}x{extra}",
+                    )
         except BaseException as exc:
             produced["error"] = exc
+        finally:
+            produced["done"] = True
 
     producer = threading.Thread(target=produce, daemon=True)
     producer.start()
-
-    table = Table("events", "pred/s", "model", "mean score", "positive %", "p99 batch ms")
-    size = max(n // 10, 1)
-    windows = [Window(first, min(size, n - first)) for first in range(0, n, size)]
-    shown, seen, started, idle_since = 0, 0, time.monotonic(), time.monotonic()
-    busiest: Counter[str] = Counter()
-    while shown < len(windows) and not worker_errors:
-        msgs = consumer.consume(num_messages=1000, timeout=0.5)
-        if not msgs:
-            if time.monotonic() - idle_since > 30:
-                break
-            continue
-        idle_since = time.monotonic()
-        for msg in msgs:
-            value = msg.value()
-            if msg.error() or value is None:
-                continue
-            p = orjson.loads(value)
-            run, _, index = p["event_id"].rpartition("-")
-            if run != run_id or not p["served"]:
-                continue  # an older event (a backlog the worker caught up on) or a shadow score
-            busiest[p["entity_id"]] += 1
-            w = windows[int(index) // size]
-            w.scores.append(p["score"])
-            w.predicted += p["predicted"]
-            w.processing_ms.append(p["processing_ms"])
-            w.versions.add(f"{p['model']}:{p['version']}")
-            seen += 1
-        # Rows appear in event order, as soon as each window of events is fully scored.
-        while shown < len(windows) and windows[shown].complete:
-            w = windows[shown]
-            table.add_row(
-                f"{w.first:,}-{w.first + w.size - 1:,}",
-                f"{seen / (time.monotonic() - started):,.0f}",
-                ", ".join(sorted(w.versions)),
-                f"{np.mean(w.scores):.3f}",
-                f"{100 * w.predicted / len(w.scores):.1f}",
-                f"{np.percentile(w.processing_ms, 99):.1f}",
-                style="bold red" if w.first >= drift_at else "",
-            )
-            shown += 1
-    producer.join(timeout=60)
-    letters: list[dict[str, Any]] = []
-    deadline = time.monotonic() + 10
-    while len(letters) < len(BROKEN_EVENTS) and time.monotonic() < deadline:
-        letters += [orjson.loads(m.value() or b"{}") for m in dlq.consume(100, timeout=0.5) if not m.error()]
-    raised = [orjson.loads(m.value() or b"{}") for m in alerts.consume(1000, timeout=2.0) if not m.error()]
-    console.print(table)
-    for alert in raised:
-        color = "red" if alert["severity"] == "critical" else "yellow"
-        console.print(
-            f"[{color}]{alert['severity']} drift alert[/{color}] {alert['model']}:{alert['version']} "
-            f"{alert['feature']} ({alert['detector']}): {alert['message']}",
-            highlight=False,
-        )
-    for letter in letters:
-        console.print(
-            f"[yellow]dead letter[/yellow] {letter['source_topic']}[{letter['source_partition']}]"
-            f"@{letter['source_offset']}: {letter['reason']}",
-            highlight=False,
-        )
-    view = feature_view(s)
-    if view is not None and busiest:
-        entity = busiest.most_common(1)[0][0]
-        found = online_store(s, view).describe(entity)
-        if found is not None:
-            listed = ", ".join(
-                f"{name} {found.values[name]:.4g}"
-                for name in ("count_10m", "count_1h", "count_24h", "amount_mean_24h", "amount_max_24h")
-                if isinstance(found.values.get(name), float)
-            )
-            console.print(
-                f"online features of {entity} (as of {found.as_of:%H:%M:%S} event time, "
-                f"{found.events} events): {listed}",
-                highlight=False,
-            )
-    console.rule("[bold]The loop[/bold]: labels -> outcomes -> retrain -> canary -> decision")
-
-    def more_traffic() -> None:
-        produce_generated(
-            s,
-            n // 2,
-            rate,
-            seed=43,
-            entities=500,
-            schedule=DriftSchedule(covariate_at=0),
-            label_delay=200,
-            start_ts=start_ts + n / 2 + 10,
-            console=Console(quiet=True),
-        )
-
-    registry = model_registry(s, publish=False)
-    before = registry.deployment(MODEL).production
+    deadline = time.monotonic() + max(270.0, 4 * n / max(rate, 1))
+    last_poll = 0.0
+    production, canary = first_production, None
     try:
-        steps = follow_loop(
-            models, console, more_traffic, alive=lambda: not worker_errors and not loop.errors
-        )
+        with Live(progress.view(production, canary), console=console, refresh_per_second=4) as live:
+            while time.monotonic() < deadline:
+                for name, c in followers.items():
+                    for msg in c.consume(2000, timeout=0.05):
+                        if msg.error() is not None or not msg.value():
+                            continue
+                        value = orjson.loads(msg.value() or b"{}")
+                        if name == "predictions":
+                            progress.on_prediction(value)
+                        elif name == "outcomes":
+                            progress.on_outcome(value)
+                        elif name == "alerts":
+                            progress.on_alert(value)
+                        elif name == "models":
+                            progress.on_step(value)
+                        else:
+                            progress.dead_letters += 1
+                if time.monotonic() - last_poll > 1.0:
+                    last_poll = time.monotonic()
+                    dep = registry.deployment(MODEL)
+                    production = dep.production.ref if dep.production else "-"
+                    canary = dep.canary.ref if dep.canary else None
+                    progress.lag = _lag(s, lag_reader, topics.events)
+                    if dep.production is not None:
+                        raw = redis_client(s).hget(
+                            latest_key(s.topic_prefix, MODEL, dep.production.version), f"psi:{WATCHED}"
+                        )
+                        progress.psi = orjson.loads(raw)["statistic"] if raw else progress.psi
+                    if children.dead("api"):  # the API is a bonus: a taken port must not stop the demo
+                        raise DriftlineError(
+                            f"{', '.join(children.dead('api'))} stopped; see {s.stack_dir}/demo-*.log"
+                        )
+                    running = progress.count("retrain_started") > progress.count(
+                        "retrain_finished"
+                    ) + progress.count("retrain_failed")
+                    # Settled: no canary, no job, and nothing new for a while (labels lag the events).
+                    quiet = time.monotonic() - progress.last_activity > 10.0
+                    produced["settled"] = canary is None and not running and quiet
+                    produced["recovered"] = progress.promoted_after_flip > 0
+                    produced["running"] = running
+                    if (
+                        produced.get("done")
+                        and progress.scored >= n
+                        and produced["settled"]
+                        and progress.lag == 0
+                    ):
+                        live.update(progress.view(production, canary))
+                        break
+                live.update(progress.view(production, canary))
     finally:
-        loop.stop()
-        worker.stop()
-        for c in (consumer, dlq, alerts, models):
+        produced["stop"] = True
+        children.stop()
+        for c in (*followers.values(), lag_reader):
             c.close()
-    after = registry.deployment(MODEL).production
-    if not steps:
-        console.print(f"[yellow]the retrainer published nothing; see {loop.log_path}[/yellow]")
-    else:
-        console.print(
-            f"production: {before.ref if before else '-'} -> {after.ref if after else '-'} "
-            f"({len(steps)} steps on {topics.models}; retrainer log: {loop.log_path})",
-            highlight=False,
-        )
-    if loop.errors:
-        raise DriftlineError(f"outcome joiner failed: {loop.errors[0]}")
-    if worker_errors:
-        raise DriftlineError(f"worker failed: {worker_errors[0]}")
     if "error" in produced:
         raise DriftlineError(f"producer failed: {produced['error']}")
-    console.print(
-        f"{seen:,} of {n:,} events scored through Kafka by the worker; {len(letters)} broken events "
-        f"in {topics.dlq}; {len(raised)} drift alerts in {topics.alerts}. Rows in red come after the "
-        "drift point: inputs moved, so the score did, and the detectors said which features.\n"
-        f"Next: `driftline tail alerts`, `driftline features get card-000001`, `driftline models list`, "
-        f"metrics at :{s.metrics_port}/metrics "
-        "while `driftline worker` runs.",
-        highlight=False,
-    )
+    _summary(s, progress, first_production, production, console)
     report_path = s.cache_dir / "report.html"
     report_path.parent.mkdir(parents=True, exist_ok=True)
     report_path.write_text(render(gather(s, MODEL)))
-    console.print(f"drift report: {report_path} (open it in a browser; `driftline report` makes a new one)")
-    if seen < n or len(letters) < len(BROKEN_EVENTS):
-        raise DriftlineError(f"demo saw {seen}/{n} predictions and {len(letters)} dead letters")
+    console.print(f"drift report: {report_path}", highlight=False)
+    if keep:
+        console.print("the stack keeps running (`driftline stack down` stops it)")
+    else:
+        LocalStack(s).down()
+        console.print("stack stopped (run with --keep to leave it up)")
+    if progress.scored < n:
+        raise DriftlineError(f"only {progress.scored:,} of {n:,} events were scored in time")
+
+
+def _summary(s: Settings, p: Progress, first: str, last: str, console: Console) -> None:
+    console.rule("[bold]Summary[/bold]")
+    console.print(
+        f"{p.scored:,} events scored through Kafka ({p.dead_letters} broken ones in {s.topic_prefix}.dlq); "
+        f"alerts: {p.alerts['critical']} critical, {p.alerts['warning']} warning; "
+        f"retrains: {p.count('retrain_started')}; promotions: {p.count('promoted')}, "
+        f"rollbacks: {p.count('rolled_back')}; production {first} -> {last}",
+        highlight=False,
+    )
+    t = Table("phase", "model", "labeled outcomes", "accuracy", title="live accuracy (served predictions)")
+    for (phase, version), (total, correct) in sorted(
+        p.accuracy.items(),
+        key=lambda kv: (["before drift", "covariate shift", "concept flip"].index(kv[0][0]), kv[0][1]),
+    ):
+        if total >= 50:
+            t.add_row(phase, f"{MODEL}:{version}", f"{total:,}", f"{correct / total:.3f}")
+    console.print(t)

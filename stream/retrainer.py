@@ -5,7 +5,9 @@ Three agents (``build_app``):
 * ``alerts`` reads ``<prefix>.alerts`` and forwards the alerts about a model's *production*
   version (critical ones and warnings) as `RetrainTrigger` s to ``<prefix>.retrain``, keyed by
   model, where ``driftline retrain MODEL`` also sends its requests;
-* ``retrain`` reads ``<prefix>.retrain``; `RetrainPolicy` decides on the per-model state in the
+* ``retrain`` reads ``<prefix>.retrain``; while a canary or shadow of the model is on trial,
+  triggers other than requests are skipped (a new candidate would replace it before its
+  verdict); otherwise `RetrainPolicy` decides on the per-model state in the
   ``retrain-state`` table (changelog-backed: a restart keeps running jobs and cooldowns). Keyed
   by model, one model's triggers are handled one at a time, so concurrent triggers start one
   job. The job (training, registration, canary: a callable from the composition root) runs in a
@@ -155,6 +157,13 @@ def build_app(
             except ValidationError as exc:
                 log.warning("skipping a retrain trigger that does not parse: %s", exc.errors()[0]["msg"])
                 continue
+            if t.kind != "manual":
+                dep: Deployment = await blocking(deployment, t.model)
+                trial = dep.canary or dep.shadow
+                if trial is not None:  # a new job would replace it before it earned its verdict
+                    reason = f"{trial.ref} is still on trial ({trial.stage}): no retrain until it is decided"
+                    await publish(RetrainEvent(kind="retrain_skipped", name=t.model, reason=reason))
+                    continue
             state = RetrainState.model_validate(state_table[t.model] or {})
             start, why, state = config.policy.decide(state, t, owner)
             state_table[t.model] = state.model_dump()

@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from driftline.demo_loop import settings_env
+from driftline.demo import settings_env
 from driftline.loop import build_joiner
 from driftline.settings import Settings
 from stream.outcomes import OutcomeJoiner

@@ -1,0 +1,38 @@
+"""`driftline demo --quick`, as a user runs it, on this test's own topics (the stack is kept)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from driftline.settings import Settings
+from tests.helpers import run_cli
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def test_demo_summary_shows_alerts_a_retrain_and_a_promotion(
+    own_settings: Settings, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    env = {
+        **cli_env,
+        "DRIFTLINE_TOPIC_PREFIX": own_settings.topic_prefix,
+        "DRIFTLINE_CACHE_DIR": str(tmp_path),  # its report goes there
+        "DRIFTLINE_API_PORT": "18765",
+        "COLUMNS": "200",
+    }
+    result = run_cli("demo", "--quick", "--keep", env=env, timeout=900)
+    out = result.stdout
+    assert result.returncode == 0, (out[-3000:], result.stderr[-3000:])
+    summary = out[out.index("Summary") :]
+    assert "24,000 events scored" in summary
+    critical = int(re.search(r"alerts: (\d+) critical", summary).group(1))  # type: ignore[union-attr]
+    retrains = int(re.search(r"retrains: (\d+)", summary).group(1))  # type: ignore[union-attr]
+    promotions = int(re.search(r"promotions: (\d+)", summary).group(1))  # type: ignore[union-attr]
+    assert critical >= 1 and retrains >= 1 and promotions >= 1, summary
+    assert "production fraud:1 -> fraud:" in summary and "production fraud:1 -> fraud:1" not in summary
+    assert "concept flip" in summary  # the live-accuracy table
+    assert (tmp_path / "report.html").exists()
+    assert "the stack keeps running" in out
