@@ -177,17 +177,6 @@ def sample_keys(partitions: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     return keys
 
 
-def latest_event_time(client: redis.Redis, namespace: str, model: str, version: int) -> float | None:
-    """The newest event time any worker added for this model version (None: nothing yet).
-
-    A stream replayed with event times before it would find its windows closed (late events),
-    so a demo or a test starts its event times after it.
-    """
-    raw = client.hgetall(f"{namespace}:drift:{model}:{version}:~partitions")
-    times = [float(_text(v)) for k, v in raw.items() if _text(k).startswith("t:")]
-    return max(times, default=None)
-
-
 class WindowStore:
     """Event-time windows of one model version's features, merged across workers in Redis."""
 

@@ -29,11 +29,11 @@ from typing import Any
 import orjson
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
+from pydantic import ValidationError
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
-from detectors.window_store import latest_event_time
 from driftline.errors import DriftlineError
 from driftline.produce import produce_generated
 from driftline.report import gather, render
@@ -44,6 +44,8 @@ from driftline.wiring import feature_view, model_registry, redis_client
 from inference.metadata import ModelVersion
 from inference.training import register_trained, train_model
 from stream.drift import latest_key
+from stream.event_log import read_recent
+from stream.events import RawEvent
 from stream.offsets import end_offsets
 from stream.producer import EventProducer
 from stream.synthetic import DRIFTED_FEATURES, DriftSchedule
@@ -71,17 +73,35 @@ LABEL_DELAY = 200
 WATCHED = next(iter(DRIFTED_FEATURES))  # a feature the covariate shift moves
 
 
+DEMO_SOURCE = "demo synthetic"  # TrainingInfo.source of the demo's pre-drift model
+
+
 def ensure_model(s: Settings, console: Console) -> ModelVersion:
+    """The pre-drift model in production: trained on a first run, restored on later ones (an
+    earlier demo left a retrained model there), so every run tells the same story."""
     registry = model_registry(s)
     deployment = registry.deployment(MODEL)
-    if deployment.production is not None:
-        return deployment.production
+    if deployment.canary is not None:  # a trial an earlier run left: start without it
+        registry.rollback(MODEL, detail={"reason": "demo: start without a trial"})
+    if deployment.shadow is not None:
+        registry.archive(MODEL, deployment.shadow.version, detail={"reason": "demo: start without a trial"})
+    prod = deployment.production
+    if prod is not None and prod.training is not None and prod.training.source == DEMO_SOURCE:
+        return prod
+    base = next(
+        (v for v in reversed(registry.versions(MODEL)) if v.training and v.training.source == DEMO_SOURCE),
+        None,
+    )
+    if base is not None:
+        registry.promote(MODEL, base.version, detail={"reason": "demo: start from the pre-drift model"})
+        console.print(f"restored {base.ref}, the demo's pre-drift model, to production")
+        return registry.get(MODEL, base.version)
     console.print(
         "no production model yet: training logistic regression on 20,000 synthetic events with their "
         "online features (replayed through the feature store engine) ..."
     )
     data = synthetic_training_set(20_000, seed=0, view=feature_view(s))
-    trained = train_model(data.numeric, data.categorical, data.labels, data.ts, source="demo synthetic")
+    trained = train_model(data.numeric, data.categorical, data.labels, data.ts, source=DEMO_SOURCE)
     meta = register_trained(registry, MODEL, trained, stage="production")
     metrics = ", ".join(f"{k} {v:.3f}" for k, v in trained.training.metrics.items())
     console.print(f"registered {meta.ref} (ONNX, sha256 {meta.sha256[:12]}…); holdout {metrics}")
@@ -231,6 +251,17 @@ def describe(event: dict[str, Any]) -> str | None:
     return None
 
 
+def _latest_event_ts(s: Settings, topic: str) -> float:
+    """The newest event time among the topic's latest events (0 for an empty topic)."""
+    newest = 0.0
+    for msg in read_recent(s.kafka_client_config(), topic, 3000):
+        try:
+            newest = max(newest, RawEvent.model_validate_json(msg.value() or b"").ts.timestamp())
+        except ValidationError:
+            continue
+    return newest
+
+
 def _follower(s: Settings, topic: str, group: str) -> Consumer:
     c = Consumer({**s.kafka_client_config(), "group.id": group, "enable.auto.commit": False})
     c.assign(end_offsets(c, topic))  # only what this run adds
@@ -253,9 +284,10 @@ def run_demo(s: Settings, n: int, rate: float, keep: bool, console: Console) -> 
     registry = model_registry(s, publish=False)
     first_production = model.ref
     # Event time runs ~2,000x faster than the wall clock here, so a second demo would start in
-    # windows the first one already closed: start after everything the detectors saw.
-    seen = latest_event_time(redis_client(s), s.topic_prefix, model.name, model.version)
-    start_ts = max(time.time(), (seen or 0.0) + 2 * DRIFT_WINDOW_SECONDS)
+    # windows (and behind feature-store watermarks) an earlier one already passed: start after
+    # every event already in the topic, a day later, so that no 24 h aggregate carries over.
+    latest = _latest_event_ts(s, topics.events)
+    start_ts = max(time.time(), latest + 86_400 + 2 * DRIFT_WINDOW_SECONDS if latest else 0.0)
     run_id = secrets.token_hex(4)
     progress = Progress(run_id, n, covariate_at=n // 3, concept_at=2 * n // 3)
     followers = {
@@ -406,6 +438,7 @@ def run_demo(s: Settings, n: int, rate: float, keep: bool, console: Console) -> 
 
 
 def _summary(s: Settings, p: Progress, first: str, last: str, console: Console) -> None:
+    console.print()
     console.rule("[bold]Summary[/bold]")
     console.print(
         f"{p.scored:,} events scored through Kafka ({p.dead_letters} broken ones in {s.topic_prefix}.dlq); "
