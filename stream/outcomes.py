@@ -18,7 +18,9 @@ Redis keys (namespace = topic prefix), each expiring ``label_wait_seconds`` afte
 
 Within a batch predictions are written before labels are read, so a pair arriving together
 joins exactly once. A label arriving twice, or a crash of one joiner racing another on the same
-pair, can repeat an outcome; outcomes carry a deterministic ``id`` to de-duplicate on.
+pair, can repeat an outcome; outcomes carry a deterministic ``id`` to de-duplicate on. The
+error-rate detector is checkpointed before each commit: a batch redone after a failed commit
+(or a crash between the two) is fed to it twice, which can only make a change look longer.
 
 Served outcomes of each model version feed an error-rate detector (ADWIN on the 0/1 error
 stream: concept drift) whose alerts go through the same shared policy as the worker's drift
