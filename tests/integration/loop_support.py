@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ from driftline.settings import Settings
 from stream.outcomes import OutcomeJoiner
 from stream.topics import Topics
 from tests.helpers import consume_all
+from tests.integration.worker_support import start_worker
 
 CLI = [sys.executable, "-c", "from driftline.cli import main; main()"]
 
@@ -72,3 +75,21 @@ class RunningJoiner:
 def model_steps(s: Settings, expected: int = 1, timeout: float = 10) -> list[dict[str, Any]]:
     """Everything on <prefix>.models: registry lifecycle events and the retrainer's steps."""
     return [r.json() for r in consume_all(s, Topics(s.topic_prefix).models, expected, timeout)]
+
+
+@contextmanager
+def running_loop(s: Settings, log: Path) -> Iterator[RunningJoiner]:
+    """A worker and an outcome joiner (threads) and a retrainer (process), stopped on exit; the
+    retrainer's log is printed when the body fails an assertion."""
+    worker = start_worker(s)
+    joiner = RunningJoiner(s)
+    retrainer = spawn_retrainer(s, log)
+    try:
+        yield joiner
+    except AssertionError:
+        print(log.read_text()[-5000:])
+        raise
+    finally:
+        stop_process(retrainer)
+        joiner.stop()
+        worker.stop()

@@ -18,8 +18,8 @@ from driftline.wiring import model_registry
 from stream.synthetic import DriftSchedule
 from stream.topics import Topics
 from tests.helpers import consume_all
-from tests.integration.loop_support import RunningJoiner, model_steps, spawn_retrainer, stop_process
-from tests.integration.worker_support import register, start_worker, wait_until
+from tests.integration.loop_support import model_steps, running_loop
+from tests.integration.worker_support import register, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -57,12 +57,8 @@ def test_concept_flip_retrains_once_then_canary_is_promoted(loop_settings: Setti
     s = loop_settings
     topics = Topics(s.topic_prefix)
     register(s)  # production v1, trained before the flip
-    worker = start_worker(s)
-    joiner = RunningJoiner(s)
-    log = tmp_path / "retrainer.log"
-    retrainer = spawn_retrainer(s, log)
     registry = model_registry(s, publish=False)
-    try:
+    with running_loop(s, tmp_path / "retrainer.log"):
         # 4,000 events under the old concept, then 8,000 under the new one.
         _produce(s, 12_000, seed=21, schedule=DriftSchedule(concept_at=4_000), start_ts=1.7e9)
         wait_until(lambda: registry.deployment("fraud").canary is not None, timeout=240, every=1.0)
@@ -73,13 +69,6 @@ def test_concept_flip_retrains_once_then_canary_is_promoted(loop_settings: Setti
         wait_until(lambda: _production(registry) == 2, timeout=240, every=1.0)
         # Every event gets its label: 18,000 served outcomes once the joiner has caught up.
         outcomes = [r.json() for r in consume_all(s, topics.outcomes, 18_000, 120)]
-    except AssertionError:
-        print(log.read_text()[-5000:])
-        raise
-    finally:
-        stop_process(retrainer)
-        joiner.stop()
-        worker.stop()
 
     steps = model_steps(s)
     kinds = Counter(e["kind"] for e in steps)

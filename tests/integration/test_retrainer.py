@@ -19,8 +19,8 @@ from inference.training import register_trained, train_model
 from stream.offsets import end_offsets
 from stream.topics import Topics
 from tests.helpers import consume_all
-from tests.integration.loop_support import RunningJoiner, model_steps, spawn_retrainer, stop_process
-from tests.integration.worker_support import produce_events, register, start_worker, wait_until
+from tests.integration.loop_support import model_steps, running_loop, spawn_retrainer, stop_process
+from tests.integration.worker_support import produce_events, register, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -101,20 +101,9 @@ def test_bad_canary_is_rolled_back_with_its_evidence(own_settings: Settings, tmp
     registry = model_registry(s)
     candidate = register_trained(registry, "fraud", bad, "candidate")
     registry.canary("fraud", candidate.version, 0.5)
-    worker = start_worker(s)
-    joiner = RunningJoiner(s)
-    log = tmp_path / "retrainer.log"
-    retrainer = spawn_retrainer(s, log)
-    try:
+    with running_loop(s, tmp_path / "retrainer.log"):
         produce_events(s, 4000)
         wait_until(lambda: registry.deployment("fraud").canary is None, 180, 1.0)
-    except AssertionError:
-        print(log.read_text()[-5000:])
-        raise
-    finally:
-        stop_process(retrainer)
-        joiner.stop()
-        worker.stop()
     dep = registry.deployment("fraud")
     assert dep.production is not None and dep.production.version == 1
     assert registry.get("fraud", candidate.version).stage == "archived"
@@ -130,21 +119,14 @@ def test_bad_canary_is_rolled_back_with_its_evidence(own_settings: Settings, tmp
 def test_no_drift_in_200k_events_retrains_nothing(own_settings: Settings, tmp_path: Path) -> None:
     s = own_settings  # the worker's detectors on, with their defaults
     register(s)
-    worker = start_worker(s)
-    joiner = RunningJoiner(s)
     log = tmp_path / "retrainer.log"
-    retrainer = spawn_retrainer(s, log)
-    outcomes = joiner.joiner.metrics.outcomes
-    try:
+    with running_loop(s, log) as joiner:
+        outcomes = joiner.joiner.metrics.outcomes
         produce_events(s, 200_000, seed=7)
         wait_until(lambda: outcomes.labels("fraud", "1", "production")._value.get() >= 200_000, 600, 1.0)
         topics = Topics(s.topic_prefix)
         # The retrainer has read every alert and trigger (Faust commits every few seconds).
         wait_until(lambda: all(_caught_up(s, t) for t in (topics.alerts, topics.retrain)), 120, 1.0)
-    finally:
-        stop_process(retrainer)
-        joiner.stop()
-        worker.stop()
     kinds = Counter(e["kind"] for e in model_steps(s, 1, 5))
     assert kinds["retrain_started"] == 0, (kinds, log.read_text()[-3000:])
     assert model_registry(s).deployment("fraud").production.version == 1  # type: ignore[union-attr]
@@ -166,20 +148,9 @@ def test_good_shadow_is_promoted_on_the_same_events(own_settings: Settings, tmp_
     registry = model_registry(s)
     shadow = register(s, stage="candidate", seed=1)  # as good: trained on other data, same concept
     registry.shadow("fraud", shadow.version)
-    worker = start_worker(s)
-    joiner = RunningJoiner(s)
-    log = tmp_path / "retrainer.log"
-    retrainer = spawn_retrainer(s, log)
-    try:
+    with running_loop(s, tmp_path / "retrainer.log"):
         produce_events(s, 6000)
         wait_until(lambda: registry.deployment("fraud").shadow is None, 180, 1.0)
-    except AssertionError:
-        print(log.read_text()[-5000:])
-        raise
-    finally:
-        stop_process(retrainer)
-        joiner.stop()
-        worker.stop()
     dep = registry.deployment("fraud")
     assert dep.production is not None and dep.production.version == shadow.version
     decided = [e for e in model_steps(s) if e["kind"] == "rollout_decided"]
