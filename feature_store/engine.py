@@ -52,6 +52,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
+from typing import cast, overload
 
 import numpy as np
 import orjson
@@ -65,8 +66,9 @@ NAN = math.nan
 INF = math.inf
 EMPTY_TILE = np.iinfo(np.int64).min  # tag of a ring slot holding no tile
 OVERFLOW_BIT = 62  # distinct masks: bit i < capacity = vocabulary entry i; bit 62 = "a value found it full"
-STATE_FORMAT = 2
+STATE_FORMAT = 3
 _PREFIX_LEN = 18  # b"F" + format byte + 16-character view fingerprint
+_PADS = [bytes(k) for k in range(8)]
 
 # Output kinds: a column total (count, sum), mean, min, max, last, distinct count.
 _TOTAL, _MEAN, _MIN, _MAX, _LAST, _DISTINCT = range(6)
@@ -395,6 +397,35 @@ def _fold(values: np.ndarray) -> np.ndarray:
     return total
 
 
+class Tails(Sequence[list[str | None]]):
+    """The newest event's categorical passthrough values of each decoded state, parsed from their
+    packed JSON on first access (most are never read: an entity's next event replaces them)."""
+
+    def __init__(self, n: int, width: int) -> None:
+        self.blobs: Sequence[bytes | None] = [None] * n
+        self.cut = np.full(n, -1, dtype=np.int64)  # where blob i's JSON starts (-1: none)
+        self._width = width
+        self._parsed: dict[int, list[str | None]] = {}
+
+    def __len__(self) -> int:
+        return len(self.cut)
+
+    @overload
+    def __getitem__(self, i: int) -> list[str | None]: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[list[str | None]]: ...
+
+    def __getitem__(self, i: int | slice) -> list[str | None] | list[list[str | None]]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        found = self._parsed.get(i)
+        if found is None:
+            cut, blob = int(self.cut[i]), self.blobs[i]
+            found = [None] * self._width if cut < 0 or blob is None else orjson.loads(blob[cut:])
+            self._parsed[i] = found
+        return found
+
+
 class Engine:
     """A `FeatureView` compiled into a state-vector layout and vectorised update/read steps."""
 
@@ -412,6 +443,9 @@ class Engine:
         self._pt_cols = np.asarray([j for j, _ in self.pt_numeric], dtype=np.int64)
         self._pt_at = 2 + np.arange(len(self.pt_numeric))  # where the state keeps them
         self._prefix = b"F" + bytes([STATE_FORMAT]) + self.fingerprint.encode()
+        self._prefix_v2 = b"F" + bytes([2]) + self.fingerprint.encode()  # dense states, still read
+        self._prefix_bytes = np.frombuffer(self._prefix, dtype=np.uint8)
+        self._prefix_v2_bytes = np.frombuffer(self._prefix_v2, dtype=np.uint8)
 
         sources = {a.source for a in view.aggregations if a.source is not None}
         self.hashed_inputs = sorted(
@@ -457,6 +491,18 @@ class Engine:
         self._empty[2 : 2 + len(self.pt_numeric)] = NAN
         for g in self.groups:
             g.empty(self._empty)
+        self._mask_bytes = (self.width + 7) // 8
+        # Per ring: (group, its tag words, every word of its slots, the slot of each such word).
+        self._slot_words: list[tuple[_Group, np.ndarray, np.ndarray, np.ndarray]] = []
+        for g in self.groups:
+            if math.isinf(g.tile_s):
+                continue  # the lifetime tile is always readable
+            slots = np.arange(g.ring)
+            acc = g.off_acc + slots[:, None] * g.n_cols + np.arange(g.n_cols)
+            mask = g.off_mask + slots[:, None] * g.n_distinct + np.arange(g.n_distinct)
+            word_cols = np.concatenate([g.off_tag + slots, acc.ravel(), mask.ravel()])
+            slot_of = np.concatenate([slots, np.repeat(slots, g.n_cols), np.repeat(slots, g.n_distinct)])
+            self._slot_words.append((g, g.off_tag + slots, word_cols, slot_of))
 
     def _allocate(self, words: int) -> int:
         self.width += words
@@ -488,13 +534,18 @@ class Engine:
 
     # -- states ----------------------------------------------------------------------------------
 
-    # A packed state: prefix (b"F", format, view fingerprint) | the state vector (little-endian
-    # float64 [width]) | the newest event's categorical passthrough values (a JSON list).
+    # A packed state (format 3): prefix (b"F", format, view fingerprint) | a bit mask over the
+    # state's words (little-endian bit order, ``ceil(width / 8)`` bytes) of the words that differ
+    # from an empty state's | those words (little-endian float64, in order) | the newest event's
+    # categorical passthrough values (a JSON list). Words of ring slots holding a tile no
+    # acceptable event can read any more are left out too, as if the slot were empty: no read
+    # ever looks at them (`_Group.reach`), so the features are the same, and a typical state is a
+    # third of its full width. Format 2 (the whole vector, no mask) is still read.
 
     @property
     def state_bytes(self) -> int:
-        """Size of a packed state without its categorical tail."""
-        return _PREFIX_LEN + 8 * self.width
+        """Largest size of a packed state without its categorical tail (every word kept)."""
+        return _PREFIX_LEN + self._mask_bytes + 8 * self.width
 
     @property
     def prefix(self) -> bytes:
@@ -505,34 +556,111 @@ class Engine:
         """``n`` states of entities that have seen nothing: float64 [n, width]."""
         return np.tile(self._empty, (n, 1))
 
-    def decode(self, blobs: Sequence[bytes | None]) -> tuple[np.ndarray, list[list[str | None]]]:
-        """States from packed blobs (None: a new entity), and their newest categorical passthrough."""
-        states = self.empty_states(len(blobs))
-        size, start = self.state_bytes, _PREFIX_LEN
-        cats: list[list[str | None]] = [[None] * len(self.pt_categorical) for _ in blobs]
-        known: list[int] = []
-        views: list[memoryview] = []
-        for i, blob in enumerate(blobs):
-            if blob is None:
-                continue
-            if blob[:_PREFIX_LEN] != self._prefix or len(blob) < size:
-                raise StateMismatch(
-                    f"an entity state of view {self.view.name!r} was written by another definition "
-                    f"of the view ({bytes(blob[2:_PREFIX_LEN]).decode(errors='replace')!r}, "
-                    f"this one {self.fingerprint!r}): use a new view name or namespace"
-                )
-            if len(blob) > size:
-                cats[i] = orjson.loads(blob[size:])
-            known.append(i)
-            views.append(memoryview(blob)[start:size])
-        if known:
-            states[known] = np.frombuffer(b"".join(views), dtype="<f8").reshape(len(known), self.width)
-        return states, cats
+    def unreadable(self, states: np.ndarray) -> np.ndarray:
+        """bool [n, width]: the words of ring slots whose tile no acceptable event can read."""
+        drop = np.zeros(states.shape, dtype=bool)
+        ints = states.view(np.int64)
+        seen = ~np.isnan(states[:, 0])  # an empty state has no tile at all
+        if not seen.any():
+            return drop
+        for group, tag_cols, word_cols, slot_of in self._slot_words:
+            reach = np.full(len(states), EMPTY_TILE, dtype=np.int64)
+            reach[seen] = group.reach(states[seen, 0], self.lateness_s)
+            old = ints[:, tag_cols] < reach[:, None]
+            drop[:, word_cols] = old[:, slot_of]
+        return drop
+
+    def decode(self, blobs: Sequence[bytes | None]) -> tuple[np.ndarray, Tails]:
+        """States from packed blobs (None: a new entity), and their newest categorical passthrough.
+
+        Vectorised over the batch: the blobs are joined once and every part is gathered with
+        numpy; the categorical tails (JSON) are parsed only when asked for (`Tails`).
+        """
+        n = len(blobs)
+        states = np.empty((n, self.width))
+        states[:] = self._empty
+        tails = Tails(n, len(self.pt_categorical))
+        have = [i for i, blob in enumerate(blobs) if blob is not None]
+        if not have:
+            return states, tails
+        kept = [cast(bytes, blobs[i]) for i in have]
+        lens = np.fromiter(map(len, kept), dtype=np.int64, count=len(kept))
+        # Joined with zero padding so that every blob's words start 8-byte aligned: then they
+        # are gathered from one float64 view of the buffer.
+        lead = -(_PREFIX_LEN + self._mask_bytes) % 8
+        pads = (-lens % 8).tolist()
+        pieces = [_PADS[lead]]
+        for blob, pad in zip(kept, pads, strict=True):
+            pieces += (blob, _PADS[pad])
+        raw = b"".join(pieces)
+        raw += _PADS[-len(raw) % 8]
+        buf = np.frombuffer(raw, dtype=np.uint8)
+        steps = lens + np.asarray(pads, dtype=np.int64)
+        starts = lead + np.cumsum(steps) - steps
+        short = lens < _PREFIX_LEN
+        heads = buf[np.minimum(starts[:, None] + np.arange(_PREFIX_LEN), len(buf) - 1)]
+        v3 = ~short & (heads == self._prefix_bytes).all(axis=1)
+        v2 = ~short & ~v3 & (heads == self._prefix_v2_bytes).all(axis=1)
+        body = starts + _PREFIX_LEN
+        ends = np.full(len(kept), -1, dtype=np.int64)
+        rows3 = np.flatnonzero(v3 & (lens >= _PREFIX_LEN + self._mask_bytes))
+        if len(rows3):
+            masks = buf[body[rows3][:, None] + np.arange(self._mask_bytes)]
+            bits = np.unpackbits(masks, axis=1, count=self.width, bitorder="little").view(bool)
+            counts = bits.sum(axis=1)
+            first = body[rows3] + self._mask_bytes  # 8-aligned
+            ends[rows3] = first + 8 * counts
+            fits = ends[rows3] <= starts[rows3] + lens[rows3]
+            if not fits.all():
+                ends[rows3[~fits]] = -1
+                rows3, bits, counts, first = rows3[fits], bits[fits], counts[fits], first[fits]
+            before = np.cumsum(counts) - counts
+            at = np.repeat(first // 8 - before, counts) + np.arange(int(counts.sum()))
+            words = buf.view("<f8")[at]
+            target = np.asarray(have)[rows3]
+            if len(target) == n:  # every entity known, in order: fill the states in place
+                states[bits] = words
+            else:
+                block = states[target]
+                block[bits] = words
+                states[target] = block
+        rows2 = np.flatnonzero(v2 & (lens >= _PREFIX_LEN + 8 * self.width))
+        if len(rows2):
+            dense = buf[body[rows2][:, None] + np.arange(8 * self.width)].reshape(-1).view("<f8")
+            states[np.asarray(have)[rows2]] = dense.reshape(len(rows2), self.width)
+            ends[rows2] = body[rows2] + 8 * self.width
+        bad = np.flatnonzero(ends < 0)
+        if len(bad):
+            blob = kept[int(bad[0])]
+            raise StateMismatch(
+                f"an entity state of view {self.view.name!r} was written by another definition "
+                f"of the view ({bytes(blob[2:_PREFIX_LEN]).decode(errors='replace')!r}, "
+                f"this one {self.fingerprint!r}): use a new view name or namespace"
+            )
+        if self.pt_categorical:
+            tails.blobs, tails.cut = blobs, np.full(n, -1, dtype=np.int64)
+            tails.cut[have] = np.where(ends - starts < lens, ends - starts, -1)
+        return states, tails
+
+    def encode_many(self, states: np.ndarray, categorical: Sequence[Sequence[str | None]]) -> list[bytes]:
+        """Pack states (float64 [n, width]) with their newest events' categorical passthrough."""
+        states = np.ascontiguousarray(states, dtype=np.float64)
+        keep = (states.view(np.int64) != self._empty.view(np.int64)) & ~self.unreadable(states)
+        masks = np.packbits(keep, axis=1, bitorder="little").tobytes()
+        words = states[keep].astype("<f8", copy=False).tobytes()
+        ends = (8 * np.cumsum(keep.sum(axis=1))).tolist()
+        size, prefix, with_tail = self._mask_bytes, self._prefix, bool(self.pt_categorical)
+        out = []
+        begin = 0
+        for j, (end, cats) in enumerate(zip(ends, categorical, strict=True)):
+            tail = orjson.dumps(list(cats)) if with_tail else b""
+            out.append(b"".join((prefix, masks[j * size : (j + 1) * size], words[begin:end], tail)))
+            begin = end
+        return out
 
     def encode(self, state: np.ndarray, categorical: Sequence[str | None]) -> bytes:
         """Pack one state with its newest event's categorical passthrough values."""
-        tail = orjson.dumps(list(categorical)) if self.pt_categorical else b""
-        return self._prefix + state.astype("<f8", copy=False).tobytes() + tail
+        return self.encode_many(state.reshape(1, -1), [categorical])[0]
 
     # -- events ----------------------------------------------------------------------------------
 

@@ -68,7 +68,7 @@ from pydantic import BaseModel, ConfigDict
 from redis.connection import Connection
 
 from feature_store.definitions import FeatureView
-from feature_store.engine import Column, Columns, Engine, RunOutcome, StateMismatch
+from feature_store.engine import Column, Columns, Engine, RunOutcome, StateMismatch, Tails
 
 __all__ = ["EntityFeatures", "OnlineStore", "StateMismatch", "WriteConflict", "WriteResult"]
 
@@ -76,10 +76,10 @@ _RESULTS_HEAD = 20  # a results member starts with its first offset, zero-padded
 _TTL_AT = struct.Struct("<q")  # the state field starts with when the hash's TTL was set (ms)
 # HSET <key> state <s> latest <l> features <f> as_of <a> updated_at <u> events <e>, packed at once.
 _HSET = (
-    b"*14\r\n$4\r\nHSET\r\n$%d\r\n%s\r\n$5\r\nstate\r\n$%d\r\n%s\r\n$6\r\nlatest\r\n$%d\r\n%s\r\n"
-    b"$8\r\nfeatures\r\n$%d\r\n%s\r\n$5\r\nas_of\r\n$%d\r\n%s\r\n$10\r\nupdated_at\r\n$%d\r\n%s\r\n"
+    b"*14\r\n$4\r\nHSET\r\n$%d\r\n%s\r\n$5\r\nstate\r\n$%d\r\n%s\r\n$6\r\nlatest\r\n$%d\r\n%s%s\r\n"
+    b"$8\r\nfeatures\r\n$%d\r\n%s\r\n$5\r\nas_of\r\n$%d\r\n%s\r\n%s"
     b"$6\r\nevents\r\n$%d\r\n%s\r\n"
-)
+)  # the updated_at pair (the same for the whole batch) is packed once
 _HGET = b"*3\r\n$4\r\nHGET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n"
 
 
@@ -113,6 +113,52 @@ def _roundtrip(conn: Connection, commands: list[bytes]) -> list[Any]:
         else:
             replies.append(reply)
     return replies
+
+
+_MULTI = _command(b"MULTI")
+_EXEC = _command(b"EXEC")
+_QUEUED = b"+QUEUED\r\n"
+
+
+def _transaction(conn: Connection, commands: list[bytes]) -> list[Any] | None:
+    """``MULTI``, commands, ``EXEC`` in one round trip: EXEC's replies, or None if it aborted
+    (a watched key changed).
+
+    A queued command's reply is ``+QUEUED``: rather than parse a thousand of them, the bytes
+    are compared with what they must be, and only EXEC's reply is parsed. Anything else (a
+    command refused while queueing) falls back to reading every reply, raising the error.
+    """
+    conn.send_packed_command([b"".join((_MULTI, *commands, _EXEC))])
+    sock = conn._sock
+    if sock is None:
+        raise redis.ConnectionError("the Redis connection closed before its replies arrived")
+    expected = b"+OK\r\n" + _QUEUED * len(commands)
+    data = b""
+    while len(data) < len(expected) and expected.startswith(data):
+        chunk = sock.recv(1 << 20)
+        if not chunk:
+            raise redis.ConnectionError("the Redis connection closed before its replies arrived")
+        data += chunk
+    reader = hiredis.Reader(replyError=redis.ResponseError)
+    if data.startswith(expected):
+        reader.feed(data[len(expected) :])
+        wanted = 1
+    else:
+        reader.feed(data)
+        wanted = len(commands) + 2
+    replies: list[Any] = []
+    while len(replies) < wanted:
+        reply = reader.gets()
+        if reply is False:
+            chunk = sock.recv(1 << 20)
+            if not chunk:
+                raise redis.ConnectionError("the Redis connection closed before its replies arrived")
+            reader.feed(chunk)
+        elif isinstance(reply, redis.ResponseError):
+            raise reply
+        else:
+            replies.append(reply)
+    return cast(list[Any] | None, replies[-1])
 
 
 def _wall_time(ts: float) -> str:
@@ -174,6 +220,7 @@ class _Batch:
     offs: np.ndarray
     spans: dict[int, tuple[int, int]]  # partition -> (lowest, highest offset in the batch)
     cols: Columns
+    keys: list[bytes] = field(default_factory=list)  # each entity's hash key
 
     @classmethod
     def of(
@@ -345,9 +392,10 @@ class OnlineStore:
             commands.append(
                 _command(b"ZRANGEBYSCORE", self.replay_key(batch.source, p).encode(), b"%d" % lo, b"+inf")
             )
-        for entity in batch.entities:
-            key = self.entity_key(entity).encode()
-            commands.append(_HGET % (len(key), key, 5, b"state"))
+        if not batch.keys:
+            head = f"{self.prefix}:entity:"
+            batch.keys = [(head + entity).encode() for entity in batch.entities]
+        commands += [_HGET % (len(key), key, 5, b"state") for key in batch.keys]
         replies = _roundtrip(conn, commands)
         watermarks = {p: None if w is None else int(w) for p, w in zip(batch.spans, replies[1], strict=True)}
         results = {}
@@ -413,13 +461,13 @@ class OnlineStore:
         batch: _Batch,
         read: _Read,
         states: np.ndarray,
-        tails: list[list[str | None]],
+        tails: Tails,
         out: RunOutcome,
         result: WriteResult,
     ) -> bool:
         """The second round trip: MULTI, every write, EXEC. False if a watermark moved."""
         engine, ttl, offs = self.engine, self._ttl, batch.offs
-        commands = [_command(b"MULTI")]
+        commands = []
         for p in batch.spans:
             mine = np.flatnonzero(~result.replayed & (batch.parts == p))
             if not len(mine):
@@ -448,37 +496,31 @@ class OnlineStore:
             np.floor(states[changed, 0] * 1000).astype(np.int64).astype("datetime64[ms]"), unit="ms"
         )
         # Everything numeric is packed for all changed entities at once, then sliced.
-        width, size = 8 * len(self.names), 8 * engine.width
+        width = 8 * len(self.names)
         packed_latest = latest.astype("<f8").tobytes()
-        packed_states = states[changed].astype("<f8").tobytes()
         now_s = self.clock()
         now, now_ms = _wall_time(now_s).encode(), int(now_s * 1000)
-        refresh_ms = self.ttl_ms // 8
+        ttl_at = np.array([-1 if t is None else t for t in read.ttl_at], dtype=np.int64)[changed]
+        expire = (ttl_at < 0) | (now_ms - ttl_at > self.ttl_ms // 8)
+        stamps = np.where(expire, now_ms, ttl_at).astype("<i8").tobytes()
         names, cat_names, prefix = self.names, engine.pt_categorical, engine.prefix
+        cat_at = [names.index(c) for c in cat_names]
         newest_of = out.newest[changed].tolist()
-        events_of = states[changed, 1].astype(np.int64).tolist()
-        for j, (e, row, stamp, newest, events) in enumerate(
-            zip(changed.tolist(), latest.tolist(), as_of.tolist(), newest_of, events_of, strict=True)
-        ):
-            cats = [result.categorical[c][newest] for c in cat_names] if newest >= 0 else tails[e]
-            features = dict(zip(names, row, strict=True))
-            for c, value in zip(cat_names, cats, strict=True):
-                features[c] = value
-            ttl_at = read.ttl_at[e]
-            expire = ttl_at is None or now_ms - ttl_at > refresh_ms
-            state = b"".join(
-                (
-                    _TTL_AT.pack(now_ms if expire else ttl_at),
-                    prefix,
-                    packed_states[j * size : (j + 1) * size],
-                    orjson.dumps(cats) if cat_names else b"",
-                )
-            )
-            key = self.entity_key(batch.entities[e]).encode()
-            head = prefix + packed_latest[j * width : (j + 1) * width]
-            record = orjson.dumps(features)
-            count = b"%d" % events
-            stamp_z = stamp.encode() + b"Z"
+        cats_of = [
+            [result.categorical[c][newest] for c in cat_names] if newest >= 0 else tails[e]
+            for e, newest in zip(changed.tolist(), newest_of, strict=True)
+        ]
+        packed_states = engine.encode_many(states[changed], cats_of)
+        events_of = [b"%d" % e for e in states[changed, 1].astype(np.int64).tolist()]
+        as_of_z = [b"%sZ" % a for a in as_of.astype("S23").tolist()]
+        keys = batch.keys
+        tail = b"$10\r\nupdated_at\r\n$%d\r\n%s\r\n" % (len(now), now)
+        for j, (e, row, cats) in enumerate(zip(changed.tolist(), latest.tolist(), cats_of, strict=True)):
+            for c, value in zip(cat_at, cats, strict=True):
+                row[c] = value
+            record = orjson.dumps(dict(zip(names, row, strict=True)))
+            state = stamps[8 * j : 8 * j + 8] + packed_states[j]
+            key, stamp, count = keys[e], as_of_z[j], events_of[j]
             commands.append(
                 _HSET
                 % (
@@ -486,22 +528,20 @@ class OnlineStore:
                     key,
                     len(state),
                     state,
-                    len(head),
-                    head,
+                    len(prefix) + width,
+                    prefix,
+                    packed_latest[j * width : (j + 1) * width],
                     len(record),
                     record,
-                    len(stamp_z),
-                    stamp_z,
-                    len(now),
-                    now,
+                    len(stamp),
+                    stamp,
+                    tail,
                     len(count),
                     count,
                 )
             )
-            if expire:
-                commands.append(_command(b"PEXPIRE", key, ttl))
-        commands.append(_command(b"EXEC"))
-        done = _roundtrip(conn, commands)[-1]
+        commands += [_command(b"PEXPIRE", keys[e], ttl) for e in changed[expire].tolist()]
+        done = _transaction(conn, commands)
         if done is None:
             return False  # a watermark moved: nothing was written
         errors = [r for r in done if isinstance(r, Exception)]

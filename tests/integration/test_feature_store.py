@@ -128,20 +128,17 @@ def test_a_write_that_fails_midway_leaves_nothing_behind(
     s = random_stream(24, 300)
     from feature_store import online
 
-    real = online._roundtrip
-    calls: list[int] = []
+    real = online._transaction
 
-    def broken(conn: Connection, commands: list[bytes]) -> list[Any]:
-        calls.append(1)
-        if len(calls) == 2:  # the write: the connection drops before EXEC is sent
-            conn.send_packed_command([b"".join(commands[:-1])])
-            raise redis.ConnectionError("lost the connection")
-        return real(conn, commands)
+    def broken(conn: Connection, commands: list[bytes]) -> list[Any] | None:
+        # The write: the connection drops after MULTI and every command, before EXEC is sent.
+        conn.send_packed_command([b"".join((online._MULTI, *commands))])
+        raise redis.ConnectionError("lost the connection")
 
-    monkeypatch.setattr(online, "_roundtrip", broken)
+    monkeypatch.setattr(online, "_transaction", broken)
     with pytest.raises(redis.ConnectionError):
         _write(store, s, 0, 300)
-    monkeypatch.setattr(online, "_roundtrip", real)
+    monkeypatch.setattr(online, "_transaction", real)
     assert list(client.scan_iter(f"{namespace}:*")) == []  # MULTI without EXEC: nothing written
     result = _write(store, s, 0, 300)
     assert result.applied.sum() == 300 - len(result.rejected)
@@ -270,3 +267,29 @@ def test_a_changed_definition_is_refused(client: redis.Redis, namespace: str) ->
     changed = mixed_view().model_copy(update={"allowed_lateness": timedelta(minutes=1)})
     with pytest.raises(StateMismatch, match="another definition"):
         _write(OnlineStore(client, namespace, changed), random_stream(30, 60), 50, 60)
+
+
+def test_a_transaction_skips_queued_replies_and_still_reports_errors(
+    client: redis.Redis, namespace: str
+) -> None:
+    from feature_store import online
+
+    key, other = f"{namespace}:t".encode(), f"{namespace}:u".encode()
+    conn = client.connection_pool.get_connection()
+    try:
+        sets = [online._command(b"SET", key, b"%d" % i, b"PX", b"60000") for i in range(500)]
+        replies = online._transaction(conn, [*sets, online._command(b"GET", key)])
+        assert replies is not None and replies[-1] == b"499" and len(replies) == 501
+        # A command refused while queueing (wrong arity) aborts the transaction with its error...
+        with pytest.raises(redis.ResponseError):
+            online._transaction(conn, [sets[0], online._command(b"SET", other)])
+        conn.disconnect()
+        assert client.get(key) == b"499"
+        # ... and a watched key that changed makes EXEC write nothing.
+        online._roundtrip(conn, [online._command(b"WATCH", key)])
+        client.set(key, b"moved", px=60000)
+        assert online._transaction(conn, [online._command(b"SET", other, b"1", b"PX", b"60000")]) is None
+        assert client.get(other) is None
+    finally:
+        conn.disconnect()
+        client.connection_pool.release(conn)
