@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -404,6 +404,7 @@ class Tails(Sequence[list[str | None]]):
     def __init__(self, n: int, width: int) -> None:
         self.blobs: Sequence[bytes | None] = [None] * n
         self.cut = np.full(n, -1, dtype=np.int64)  # where blob i's JSON starts (-1: none)
+        self.fallback: Callable[[int], list[str | None] | None] | None = None  # for i without a blob
         self._width = width
         self._parsed: dict[int, list[str | None]] = {}
 
@@ -421,7 +422,10 @@ class Tails(Sequence[list[str | None]]):
         found = self._parsed.get(i)
         if found is None:
             cut, blob = int(self.cut[i]), self.blobs[i]
-            found = [None] * self._width if cut < 0 or blob is None else orjson.loads(blob[cut:])
+            if cut >= 0 and blob is not None:
+                found = orjson.loads(blob[cut:])
+            else:
+                found = (self.fallback(i) if self.fallback is not None else None) or [None] * self._width
             self._parsed[i] = found
         return found
 

@@ -69,6 +69,7 @@ from redis.connection import Connection
 
 from feature_store.definitions import FeatureView
 from feature_store.engine import Column, Columns, Engine, RunOutcome, StateMismatch, Tails
+from feature_store.state_cache import StateCache
 
 __all__ = ["EntityFeatures", "OnlineStore", "StateMismatch", "WriteConflict", "WriteResult"]
 
@@ -220,6 +221,7 @@ class _Batch:
     offs: np.ndarray
     spans: dict[int, tuple[int, int]]  # partition -> (lowest, highest offset in the batch)
     cols: Columns
+    entity_part: np.ndarray  # each entity's partition (-1: its events come from several)
     keys: list[bytes] = field(default_factory=list)  # each entity's hash key
 
     @classmethod
@@ -250,15 +252,19 @@ class _Batch:
         row_of = {e: i for i, e in enumerate(entities)}
         rows = np.fromiter((row_of[e] for e in entity_ids), dtype=np.int64, count=n)
         spans = {int(p): (int(offs[parts == p].min()), int(offs[parts == p].max())) for p in np.unique(parts)}
-        return cls(source, entities, rows, times, parts, offs, spans, engine.columns(values, n))
+        entity_part = parts[np.unique(rows, return_index=True)[1]]  # of each entity's first event
+        entity_part[rows[parts != entity_part[rows]]] = -1
+        return cls(source, entities, rows, times, parts, offs, spans, engine.columns(values, n), entity_part)
 
 
 @dataclass
 class _Read:
     watermarks: dict[int, int | None]
     results: dict[int, list[bytes]]
-    blobs: list[bytes | None]  # packed states (None: a new entity)
+    blobs: list[bytes | None]  # packed states (None: a new entity, or cached)
     ttl_at: list[int | None]  # when each entity's TTL was set, ms
+    cached: np.ndarray  # bool [entities]: the state comes from the state cache, not Redis
+    cached_states: np.ndarray  # their states, in order
 
 
 class OnlineStore:
@@ -273,6 +279,7 @@ class OnlineStore:
         replay_retention: int = 20_000,
         clock: Callable[[], float] = time.time,
         max_attempts: int = 20,
+        state_cache: int = 10_000,
     ) -> None:
         horizon = max(view.windows(), default=timedelta(0)) + view.allowed_lateness
         if ttl <= horizon:
@@ -295,6 +302,8 @@ class OnlineStore:
         self._ttl = b"%d" % self.ttl_ms
         self._definition = view.model_dump_json().encode()
         self._latest_size = len(self.engine.prefix) + 8 * len(self.names)
+        # The states this writer stored last, so most batches need not read them (0: off).
+        self.cache = StateCache(self.engine.width, state_cache) if state_cache > 0 else None
 
     # -- keys ------------------------------------------------------------------------------------
 
@@ -354,6 +363,9 @@ class OnlineStore:
                 marked = np.array([-1 if m is None else m for m in marks], dtype=np.int64)
                 replayed = (marked >= 0) & (batch.offs <= marked)
                 states, tails = self.engine.decode(read.blobs)
+                if read.cached.any():
+                    states[read.cached] = read.cached_states
+                    tails.fallback = self._cached_tails(batch, read)
                 out = self.engine.run(
                     states, batch.rows, batch.times, batch.cols, active=~replayed, tails=tails
                 )
@@ -364,11 +376,68 @@ class OnlineStore:
                 if replayed.all():
                     _roundtrip(conn, [_command(b"UNWATCH")])
                     return result
-                if self._commit(conn, batch, read, states, tails, out, result):
+                newest = self._newest_categories(out, result, tails)
+                written = self._commit(conn, batch, read, states, newest, out, result)
+                if written is not None:
+                    self._remember(batch, read, states, newest, result, written)
                     return result
+                if self.cache is not None:
+                    self.cache.drop(batch.source, list(batch.spans))
         raise WriteConflict(
             f"gave up writing a batch of {len(batch.rows)} events to view {self.view.name!r}: "
             f"its watermarks kept moving during {self.max_attempts} attempts"
+        )
+
+    def _cached_tails(self, batch: _Batch, read: _Read) -> Callable[[int], list[str | None] | None]:
+        cache = self.cache
+        assert cache is not None
+        return lambda i: cache.tails(batch.entities[i]) if read.cached[i] else None
+
+    def _newest_categories(
+        self, out: RunOutcome, result: WriteResult, tails: Tails
+    ) -> list[list[str | None]]:
+        """Each entity's newest event's categorical passthrough values after the batch."""
+        newest = out.newest.tolist()
+        names = self.engine.pt_categorical
+        if not names:
+            return [[] for _ in newest]
+        picked = [[result.categorical[c][i] for i in newest] for c in names]
+        rows = list(map(list, zip(*picked, strict=True)))
+        for e in np.flatnonzero(out.newest < 0).tolist():
+            rows[e] = tails[e]  # no event of the batch became its newest
+        return rows
+
+    def _remember(
+        self,
+        batch: _Batch,
+        read: _Read,
+        states: np.ndarray,
+        newest: list[list[str | None]],
+        result: WriteResult,
+        ttl_at: np.ndarray,
+    ) -> None:
+        """Keep the states just written in the state cache, with the partitions' watermarks."""
+        if self.cache is None:
+            return
+        marks = {p: m for p, m in read.watermarks.items() if m is not None}
+        for p in batch.spans:
+            mine = ~result.replayed & (batch.parts == p)
+            if mine.any():
+                marks[p] = int(batch.offs[mine].max())
+        keep = batch.entity_part >= 0
+        if keep.all():
+            entities, categories = batch.entities, newest
+        else:
+            index = np.flatnonzero(keep).tolist()
+            entities, categories = [batch.entities[e] for e in index], [newest[e] for e in index]
+        self.cache.store(
+            batch.source,
+            entities,
+            batch.entity_part[keep].tolist(),
+            states[keep],
+            categories,
+            ttl_at[keep].tolist(),
+            marks,
         )
 
     @contextmanager
@@ -385,7 +454,9 @@ class OnlineStore:
             pool.release(conn)
 
     def _read(self, conn: Connection, batch: _Batch) -> _Read:
-        """The first round trip: WATCH the watermarks; read them, results for replays, states."""
+        """The first round trip: WATCH the watermarks; read them, results for replays, and the
+        states of the entities the state cache does not hold (a second round trip reads those
+        it held for a partition whose watermark turns out to have moved)."""
         marks = [self.offset_key(batch.source, p).encode() for p in batch.spans]
         commands = [_command(b"WATCH", *marks), _command(b"MGET", *marks)]
         for p, (lo, _) in batch.spans.items():
@@ -395,7 +466,15 @@ class OnlineStore:
         if not batch.keys:
             head = f"{self.prefix}:entity:"
             batch.keys = [(head + entity).encode() for entity in batch.entities]
-        commands += [_HGET % (len(key), key, 5, b"state") for key in batch.keys]
+        n = len(batch.entities)
+        cached, cached_states = np.zeros(n, dtype=bool), np.zeros((0, self.engine.width))
+        if self.cache is not None:
+            now_ms = int(self.clock() * 1000)
+            cached, cached_states = self.cache.lookup(
+                batch.source, batch.entities, batch.entity_part, now_ms, self.ttl_ms
+            )
+        ask = np.flatnonzero(~cached).tolist()
+        commands += [_HGET % (len(batch.keys[i]), batch.keys[i], 5, b"state") for i in ask]
         replies = _roundtrip(conn, commands)
         watermarks = {p: None if w is None else int(w) for p, w in zip(batch.spans, replies[1], strict=True)}
         results = {}
@@ -403,10 +482,28 @@ class OnlineStore:
             mark = watermarks[p]
             top = -1 if mark is None else min(hi, mark)
             results[p] = [m for m in members if int(m[:_RESULTS_HEAD]) <= top]
-        fields: list[bytes | None] = replies[2 + len(batch.spans) :]
+        fields: list[bytes | None] = [None] * n
+        for i, f in zip(ask, replies[2 + len(batch.spans) :], strict=True):
+            fields[i] = f
+        if self.cache is not None and cached.any():
+            stale = self.cache.valid(batch.source, watermarks)
+            if stale:  # another writer moved these partitions: read their states after all
+                again = cached & np.isin(batch.entity_part, list(stale))
+                keep = again[cached]
+                cached_states = cached_states[~keep]
+                cached = cached & ~again
+                redo = np.flatnonzero(again).tolist()
+                got = _roundtrip(
+                    conn, [_HGET % (len(batch.keys[i]), batch.keys[i], 5, b"state") for i in redo]
+                )
+                for i, f in zip(redo, got, strict=True):
+                    fields[i] = f
         blobs = [None if f is None else f[_TTL_AT.size :] for f in fields]
         ttl_at = [None if f is None else _TTL_AT.unpack_from(f)[0] for f in fields]
-        return _Read(watermarks, results, blobs, ttl_at)
+        if self.cache is not None:
+            for i in np.flatnonzero(cached).tolist():
+                ttl_at[i] = self.cache.ttl_at(batch.entities[i])
+        return _Read(watermarks, results, blobs, ttl_at, cached, cached_states)
 
     def _fill_replayed(self, result: WriteResult, results: dict[int, list[bytes]], batch: _Batch) -> None:
         todo = np.flatnonzero(result.replayed)
@@ -461,11 +558,12 @@ class OnlineStore:
         batch: _Batch,
         read: _Read,
         states: np.ndarray,
-        tails: Tails,
+        newest: list[list[str | None]],
         out: RunOutcome,
         result: WriteResult,
-    ) -> bool:
-        """The second round trip: MULTI, every write, EXEC. False if a watermark moved."""
+    ) -> np.ndarray | None:
+        """The second round trip: MULTI, every write, EXEC. None if a watermark moved, else when
+        each entity's TTL was set (ms), as now stored."""
         engine, ttl, offs = self.engine, self._ttl, batch.offs
         commands = []
         for p in batch.spans:
@@ -500,16 +598,14 @@ class OnlineStore:
         packed_latest = latest.astype("<f8").tobytes()
         now_s = self.clock()
         now, now_ms = _wall_time(now_s).encode(), int(now_s * 1000)
-        ttl_at = np.array([-1 if t is None else t for t in read.ttl_at], dtype=np.int64)[changed]
+        ttl_all = np.array([-1 if t is None else t for t in read.ttl_at], dtype=np.int64)
+        ttl_at = ttl_all[changed]
         expire = (ttl_at < 0) | (now_ms - ttl_at > self.ttl_ms // 8)
-        stamps = np.where(expire, now_ms, ttl_at).astype("<i8").tobytes()
+        ttl_all[changed] = np.where(expire, now_ms, ttl_at)
+        stamps = ttl_all[changed].astype("<i8").tobytes()
         names, cat_names, prefix = self.names, engine.pt_categorical, engine.prefix
         cat_at = [names.index(c) for c in cat_names]
-        newest_of = out.newest[changed].tolist()
-        cats_of = [
-            [result.categorical[c][newest] for c in cat_names] if newest >= 0 else tails[e]
-            for e, newest in zip(changed.tolist(), newest_of, strict=True)
-        ]
+        cats_of = [newest[e] for e in changed.tolist()]
         packed_states = engine.encode_many(states[changed], cats_of)
         events_of = [b"%d" % e for e in states[changed, 1].astype(np.int64).tolist()]
         as_of_z = [b"%sZ" % a for a in as_of.astype("S23").tolist()]
@@ -543,11 +639,11 @@ class OnlineStore:
         commands += [_command(b"PEXPIRE", keys[e], ttl) for e in changed[expire].tolist()]
         done = _transaction(conn, commands)
         if done is None:
-            return False  # a watermark moved: nothing was written
+            return None  # a watermark moved: nothing was written
         errors = [r for r in done if isinstance(r, Exception)]
         if errors:
             raise errors[0]
-        return True
+        return ttl_all
 
     # -- reads -----------------------------------------------------------------------------------
 

@@ -293,3 +293,71 @@ def test_a_transaction_skips_queued_replies_and_still_reports_errors(
     finally:
         conn.disconnect()
         client.connection_pool.release(conn)
+
+
+def _hgets(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts the state reads (HGET ... state) of every round trip from now on."""
+    from feature_store import online
+
+    real, counts = online._roundtrip, []
+
+    def counting(conn: Connection, commands: list[bytes]) -> list[Any]:
+        counts.append(sum(c.startswith(b"*3\r\n$4\r\nHGET") and c.endswith(b"state\r\n") for c in commands))
+        return real(conn, commands)
+
+    monkeypatch.setattr(online, "_roundtrip", counting)
+    return counts
+
+
+def test_the_state_cache_skips_state_reads_and_changes_no_feature(
+    client: redis.Redis, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    view = mixed_view()
+    s = random_stream(31, 3000, entities=40, partitions=3)
+    cached, plain = (
+        OnlineStore(client, namespace, view),
+        OnlineStore(client, namespace + "-x", view, state_cache=0),
+    )
+    reads = _hgets(monkeypatch)
+    rng = np.random.default_rng(31)
+    start = 0
+    while start < len(s):
+        stop = min(len(s), start + int(rng.integers(50, 400)))
+        a, b = _write(cached, s, start, stop), _write(plain, s, start, stop)
+        np.testing.assert_array_equal(a.features, b.features)
+        assert a.rejected == b.rejected and a.categorical == b.categorical
+        start = stop
+    assert cached.cache is not None and len(cached.cache) == 40
+    per_store = reads[0::2], reads[1::2]  # the stores alternate, one read round trip each
+    assert sum(per_store[0][1:]) == 0 and min(per_store[1][1:]) > 0  # after its first batch: none
+    expected = replay(view, EventLog(s.entity_ids, s.ts, s.values, s.partitions, s.offsets))
+    np.testing.assert_array_equal(cached.get_online_features(["ent-1"]), plain.get_online_features(["ent-1"]))
+    assert cached.describe("ent-1") is not None and expected.applied.sum() > 2500
+
+
+def test_a_cached_state_is_dropped_once_another_writer_moved_its_partition(
+    client: redis.Redis, namespace: str
+) -> None:
+    view = mixed_view()
+    s = random_stream(32, 1200, entities=12, partitions=2)
+    a, b = OnlineStore(client, namespace, view), OnlineStore(client, namespace, view)
+    first = _write(a, s, 0, 400)
+    second = _write(b, s, 400, 800)  # the partitions moved to b for a while (a rebalance) ...
+    third = _write(a, s, 800, 1200)  # ... and came back: a's cached states are 400 events old
+    expected = replay(view, EventLog(s.entity_ids, s.ts, s.values, s.partitions, s.offsets))
+    online = np.vstack([first.features, second.features, third.features])
+    np.testing.assert_array_equal(online, expected.features)
+
+
+def test_a_cached_state_older_than_the_ttl_is_read_again(
+    client: redis.Redis, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = [1_800_000_000.0]
+    store = OnlineStore(client, namespace, mixed_view(), ttl=timedelta(hours=8), clock=lambda: now[0])
+    s = random_stream(33, 300, entities=3, partitions=1)
+    _write(store, s, 0, 100)
+    reads = _hgets(monkeypatch)
+    _write(store, s, 100, 200)
+    now[0] += 9 * 3600  # Redis may have expired the entities meanwhile
+    _write(store, s, 200, 300)
+    assert reads[0] == 0 and reads[1] == 3
