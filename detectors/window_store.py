@@ -17,6 +17,8 @@ window start in epoch seconds; ``<m>:<v>`` the model and version):
 ``<ns>:drift:<m>:<v>:~partitions``              hash: ``o:<p>`` last offset added, ``t:<p>`` max event
                                                 time, ``s:<p>`` wall-clock time of the last batch
 ``<ns>:drift:<m>:<v>:~windows``                 sorted set of windows not closed yet (score = start)
+``<ns>:drift:<m>:<v>:~offsets:<ws>``            hash: ``f:<p>`` / ``l:<p>`` first and last offset of
+                                                partition ``p`` added to the window
 ``<ns>:drift:<m>:<v>:~closed:<ws>``             closing marker (SET NX), value = the closing worker
 ==============================================  ======================================================
 
@@ -26,8 +28,10 @@ Every key expires ``ttl_seconds`` (default a day) after its last write.
 partitions - which checks each partition's stored offset against the one the worker last saw
 (compare-and-set), adds the counts and samples of windows not closed yet (events for a closed
 window are *late*: dropped and counted), then stores each partition's new offset and max event
-time. Events at offsets at or below a partition's stored offset were already added (a replay
-after a crash or rebalance) and are skipped, so counts are exact under at-least-once delivery. If
+time, and per window and partition the first offset added (HSETNX) and the last one (HSET: a
+partition's fresh offsets are above all it added before) - the signals' ``window_offsets``.
+Events at offsets at or below a partition's stored offset were already added (a replay after a
+crash or rebalance) and are skipped, so counts are exact under at-least-once delivery. If
 another worker moved a partition's offset meanwhile (a rebalance), the script changes nothing, the
 worker re-reads the offsets and retries.
 
@@ -121,6 +125,13 @@ for _, it in ipairs(doc.zadd) do
     touched[it[1]] = 'z'
   end
 end
+for _, it in ipairs(doc.offs) do
+  if open[it[2]] then
+    redis.call('HSETNX', KEYS[it[1]], 'f:' .. it[3], it[4])
+    redis.call('HSET', KEYS[it[1]], 'l:' .. it[3], it[5])
+    touched[it[1]] = 'h'
+  end
+end
 for k, kind in pairs(touched) do
   if kind == 'z' then redis.call('ZREMRANGEBYRANK', KEYS[k], doc.k, -1) end
   redis.call('EXPIRE', KEYS[k], ttl)
@@ -153,6 +164,16 @@ def _text(value: bytes | str | None) -> str:
     if value is None:
         return ""
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _window_offsets(raw: Mapping[Any, Any]) -> dict[int, tuple[int, int]]:
+    """``{f:<p>: first, l:<p>: last}`` (the offsets hash of a window) -> ``{p: (first, last)}``."""
+    fields = {_text(k): int(_text(v)) for k, v in raw.items()}
+    return {
+        int(k[2:]): (v, fields.get(f"l:{k[2:]}", v))
+        for k, v in sorted(fields.items(), key=lambda kv: int(kv[0][2:]))
+        if k.startswith("f:")
+    }
 
 
 def _ts_text(ws: float) -> str:
@@ -277,6 +298,10 @@ class WindowStore:
     def windows_key(self) -> str:
         return f"{self._prefix}:~windows"
 
+    def offsets_key(self, window_start: float) -> str:
+        """``<ns>:drift:<model>:<version>:~offsets:<window_start>``: first/last offset per partition."""
+        return f"{self._prefix}:~offsets:{_ts_text(window_start)}"
+
     def closed_key(self, window_start: float) -> str:
         return f"{self._prefix}:~closed:{_ts_text(window_start)}"
 
@@ -374,6 +399,20 @@ class WindowStore:
                 key_index[key] = len(keys)  # Lua is 1-based
             return key_index[key]
 
+        # Per window and partition, the first and last offset added: a partition's fresh offsets
+        # are above every offset it added before, so the first is set once and the last overwritten.
+        offs_doc: list[list[Any]] = []
+        if sel.size:
+            sel_p, sel_o = part[sel], offs[sel]
+            n_p = int(sel_p.max()) + 1
+            combo = wpos.astype(np.int64) * n_p + sel_p
+            order = np.argsort(combo, kind="stable")
+            uniq, first = np.unique(combo[order], return_index=True)
+            lo = np.minimum.reduceat(sel_o[order], first).tolist()
+            hi = np.maximum.reduceat(sel_o[order], first).tolist()
+            for c, a, b in zip(uniq.tolist(), lo, hi, strict=True):
+                w, p = divmod(c, n_p)
+                offs_doc.append([index_of(self.offsets_key(window_starts[w])), w + 1, str(p), str(a), str(b)])
         incr: list[list[Any]] = []
         zadd: list[list[Any]] = []  # [key, window, score, member, score, member, ...]: one ZADD per key
         u = sample_keys(part[sel], offs[sel]) if self._ks else None
@@ -409,6 +448,7 @@ class WindowStore:
             "nwin": [str(c) for c in nwin.tolist()],
             "incr": incr,
             "zadd": zadd,
+            "offs": offs_doc,
             "k": self.ks_sample_size,
             "ttl": self.ttl_seconds,
         }
@@ -463,6 +503,7 @@ class WindowStore:
                 pipe.hgetall(self.feature_key(f, ws))
             for f in self._ks:
                 pipe.zrange(self.feature_key(f, ws) + ":sample", 0, -1)
+            pipe.hgetall(self.offsets_key(ws))
         if won or lost:
             pipe.zrem(self.windows_key, *[_ts_text(ws) for ws in due])
         replies = pipe.execute()
@@ -473,10 +514,14 @@ class WindowStore:
             pos += len(self._psi)
             samples = replies[pos : pos + len(self._ks)]
             pos += len(self._ks)
-            signals += self._evaluate_window(ws, counts, samples)
+            offsets = _window_offsets(replies[pos])
+            pos += 1
+            signals += self._evaluate_window(ws, counts, samples, offsets)
         return signals
 
-    def _evaluate_window(self, ws: float, counts: list[Any], samples: list[Any]) -> list[DriftSignal]:
+    def _evaluate_window(
+        self, ws: float, counts: list[Any], samples: list[Any], offsets: Mapping[int, tuple[int, int]]
+    ) -> list[DriftSignal]:
         k = round(ws / self.window_seconds)
         merged: dict[str, np.ndarray] = {}
         for f, raw in zip(self._psi, counts, strict=True):
@@ -525,6 +570,8 @@ class WindowStore:
                 if ksig is not None:
                     signals.append(ksig)
         self.windows += stats
+        if offsets:
+            signals = [sig.model_copy(update={"window_offsets": dict(offsets)}) for sig in signals]
         return signals
 
     def update(

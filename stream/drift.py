@@ -352,7 +352,9 @@ class DriftStage:
                 values = scores if feature == SCORE_FEATURE else batch.get(feature)
                 if values is None:
                     continue
-                signals += det.update(np.asarray(values, dtype=np.float64)[fresh], ts[fresh])
+                signals += det.update(
+                    np.asarray(values, dtype=np.float64)[fresh], ts[fresh], offsets=offs[fresh], partition=p
+                )
                 stats += det.windows
                 labels = (model, version, feature, str(p))
                 self.metrics.adwin_width.labels(*labels).set(det.width)

@@ -309,3 +309,27 @@ def test_windows_wait_for_every_partition_unless_idle(client: redis.Redis, names
     idle.close_ready(now=1031.0)
     assert sorted({s.window_end_ts for s in idle.windows}) == [T0 + 10, T0 + 20, T0 + 30, T0 + 40]
     assert score_ref.kind == "numeric"
+
+
+def _offset_ranges(stream: Stream, window_start: float) -> dict[int, tuple[int, int]]:
+    inside = (stream.ts >= window_start) & (stream.ts < window_start + WINDOW)
+    return {
+        p: (
+            int(stream.offset[inside & (stream.partition == p)].min()),
+            int(stream.offset[inside & (stream.partition == p)].max()),
+        )
+        for p in PARTITIONS
+    }
+
+
+def test_signals_carry_each_partitions_offset_range(client: redis.Redis, namespace: str) -> None:
+    stream = _stream()
+    out = _run(client, namespace, stream, [[0, 3], [1, 4], [2, 5]], seed=3, replay_probability=0.2)
+    assert out.signals
+    for s in out.signals:
+        assert s.partition is None
+        assert s.window_offsets == _offset_ranges(stream, s.window_start_ts), (s.feature, s.window_start_ts)
+    raw = client.hgetall(_store(client, namespace, "x").offsets_key(T0))
+    assert len(raw) == 2 * len(
+        PARTITIONS
+    )  # a first and a last offset per partition: 12 fields, not per event
