@@ -49,7 +49,7 @@ from detectors.monitor import MonitorConfig
 from detectors.policy_store import SharedAlertPolicy
 from detectors.reference import Reference
 from detectors.signals import SCORE_FEATURE, DriftSignal, WindowStat
-from detectors.window_store import WindowStore
+from detectors.window_store import WINDOWED_DETECTORS, WindowStore, fault_point
 from inference.encoding import numeric_values
 from inference.metadata import Distribution, ModelVersion
 
@@ -99,6 +99,8 @@ class DriftConfig(BaseModel):
     ks_sample_size: int = Field(2000, ge=2)
     cooldown_seconds: float = Field(3600.0, ge=0)
     ttl_seconds: int = Field(86_400, ge=60)
+    close_timeout_seconds: float = Field(60.0, gt=0)
+    """A merged window claimed but not published this long ago is taken over by another worker."""
     monitor: MonitorConfig = MonitorConfig()
     """Thresholds, significance levels and which ADWINs run (``window_*`` fields are unused here)."""
 
@@ -248,6 +250,7 @@ class DriftStage:
             ks_sample_rate=cfg.ks_sample_rate,
             config=cfg.monitor,
             worker_id=self.worker_id,
+            close_timeout_seconds=cfg.close_timeout_seconds,
         )
         numeric = {n for n, r in refs.items() if r.kind == "numeric" and len(r.sample) >= 2}
         adwin_refs = {n: refs[n] for n in sorted(numeric)} if cfg.monitor.adwin_features else {}
@@ -296,6 +299,7 @@ class DriftStage:
         offs = np.asarray(offsets, dtype=np.int64)
         added = v.store.add(batch, ts, parts, offs, scores=scores)
         signals = v.store.close_ready()
+        recovered = list(v.store.recovered)  # decided by a worker that died before publishing them
         windows = list(v.store.windows)
         model, version = meta.name, str(meta.version)
         if added.late:
@@ -309,10 +313,35 @@ class DriftStage:
         self.metrics.record(model, version, windows)
         if windows:
             self._record_latest(meta, windows)
-        alerts = v.policy.decide(signals, model=meta.name, version=meta.version, windows=windows)
+        alerts = v.policy.decide(
+            signals,
+            model=meta.name,
+            version=meta.version,
+            windows=windows,
+            record=v.store.record_decision if v.store.inflight else None,
+        )
+        if v.store.inflight and any(a.detector in WINDOWED_DETECTORS for a in alerts):
+            fault_point("window-decided")  # a window's alerts decided and recorded, not produced yet
+        alerts = recovered + alerts
         for alert in alerts:
             self.metrics.alerts.labels(alert.severity, alert.detector).inc()
         return alerts
+
+    def published(self) -> None:
+        """The batch's outputs are durable and its offsets committed: its closed windows are published.
+
+        Called by the worker right after the commit. A worker killed before this call leaves its
+        windows pending, and another worker (or its own restart) publishes them again.
+        """
+        v = self._current
+        if v is not None:
+            v.store.mark_published()
+
+    def rewound(self) -> None:
+        """The batch's outputs failed and it will be redone: the redo publishes its windows again."""
+        v = self._current
+        if v is not None:
+            v.store.abandon()
 
     def _record_latest(self, meta: ModelVersion, windows: Sequence[WindowStat]) -> None:
         """Overwrite the latest statistic of each (detector, feature) with this batch's newest."""

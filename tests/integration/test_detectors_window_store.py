@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from collections import Counter
@@ -12,7 +13,9 @@ import numpy as np
 import pytest
 import redis
 
+from detectors.alerts import DriftAlert
 from detectors.monitor import MonitorConfig
+from detectors.policy_store import SharedAlertPolicy
 from detectors.psi import PSIWindow
 from detectors.reference import Reference
 from detectors.signals import DriftSignal, WindowStat
@@ -333,3 +336,110 @@ def test_signals_carry_each_partitions_offset_range(client: redis.Redis, namespa
     assert len(raw) == 2 * len(
         PARTITIONS
     )  # a first and a last offset per partition: 12 fields, not per event
+
+
+# -- closing: at least once for the outputs, exactly once for the decision -------------------------
+
+
+def _closing_store(client: redis.Redis, ns: str, worker: str) -> WindowStore:
+    store = _store(client, ns, worker)
+    store.close_timeout_seconds = 30.0
+    return store
+
+
+def _fill(store: WindowStore, stream: Stream, until: float) -> None:
+    store.add(*stream.take(np.flatnonzero(stream.ts < until))[:4])
+
+
+def _policy(client: redis.Redis, ns: str) -> SharedAlertPolicy:
+    return SharedAlertPolicy(client, f"{ns}:drift:fraud:3:~policy", history_key=f"{ns}:alerts")
+
+
+def test_a_close_whose_owner_died_before_deciding_is_taken_over_once(
+    client: redis.Redis, namespace: str
+) -> None:
+    stream = _stream()
+    dead = _closing_store(client, namespace, "dead")
+    _fill(dead, stream, T0 + 300)
+    signals = dead.close_ready(now=1000.0)  # claimed and evaluated; then SIGKILL: nothing decided
+    assert signals and sorted(dead.inflight) == [T0 + WINDOW * k for k in range(9)]
+    ws = signals[0].window_start_ts
+    assert dead.marker(ws) == {"owner": dead.owner, "state": "pending", "at": 1000.0}
+    other = _closing_store(client, namespace, "other")
+    assert other.close_ready(now=1010.0) == [] and other.inflight == {}  # in flight elsewhere: left alone
+    again = other.close_ready(now=1031.0)  # 31 s > the 30 s timeout: taken over, evaluated again
+    assert [s.model_dump() for s in again] == [s.model_dump() for s in signals]
+    assert (other.marker(ws) or {})["owner"] == other.owner
+    third = _closing_store(client, namespace, "third")
+    assert third.close_ready(now=1032.0) == []  # taken over once: the takeover is in flight now
+    other.mark_published()
+    assert (other.marker(ws) or {})["state"] == "published"
+    assert client.zcard(other.pending_key) == 0
+    assert third.close_ready(now=5000.0) == [] and third.recovered == []  # published: never again
+
+
+def test_a_restarted_worker_takes_its_own_pending_closes_over_at_once(
+    client: redis.Redis, namespace: str
+) -> None:
+    stream = _stream()
+    before = _closing_store(client, namespace, "w-1")
+    _fill(before, stream, T0 + 300)
+    signals = before.close_ready(now=1000.0)
+    after = _closing_store(client, namespace, "w-1")  # same worker id, a new process
+    assert after.owner != before.owner
+    again = after.close_ready(now=1001.0)
+    assert [s.model_dump() for s in again] == [s.model_dump() for s in signals]
+
+
+def test_decided_alerts_are_published_again_as_decided_never_re_decided(
+    client: redis.Redis, namespace: str
+) -> None:
+    stream = _stream()
+    policy = _policy(client, namespace)
+    dead = _closing_store(client, namespace, "dead")
+    _fill(dead, stream, T0 + 300)
+    signals = dead.close_ready(now=1000.0)
+    alerts = policy.decide(
+        signals, model="fraud", version=3, windows=dead.windows, record=dead.record_decision
+    )  # decided and recorded; then SIGKILL before the alerts were produced
+    assert alerts and all(a.window_offsets for a in alerts)
+    state = client.get(policy.key)
+    decided = {a.window_start_ts for a in alerts}
+    for ws in decided:
+        m = dead.marker(ws) or {}
+        assert m["state"] == "decided"
+        assert [DriftAlert.model_validate(a) for a in m["alerts"]] == [
+            a for a in alerts if a.window_start_ts == ws
+        ]
+    other = _closing_store(client, namespace, "other")
+    leftover = other.close_ready(now=1031.0)  # windows without alerts are evaluated again
+    assert {s.window_start_ts for s in leftover}.isdisjoint(decided)
+    assert other.recovered == alerts  # the very alerts decided: same ids, same payloads
+    assert policy.decide(leftover, model="fraud", version=3, windows=other.windows) == []
+    # The policy counted them once: the state is the one saved with the decision (the leftover
+    # windows' signals had already been seen and suppressed, so they change nothing).
+    assert json.loads(client.get(policy.key) or b"{}")["ids"] == json.loads(state or b"{}")["ids"]
+    assert [json.loads(x)["id"] for x in client.lrange(f"{namespace}:alerts", 0, -1)] == [
+        a.id for a in reversed(alerts)
+    ]
+    other.mark_published()
+    assert {(other.marker(ws) or {})["state"] for ws in decided} == {"published"}
+    assert other.close_ready(now=9000.0) == [] and other.recovered == []
+
+
+def test_a_rewound_batch_publishes_its_windows_again(client: redis.Redis, namespace: str) -> None:
+    stream = _stream()
+    policy = _policy(client, namespace)
+    store = _closing_store(client, namespace, "w")
+    _fill(store, stream, T0 + 300)
+    signals = store.close_ready(now=1000.0)
+    alerts = policy.decide(
+        signals, model="fraud", version=3, windows=store.windows, record=store.record_decision
+    )
+    store.abandon()  # the produce failed: the batch is redone
+    leftover = store.close_ready(now=1000.5)  # at once: no timeout for its own rewound windows
+    assert {s.window_start_ts for s in leftover}.isdisjoint({a.window_start_ts for a in alerts})
+    assert store.recovered == alerts
+    assert policy.decide(leftover, model="fraud", version=3, windows=store.windows) == []
+    store.mark_published()
+    assert client.zcard(store.pending_key) == 0
