@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 import pytest
@@ -13,6 +15,7 @@ from rich.console import Console
 
 from detectors.alerts import DriftAlert
 from detectors.psi import PSIWindow, psi_from_counts
+from detectors.window_store import FAULT_ENV
 from driftline.produce import produce_generated
 from driftline.settings import Settings
 from driftline.wiring import redis_client
@@ -174,3 +177,71 @@ def _events_per_window(n: int, drift_at: int | None, seed: int = 4) -> dict[floa
     ts = np.concatenate([b.ts for b in gen.batches(n)])
     starts, counts = np.unique(np.floor(ts / WINDOW) * WINDOW, return_counts=True)
     return {float(a): int(c) for a, c in zip(starts, counts, strict=True)}
+
+
+@pytest.mark.parametrize(
+    ("point", "same_id"),
+    [("window-claimed", True), ("window-decided", False)],
+    ids=["claimed-restart-same-id", "decided-other-worker-after-timeout"],
+)
+def test_sigkill_between_claiming_a_window_and_producing_its_alerts_loses_none(
+    own_settings: Settings, point: str, same_id: bool
+) -> None:
+    """The worker kills itself right after claiming a drifted window (or after deciding its alerts),
+    before producing them; the next worker publishes them, each alert once, with the full count."""
+    s = _settings(own_settings)
+    register(s)
+    r = redis_client(s)
+    topics = Topics(s.topic_prefix)
+    prefix = f"{s.topic_prefix}:drift:fraud:1"
+    _produce(s, 9_000, drift_at=3_000)
+    env = {"DRIFTLINE_DRIFT_CLOSE_TIMEOUT_SECONDS": "5"}
+    first = _spawn_worker(s, "--batch-size", "200", "--worker-id", "w-1", env={**env, FAULT_ENV: point})
+    try:
+        assert first.wait(180) == -signal.SIGKILL, "the fault point was never reached"
+    finally:
+        if first.poll() is None:
+            first.kill()
+    killed: dict[float, dict[str, Any]] = {}
+    members: list[bytes] = r.zrange(f"{prefix}:~pending", 0, -1)  # type: ignore[assignment]
+    for member in members:
+        ws = member.decode()
+        killed[float(ws)] = json.loads(r.get(f"{prefix}:~closed:{ws}") or b"{}")
+    assert killed, "no window was left pending by the kill"
+    states = {m["state"] for m in killed.values()}
+    if point == "window-claimed":
+        assert states == {"pending"}
+    else:
+        assert "decided" in states
+    before = [DriftAlert.model_validate_json(x.value) for x in consume_all(s, topics.alerts, 0, 5)]
+    assert not [a for a in before if a.window_start_ts in killed], "produced before the kill"
+    second = _spawn_worker(
+        s, "--batch-size", "200", "--worker-id", "w-1" if same_id else "w-2", "--exit-when-idle", "8", env=env
+    )
+    try:
+        assert second.wait(240) == 0, second.stderr.read() if second.stderr else ""
+    finally:
+        if second.poll() is None:
+            second.kill()
+    alerts = [
+        DriftAlert.model_validate_json(x.value) for x in consume_all(s, topics.alerts, len(before) + 1, 10)
+    ]
+    ids = [a.id for a in alerts]
+    assert len(ids) == len(set(ids)), "an alert was published twice"
+    recovered = [a for a in alerts if a.window_start_ts in killed and a.detector != "adwin"]
+    assert recovered, "the killed window's alerts were lost"
+    decided = {a["id"] for m in killed.values() for a in m.get("alerts", [])}
+    assert decided <= {a.id for a in recovered}  # the alerts decided before the kill, as decided
+    expected = _events_per_window(9_000, drift_at=3_000)
+    for a in recovered:
+        start = a.window_start_ts
+        assert set(a.window_offsets) == set(range(6))
+        # every event of the window, each once: its offsets per partition are contiguous
+        assert sum(last - first + 1 for first, last in a.window_offsets.values()) == expected[start]
+        if a.detector in ("psi", "missing_rate"):
+            assert a.n_window == expected[start]
+        assert _window_count(r, s, "amount", start) == expected[start]
+    assert r.zcard(f"{prefix}:~pending") == 0
+    assert {json.loads(r.get(f"{prefix}:~closed:{int(ws)}") or b"{}")["state"] for ws in killed} == {
+        "published"
+    }
