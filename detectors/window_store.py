@@ -61,7 +61,7 @@ and committing the batch that carries its alerts loses none of them:
 3. the worker produces the alerts with the batch's other outputs and commits the batch (its Kafka
    transaction, or flush + offset commit);
 4. *published*: only then does `mark_published` set ``state: "published"`` and drop the windows
-   from ``~pending``.
+   from ``~pending`` - those the instance still owns (compare-and-set on the owner).
 
 Every `close_ready` also reads ``~pending`` (in its first round trip: free while it is empty, as
 it is between batches) and takes over a close - compare-and-set on the marker - whose claim or
@@ -72,9 +72,9 @@ again from its final counts (same signals, decided now for the first time); a "d
 gives its stored alerts in ``recovered``, to be produced as they are, without asking the policy
 again: so the policy counts each alert once and never drops one as a duplicate of itself that was
 never produced. The alert ids are deterministic, so a close re-published after its alerts did go
-out (a kill between the commit and step 4, or an owner slower than the timeout) repeats alerts
-with the same ids, which consumers drop. The cost is one more Redis write per batch that closed a
-window, after its commit.
+out (a kill between the commit and step 4, or an owner slower than the timeout, whose step 4
+then leaves the close to the worker that took it over) repeats alerts with the same ids, which
+consumers drop. The cost is one more Redis call per batch that closed a window, after its commit.
 
 **KS on merged windows** is approximate: a window's full list of values would not fit the hot path,
 so each numeric feature keeps a **bottom-k sample**: every event gets a pseudo-random key
@@ -149,6 +149,22 @@ for i = 3, #KEYS do
 end
 if #won > 0 then redis.call('EXPIRE', KEYS[1], ARGV[3]) end
 return won
+"""
+
+# Mark closes published - only those this instance still owns (a close another worker took over
+# meanwhile is left to it, pending); a marker gone (expired) just leaves the pending set.
+_PUBLISH_LUA = """
+for i = 2, #KEYS do
+  local raw = redis.call('GET', KEYS[i])
+  local mine = false
+  if raw then
+    local ok, m = pcall(cjson.decode, raw)
+    mine = ok and type(m) == 'table' and m['owner'] == ARGV[1]
+    if mine then redis.call('SET', KEYS[i], ARGV[2 * i - 2], 'KEEPTTL') end
+  end
+  if mine or not raw then redis.call('ZREM', KEYS[1], ARGV[2 * i - 1]) end
+end
+return 1
 """
 
 # Take a pending close over: compare-and-set on the marker's whole value.
@@ -370,6 +386,7 @@ class WindowStore:
         self._script = self.r.register_script(_ADD_LUA)
         self._claim = self.r.register_script(_CLAIM_LUA)
         self._takeover = self.r.register_script(_TAKEOVER_LUA)
+        self._publish = self.r.register_script(_PUBLISH_LUA)
         self.windows: list[WindowStat] = []
         """`WindowStat` of every window evaluated by the last `close_ready`."""
         self.inflight: dict[float, float] = {}
@@ -699,14 +716,17 @@ class WindowStore:
                 pipe.set(self.closed_key(ws), self._marker_value("decided", at, mine), xx=True, keepttl=True)
 
     def mark_published(self) -> None:
-        """The in-flight windows' alerts are produced and their batch committed: mark them published."""
+        """The in-flight windows' alerts are produced and their batch committed: mark them published.
+
+        Only the windows this instance still owns: one taken over meanwhile (this worker was slower
+        than ``close_timeout_seconds``) stays pending for its new owner, which publishes it again.
+        """
         if not self.inflight:
             return
-        pipe = self.r.pipeline(transaction=True)
+        args: list[str] = [self.owner]
         for ws, at in self.inflight.items():
-            pipe.set(self.closed_key(ws), self._marker_value("published", at), xx=True, keepttl=True)
-        pipe.zrem(self.pending_key, *[_ts_text(ws) for ws in self.inflight])
-        pipe.execute()
+            args += [self._marker_value("published", at), _ts_text(ws)]
+        self._publish(keys=[self.pending_key, *[self.closed_key(ws) for ws in self.inflight]], args=args)
         self.inflight.clear()
 
     def abandon(self) -> None:

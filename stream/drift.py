@@ -6,7 +6,10 @@ distributions, so the switch itself raises no alert):
 * **Windowed detectors** - PSI, KS and the missing rate of every monitored feature and of the
   score - run on event-time windows merged across workers in Redis
   (`detectors.window_store.WindowStore`): a window holds the same events whichever worker consumed
-  them, is closed exactly once, and its statistics do not depend on the partition assignment.
+  them, is decided exactly once and published at least once (a worker killed before publishing a
+  window's alerts leaves it to another worker: `WindowStore` has the protocol; the worker calls
+  `DriftStage.published` after each commit and `DriftStage.rewound` when it redoes a batch), and
+  its statistics do not depend on the partition assignment.
 * **ADWIN** on the score (and on each numeric feature with ``MonitorConfig.adwin_features``) runs
   where the partitions are: one detector per partition, so its state moves with the partition.
   Its state and the last offset it was fed are checkpointed to Redis at every commit point
@@ -15,7 +18,9 @@ distributions, so the switch itself raises no alert):
   restart or a rebalance neither loses a detector's window nor feeds it a replayed event twice.
 * **Alerts**: every signal goes through one `AlertPolicy` shared by all workers
   (`detectors.policy_store.SharedAlertPolicy`), so one drift gives one alert however many workers
-  saw it. The worker publishes the alerts with the batch's other outputs.
+  saw it. The worker publishes the alerts with the batch's other outputs. Every alert carries the
+  Kafka offsets of its window (``window_offsets``: per partition, first and last; ADWIN's also its
+  ``partition``).
 
 Redis keys, under ``<ns>:drift:<model>:<version>`` (besides `WindowStore`'s): ``~adwin:<p>`` the
 ADWIN checkpoint of partition ``p`` (JSON), ``~policy`` the shared policy state (JSON) and

@@ -443,3 +443,19 @@ def test_a_rewound_batch_publishes_its_windows_again(client: redis.Redis, namesp
     assert policy.decide(leftover, model="fraud", version=3, windows=store.windows) == []
     store.mark_published()
     assert client.zcard(store.pending_key) == 0
+
+
+def test_a_slow_owner_does_not_publish_a_close_taken_over_from_it(
+    client: redis.Redis, namespace: str
+) -> None:
+    stream = _stream()
+    slow = _closing_store(client, namespace, "slow")
+    _fill(slow, stream, T0 + 300)
+    signals = slow.close_ready(now=1000.0)
+    other = _closing_store(client, namespace, "other")
+    assert other.close_ready(now=1031.0)  # slow is past the timeout: taken over
+    slow.mark_published()  # slow committed after all, but the close is no longer its own
+    ws = signals[0].window_start_ts
+    assert (slow.marker(ws) or {})["state"] == "pending" and client.zcard(slow.pending_key) == 9
+    other.mark_published()
+    assert (other.marker(ws) or {})["state"] == "published" and client.zcard(slow.pending_key) == 0
