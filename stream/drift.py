@@ -208,6 +208,8 @@ class DriftStage:
         self.metrics = DriftMetrics(registry)
         self.partitions: list[int] | None = None
         self._current: _Version | None = None
+        self._unpublished: list[DriftAlert] = []  # returned since the last commit
+        self._resend: list[DriftAlert] = []  # of a failed attempt, for the batch's redo
 
     def set_partitions(self, partitions: Iterable[int]) -> None:
         """The events topic's partitions: a merged window waits for all of them (or their idling)."""
@@ -284,8 +286,27 @@ class DriftStage:
         """Feed the rows the production version served; return the alerts to publish.
 
         ``rows`` index ``columns``; ``scores``, ``ts``, ``partitions`` and ``offsets`` are the
-        rows' own (already picked).
+        rows' own (already picked). A batch being redone (`rewound`) gets the alerts its failed
+        attempt returned again, first.
         """
+        alerts = self._observe(meta, columns, rows, scores, ts, partitions, offsets)
+        if self._resend:
+            fresh = {a.id for a in alerts}
+            alerts = [a for a in self._resend if a.id not in fresh] + alerts
+            self._resend = []
+        self._unpublished += alerts
+        return alerts
+
+    def _observe(
+        self,
+        meta: ModelVersion,
+        columns: Mapping[str, Sequence[Any]],
+        rows: np.ndarray,
+        scores: np.ndarray,
+        ts: np.ndarray,
+        partitions: np.ndarray,
+        offsets: np.ndarray,
+    ) -> list[DriftAlert]:
         v = self._version(meta)
         if v is None or len(rows) == 0:
             return []
@@ -338,12 +359,19 @@ class DriftStage:
         Called by the worker right after the commit. A worker killed before this call leaves its
         windows pending, and another worker (or its own restart) publishes them again.
         """
+        self._unpublished, self._resend = [], []
         v = self._current
         if v is not None:
             v.store.mark_published()
 
     def rewound(self) -> None:
-        """The batch's outputs failed and it will be redone: the redo publishes its windows again."""
+        """The batch's outputs failed and it will be redone: the redo publishes its alerts again.
+
+        Its windows are left to be taken over by the redo (from Redis); its other alerts (ADWIN's,
+        whose detectors will not see the redone events again) are kept here for the redo.
+        """
+        self._resend = list({a.id: a for a in [*self._resend, *self._unpublished]}.values())
+        self._unpublished = []
         v = self._current
         if v is not None:
             v.store.abandon()

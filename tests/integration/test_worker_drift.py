@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
+import orjson
 import pytest
 import redis
 from rich.console import Console
@@ -245,3 +246,109 @@ def test_sigkill_between_claiming_a_window_and_producing_its_alerts_loses_none(
     assert {json.loads(r.get(f"{prefix}:~closed:{int(ws)}") or b"{}")["state"] for ws in killed} == {
         "published"
     }
+
+
+class _Msg:
+    """Just what the worker reads of a consumed message."""
+
+    def __init__(self, topic: str, offset: int, key: bytes, value: bytes) -> None:
+        self._topic, self._offset, self._key, self._value = topic, offset, key, value
+
+    def topic(self) -> str:
+        return self._topic
+
+    def partition(self) -> int:
+        return 0
+
+    def offset(self) -> int:
+        return self._offset
+
+    def key(self) -> bytes:
+        return self._key
+
+    def value(self) -> bytes:
+        return self._value
+
+    def error(self) -> None:
+        return None
+
+
+class _DeliveryError:
+    def str(self) -> str:
+        return "broker unavailable (fake)"
+
+
+class _FakeKafka:
+    """Producer and consumer in one: produce, flush (the first one with a window's alert fails), commit."""
+
+    def __init__(self, alerts_topic: str) -> None:
+        self.alerts_topic = alerts_topic
+        self.queued: list[tuple[str, bytes, Any]] = []
+        self.delivered: list[tuple[str, bytes]] = []
+        self.failed: list[tuple[str, bytes]] = []
+        self.commits = 0
+        self.seeks = 0
+
+    def produce(self, topic: str, value: bytes, key: bytes | None = None, on_delivery: Any = None) -> None:
+        self.queued.append((topic, value, on_delivery))
+
+    def poll(self, _timeout: float = 0) -> int:
+        return 0
+
+    def flush(self, _timeout: float = 0) -> int:
+        fail = not self.failed and any(
+            topic == self.alerts_topic and DriftAlert.model_validate_json(value).detector != "adwin"
+            for topic, value, _ in self.queued
+        )
+        for topic, value, on_delivery in self.queued:
+            (self.failed if fail else self.delivered).append((topic, value))
+            if fail and on_delivery is not None:
+                on_delivery(_DeliveryError(), None)
+        self.queued = []
+        return 0
+
+    def commit(self, offsets: Any = None, asynchronous: bool = True) -> None:
+        self.commits += 1
+
+    def seek(self, _tp: Any) -> None:
+        self.seeks += 1
+
+
+def test_a_batch_whose_alerts_failed_is_redone_with_the_same_alerts(own_settings: Settings) -> None:
+    """The worker's own retry (an output failed): the redo produces the window's alerts as decided."""
+    from driftline.wiring import build_worker
+    from stream.scoring import wait_for_scorer
+    from stream.synthetic import FraudGenerator
+    from stream.worker import WorkerConfig
+
+    s = _settings(own_settings)
+    register(s)
+    r = redis_client(s)
+    topics = Topics(s.topic_prefix)
+    worker = build_worker(
+        s, WorkerConfig(model="fraud", group_id=f"{s.topic_prefix}-fake", worker_id="w-fake")
+    )
+    worker.consumer.close()
+    fake = _FakeKafka(topics.alerts)
+    worker.producer = fake  # type: ignore[assignment]
+    worker.consumer = fake  # type: ignore[assignment]
+    worker.scorer = wait_for_scorer(worker.follower, lambda: False)
+    assert worker.drift is not None
+    worker.drift.set_partitions([0])
+    gen = FraudGenerator(seed=4, entities=600, schedule=DriftSchedule(covariate_at=3_000), start_ts=START)
+    events = [e for b in gen.batches(9_000) for e in b.event_dicts()]
+    msgs = [_Msg(topics.events, i, e["entity_id"].encode(), orjson.dumps(e)) for i, e in enumerate(events)]
+    for lo in range(0, len(msgs), 500):
+        worker.process(msgs[lo : lo + 500])  # type: ignore[arg-type]
+    failed = [DriftAlert.model_validate_json(v) for t, v in fake.failed if t == topics.alerts]
+    sent = [DriftAlert.model_validate_json(v) for t, v in fake.delivered if t == topics.alerts]
+    assert failed and worker.metrics.retries._value.get() == 1
+    assert [a.id for a in sent] == list(dict.fromkeys(a.id for a in sent)), "an alert was sent twice"
+    assert all(a in sent for a in failed)  # the very alerts decided (ADWIN's too), once each
+    windowed = [a for a in failed if a.detector != "adwin"]
+    assert windowed
+    prefix = f"{s.topic_prefix}:drift:fraud:1"
+    assert r.zcard(f"{prefix}:~pending") == 0
+    for a in windowed:
+        raw = r.get(f"{prefix}:~closed:{int(a.window_start_ts)}")
+        assert json.loads(raw or b"{}")["state"] == "published"
