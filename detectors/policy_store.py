@@ -16,11 +16,11 @@ Decisions are rare (a window closing, an ADWIN cut), so the round trips cost not
 path: a call without signals or window statistics does not touch Redis. The state is saved
 *before* the worker publishes the alerts. ``decide(..., record=...)`` queues the caller's own
 writes in the same ``MULTI``: the worker stores each merged window's decided alerts in its closing
-marker (`detectors.window_store.WindowStore.record_decision`), so a worker that dies before
-publishing them leaves them to be published as they are by whoever takes the window over - the
-policy is not asked again, so it neither counts them twice nor drops them as already emitted.
-(ADWIN's alerts have no such record: a worker killed between this decision and its ADWIN
-checkpoint redoes the batch, and the policy drops the re-detected alert's id as emitted.)
+marker, and the other alerts (ADWIN's) in an outbox
+(`detectors.window_store.WindowStore.record_decision`), until they are published. A worker that
+dies before publishing them leaves them to be published as they are by whoever takes them over -
+the policy is not asked again, so it neither counts them twice nor drops them as already emitted
+before they ever were.
 
 >>> shared = SharedAlertPolicy(redis.Redis(port=1), "dl:drift:fraud:3:~policy")  # never connects here:
 >>> shared.decide([], model="fraud", version=3)  # nothing to decide, so no round trip

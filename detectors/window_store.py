@@ -24,6 +24,8 @@ window start in epoch seconds; ``<m>:<v>`` the model and version):
                                                 ``at`` (claim time), a decided window's ``alerts``
 ``<ns>:drift:<m>:<v>:~pending``                 sorted set of windows claimed, not published (score =
                                                 claim or takeover time)
+``<ns>:drift:<m>:<v>:~outbox``                  hash: alert id -> ``{owner, at, alert}``, the alerts
+                                                decided outside merged windows (ADWIN's), unpublished
 ==============================================  ======================================================
 
 Every key expires ``ttl_seconds`` (default a day) after its last write.
@@ -57,11 +59,13 @@ and committing the batch that carries its alerts loses none of them:
    to ``~pending``; the window is in this instance's ``inflight``;
 2. *decide*: the shared alert policy (`detectors.policy_store.SharedAlertPolicy`) decides on the
    signals and, in the same ``MULTI`` as its own state, `record_decision` stores each window's
-   alerts in its marker (``state: "decided"``); a window without alerts stays "pending";
+   alerts in its marker (``state: "decided"``; a window without alerts stays "pending") and the
+   batch's other alerts - ADWIN's, per partition - in ``~outbox``;
 3. the worker produces the alerts with the batch's other outputs and commits the batch (its Kafka
    transaction, or flush + offset commit);
 4. *published*: only then does `mark_published` set ``state: "published"`` and drop the windows
-   from ``~pending`` - those the instance still owns (compare-and-set on the owner).
+   from ``~pending`` - those the instance still owns (compare-and-set on the owner) - and its
+   alerts from ``~outbox``.
 
 Every `close_ready` also reads ``~pending`` (in its first round trip: free while it is empty, as
 it is between batches) and takes over a close - compare-and-set on the marker - whose claim or
@@ -70,11 +74,13 @@ last takeover is ``close_timeout_seconds`` old, whose owner is this worker id's 
 after `abandon` (a batch whose outputs failed and is redone). A "pending" window is evaluated
 again from its final counts (same signals, decided now for the first time); a "decided" one
 gives its stored alerts in ``recovered``, to be produced as they are, without asking the policy
-again: so the policy counts each alert once and never drops one as a duplicate of itself that was
-never produced. The alert ids are deterministic, so a close re-published after its alerts did go
-out (a kill between the commit and step 4, or an owner slower than the timeout, whose step 4
-then leaves the close to the worker that took it over) repeats alerts with the same ids, which
-consumers drop. The cost is one more Redis call per batch that closed a window, after its commit.
+again; so does an outbox entry, by the same rules (an ADWIN that re-detects the change on the
+replayed events finds its alert's id emitted, and the outbox publishes it). So the policy counts
+each alert once and never drops one as a duplicate of itself that was never produced. The alert
+ids are deterministic, so a close re-published after its alerts did go out (a kill between the
+commit and step 4, or an owner slower than the timeout, whose step 4 then leaves the close to
+the worker that took it over) repeats alerts with the same ids, which consumers drop. The cost
+is one more Redis call per batch that closed a window or alerted, after its commit.
 
 **KS on merged windows** is approximate: a window's full list of values would not fit the hot path,
 so each numeric feature keeps a **bottom-k sample**: every event gets a pseudo-random key
@@ -164,6 +170,13 @@ for i = 2, #KEYS do
   end
   if mine or not raw then redis.call('ZREM', KEYS[1], ARGV[2 * i - 1]) end
 end
+return 1
+"""
+
+# Take an outbox entry over: compare-and-set on its whole value.
+_TAKEOVER_ALERT_LUA = """
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
 return 1
 """
 
@@ -387,10 +400,14 @@ class WindowStore:
         self._claim = self.r.register_script(_CLAIM_LUA)
         self._takeover = self.r.register_script(_TAKEOVER_LUA)
         self._publish = self.r.register_script(_PUBLISH_LUA)
+        self._takeover_alert = self.r.register_script(_TAKEOVER_ALERT_LUA)
+        self._now = time.time()  # of the last `close_ready`: the clock of claims and the outbox
         self.windows: list[WindowStat] = []
         """`WindowStat` of every window evaluated by the last `close_ready`."""
         self.inflight: dict[float, float] = {}
         """Windows this instance closed (or took over) and not yet published: start -> claim time."""
+        self.outbox: set[str] = set()
+        """Ids of the alerts in the outbox this instance recorded (or took over), not yet published."""
         self.recovered: list[DriftAlert] = []
         """Alerts of windows taken over by the last `close_ready` that had been decided but never
         published: the worker produces them again as they are (same ids), without a new decision."""
@@ -416,6 +433,11 @@ class WindowStore:
 
     def closed_key(self, window_start: float) -> str:
         return f"{self._prefix}:~closed:{_ts_text(window_start)}"
+
+    @property
+    def outbox_key(self) -> str:
+        """Hash: alert id -> the alerts decided outside merged windows (ADWIN's), not yet published."""
+        return f"{self._prefix}:~outbox"
 
     @property
     def pending_key(self) -> str:
@@ -616,11 +638,13 @@ class WindowStore:
         ``inflight`` until `mark_published` (after the batch is committed) or `abandon`.
         """
         now = time.time() if now is None else now
+        self._now = now
         pipe = self.r.pipeline(transaction=False)
         pipe.hgetall(self.partitions_key)
         pipe.zrange(self.windows_key, 0, -1)
         pipe.zrange(self.pending_key, 0, -1)
-        raw_parts, raw_windows, raw_pending = pipe.execute()
+        pipe.hgetall(self.outbox_key)
+        raw_parts, raw_windows, raw_pending, raw_outbox = pipe.execute()
         wm = self._watermark({_text(k): _text(v) for k, v in raw_parts.items()}, now)
         self.windows = []
         self.recovered = []
@@ -638,6 +662,8 @@ class WindowStore:
             self.inflight[ws] = now
         orphans = sorted({float(_text(w)) for w in raw_pending} - set(self.inflight))
         evaluate = sorted(won + (self._take_over(orphans, now) if orphans else []))
+        if raw_outbox:
+            self._take_over_alerts(raw_outbox, now)
         if not evaluate:
             return []
         pipe = self.r.pipeline(transaction=False)
@@ -680,13 +706,7 @@ class WindowStore:
             if m is None or m.get("state") not in ("pending", "decided"):
                 done.append(_ts_text(ws))  # expired or published: nothing left to do
                 continue
-            owner = str(m.get("owner", ""))
-            gone = (
-                owner == self.owner
-                or owner.rsplit("/", 1)[0] == self.worker_id
-                or now - float(m.get("at", 0.0)) >= self.close_timeout_seconds
-            )
-            if not gone:
+            if not self._gone(str(m.get("owner", "")), float(m.get("at", 0.0)), now):
                 continue  # another worker's close, in flight
             new = {**m, "owner": self.owner, "at": now}
             ok = self._takeover(
@@ -704,16 +724,52 @@ class WindowStore:
             self.r.zrem(self.pending_key, *done)
         return evaluate
 
+    def _gone(self, owner: str, at: float, now: float) -> bool:
+        """Whether an in-flight owner is gone: timed out, a previous instance, or this one's abandoned."""
+        return (
+            owner == self.owner
+            or owner.rsplit("/", 1)[0] == self.worker_id
+            or now - at >= self.close_timeout_seconds
+        )
+
+    def _take_over_alerts(self, raw_outbox: Mapping[Any, Any], now: float) -> None:
+        for field, raw in raw_outbox.items():
+            aid = _text(field)
+            if aid in self.outbox:
+                continue
+            doc = json.loads(_text(raw))
+            if not self._gone(str(doc.get("owner", "")), float(doc.get("at", 0.0)), now):
+                continue
+            new = json.dumps({**doc, "owner": self.owner, "at": now}, separators=(",", ":"))
+            if int(self._takeover_alert(keys=[self.outbox_key], args=[aid, _text(raw), new])):
+                self.outbox.add(aid)
+                self.recovered.append(DriftAlert.model_validate(doc["alert"]))
+
     def record_decision(self, pipe: Any, alerts: Sequence[DriftAlert]) -> None:
-        """Queue on `pipe` (the alert policy's ``MULTI``) the alerts decided for the in-flight windows.
+        """Queue on `pipe` (the alert policy's ``MULTI``) where the decided alerts are kept until published.
 
         A window with alerts becomes "decided" atomically with the policy state that emitted them,
-        so whoever takes it over publishes exactly these alerts rather than deciding again.
+        so whoever takes it over publishes exactly these alerts rather than deciding again; the
+        other alerts (ADWIN's) go to the outbox, likewise.
         """
+        kept: set[str] = set()
         for ws, at in self.inflight.items():
             mine = [a for a in alerts if a.detector in WINDOWED_DETECTORS and a.window_start_ts == ws]
             if mine:
                 pipe.set(self.closed_key(ws), self._marker_value("decided", at, mine), xx=True, keepttl=True)
+                kept |= {a.id for a in mine}
+        loose = {a.id: a for a in alerts if a.id not in kept}
+        if loose:
+            entry = {"owner": self.owner, "at": self._now}
+            pipe.hset(
+                self.outbox_key,
+                mapping={
+                    aid: json.dumps({**entry, "alert": a.model_dump(mode="json")}, separators=(",", ":"))
+                    for aid, a in loose.items()
+                },
+            )
+            pipe.expire(self.outbox_key, self.ttl_seconds)
+            self.outbox |= set(loose)
 
     def mark_published(self) -> None:
         """The in-flight windows' alerts are produced and their batch committed: mark them published.
@@ -721,6 +777,9 @@ class WindowStore:
         Only the windows this instance still owns: one taken over meanwhile (this worker was slower
         than ``close_timeout_seconds``) stays pending for its new owner, which publishes it again.
         """
+        if self.outbox:
+            self.r.hdel(self.outbox_key, *sorted(self.outbox))
+            self.outbox.clear()
         if not self.inflight:
             return
         args: list[str] = [self.owner]
@@ -732,6 +791,7 @@ class WindowStore:
     def abandon(self) -> None:
         """The batch that closed the in-flight windows will be redone: let the redo take them over."""
         self.inflight.clear()
+        self.outbox.clear()
         self.recovered = []
 
     def _evaluate_window(

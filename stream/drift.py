@@ -344,7 +344,7 @@ class DriftStage:
             model=meta.name,
             version=meta.version,
             windows=windows,
-            record=v.store.record_decision if v.store.inflight else None,
+            record=v.store.record_decision,
         )
         if v.store.inflight and any(a.detector in WINDOWED_DETECTORS for a in alerts):
             fault_point("window-decided")  # a window's alerts decided and recorded, not produced yet

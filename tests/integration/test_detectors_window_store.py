@@ -459,3 +459,31 @@ def test_a_slow_owner_does_not_publish_a_close_taken_over_from_it(
     assert (slow.marker(ws) or {})["state"] == "pending" and client.zcard(slow.pending_key) == 9
     other.mark_published()
     assert (other.marker(ws) or {})["state"] == "published" and client.zcard(slow.pending_key) == 0
+
+
+def test_adwin_alerts_wait_in_the_outbox_until_published(client: redis.Redis, namespace: str) -> None:
+    policy = _policy(client, namespace)
+    dead = _closing_store(client, namespace, "dead")
+    dead.close_ready(now=1000.0)  # nothing to close: just its clock
+    cut = DriftSignal(
+        detector="adwin", feature="__score__", statistic=0.8, threshold=0.5, severity="critical",
+        window_start_ts=T0, window_end_ts=T0 + 50, window_start_index=0, window_end_index=5000,
+        n_window=5000, n_reference=5000, message="score moved", partition=2, window_offsets={2: (40, 5039)},
+    )  # fmt: skip
+    (alert,) = policy.decide([cut], model="fraud", version=3, record=dead.record_decision)
+    assert dead.outbox == {alert.id} and client.hlen(dead.outbox_key) == 1
+    # killed before producing it; the policy would now drop the re-detected cut as emitted...
+    assert policy.decide([cut], model="fraud", version=3) == []
+    # ...but the outbox keeps it: another worker publishes it once the owner timed out
+    other = _closing_store(client, namespace, "other")
+    other.close_ready(now=1010.0)
+    assert other.recovered == []
+    other.close_ready(now=1031.0)
+    assert other.recovered == [alert] and other.outbox == {alert.id}
+    third = _closing_store(client, namespace, "third")
+    third.close_ready(now=1032.0)
+    assert third.recovered == []  # taken over once
+    other.mark_published()
+    assert client.hlen(other.outbox_key) == 0 and other.outbox == set()
+    third.close_ready(now=9000.0)
+    assert third.recovered == []

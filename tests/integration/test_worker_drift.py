@@ -242,10 +242,13 @@ def test_sigkill_between_claiming_a_window_and_producing_its_alerts_loses_none(
         if a.detector in ("psi", "missing_rate"):
             assert a.n_window == expected[start]
         assert _window_count(r, s, "amount", start) == expected[start]
-    assert r.zcard(f"{prefix}:~pending") == 0
+    assert r.zcard(f"{prefix}:~pending") == 0 and r.hlen(f"{prefix}:~outbox") == 0
     assert {json.loads(r.get(f"{prefix}:~closed:{int(ws)}") or b"{}")["state"] for ws in killed} == {
         "published"
     }
+    # every alert the shared policy decided (ADWIN's too) is on the topic, once
+    history: list[bytes] = r.lrange(f"{s.topic_prefix}:alerts", 0, -1)  # type: ignore[assignment]
+    assert sorted(json.loads(x)["id"] for x in history) == sorted(ids)
 
 
 class _Msg:
