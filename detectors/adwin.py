@@ -62,7 +62,8 @@ class Cut:
     """One settled ADWIN detection.
 
     ``start_*``: the first event of ADWIN's window before the cut; ``cut_*``: the event at which
-    ADWIN cut; ``end_*``: the event at which the change was measured, ``settle`` values later.
+    ADWIN cut; ``end_*``: the event at which the change was measured, ``settle`` values later
+    (``*_offset``: their Kafka offsets, when the caller passes them).
     ``mean_before``: the part ADWIN dropped; ``mean_after``: the ``n_after`` values after the cut.
     """
 
@@ -76,6 +77,8 @@ class Cut:
     n_after: int
     mean_before: float
     mean_after: float
+    start_offset: int | None = None
+    end_offset: int | None = None
 
 
 class _Adwin:
@@ -88,11 +91,18 @@ class _Adwin:
         self.adwin = ADWIN(delta=delta, clock=clock, grace_period=grace_period)
         self.start_index: int | None = None  # first event of ADWIN's current window
         self.start_ts = math.nan
+        self.start_offset: int | None = None
         self.width, self.total = 0, 0.0  # the window's size and sum, as we fed it
         self.pending: dict[str, Any] | None = None  # a cut waiting for `settle` values after it
 
-    def feed(self, x: np.ndarray, index: np.ndarray, ts: np.ndarray) -> list[Cut]:
-        """Feed finite values `x` (with their event indices and times); return the settled cuts."""
+    def feed(
+        self, x: np.ndarray, index: np.ndarray, ts: np.ndarray, offsets: np.ndarray | None = None
+    ) -> list[Cut]:
+        """Feed finite values `x` (with their event indices, times and offsets); return the settled cuts."""
+
+        def off(i: int) -> int | None:
+            return None if offsets is None else int(offsets[i])
+
         adwin = self.adwin
         if adwin.drift_detected:  # (a state saved by river's own update) the next update resets
             adwin._reset()
@@ -105,6 +115,7 @@ class _Adwin:
         while pos < x.size:
             if self.start_index is None or self.width == 0:
                 self.start_index, self.start_ts = int(index[pos]), float(ts[pos])
+                self.start_offset = off(pos)
             limit = x.size - pos
             if self.pending is not None:
                 limit = min(limit, self.settle - self.width)
@@ -122,18 +133,19 @@ class _Adwin:
                 self.total = float(cum[-1])
                 pos += seg.size
                 if self.pending is not None and self.width >= self.settle:
-                    cuts.append(self._settle(int(index[pos - 1]), float(ts[pos - 1])))
+                    cuts.append(self._settle(int(index[pos - 1]), float(ts[pos - 1]), off(pos - 1)))
                 continue
             i = pos + cut
             n0, t0 = self.width + cut + 1, float(cum[cut + 1])
             if self.pending is not None:  # cut again before settling: settle on what came so far
                 self.width, self.total = n0, t0
-                cuts.append(self._settle(int(index[i]), float(ts[i])))
+                cuts.append(self._settle(int(index[i]), float(ts[i]), off(i)))
             n1, t1 = int(helper.get_width()), float(helper.get_total())
             dropped = n0 - n1
             self.pending = {
                 "start_index": self.start_index,
                 "start_ts": self.start_ts,
+                "start_offset": self.start_offset,
                 "cut_index": int(index[i]) + 1,
                 "cut_ts": float(ts[i]),
                 "n_before": dropped,
@@ -145,7 +157,7 @@ class _Adwin:
             pos = i + 1
         return cuts
 
-    def _settle(self, end_index: int, end_ts: float) -> Cut:
+    def _settle(self, end_index: int, end_ts: float, end_offset: int | None = None) -> Cut:
         p = self.pending
         assert p is not None
         self.pending = None
@@ -160,6 +172,8 @@ class _Adwin:
             n_after=self.width,
             mean_before=float(p["mean_before"]),
             mean_after=self.total / self.width if self.width else math.nan,
+            start_offset=p.get("start_offset"),
+            end_offset=end_offset,
         )
 
     def state(self) -> dict[str, Any]:
@@ -170,6 +184,7 @@ class _Adwin:
             "drift_detected": bool(self.adwin.drift_detected),
             "start_index": self.start_index,
             "start_ts": None if math.isnan(self.start_ts) else self.start_ts,
+            "start_offset": self.start_offset,
             "width": self.width,
             "total": self.total,
             "pending": self.pending,
@@ -187,6 +202,7 @@ class _Adwin:
         self.adwin._drift_detected = bool(state["drift_detected"])
         self.start_index = state["start_index"]
         self.start_ts = math.nan if state["start_ts"] is None else float(state["start_ts"])
+        self.start_offset = state.get("start_offset")
         self.width, self.total = int(state["width"]), float(state["total"])
         self.pending = state["pending"]
 
@@ -229,23 +245,32 @@ class _AdwinBase:
         """Mean of ADWIN's current window (NaN while it is empty); ranks if fed ranks."""
         return self._core.total / self._core.width if self._core.width else math.nan
 
-    def _feed(self, values: np.ndarray, ts: np.ndarray) -> list[Cut]:
+    def _feed(self, values: np.ndarray, ts: np.ndarray, offsets: np.ndarray | None = None) -> list[Cut]:
         x = as_float(np.asarray(values))
         ts = np.asarray(ts, dtype=np.float64)
         if x.shape != ts.shape:
             raise ValueError(f"{self.feature}: {len(x)} values but {len(ts)} timestamps")
+        offs = None if offsets is None else np.asarray(offsets, dtype=np.int64)
+        if offs is not None and offs.shape != ts.shape:
+            raise ValueError(f"{self.feature}: {len(offs)} offsets but {len(ts)} timestamps")
         index = np.arange(self.n_seen, self.n_seen + x.size, dtype=np.int64)
         self.n_seen += x.size
         ok = np.isfinite(x)
         if not ok.all():
             x, index, ts = x[ok], index[ok], ts[ok]
-        return self._core.feed(x, index, ts)
+            offs = None if offs is None else offs[ok]
+        return self._core.feed(x, index, ts, offs)
 
-    def _signal(self, cut: Cut, statistic: float, effect: float, message: str) -> DriftSignal | None:
+    def _signal(
+        self, cut: Cut, statistic: float, effect: float, message: str, partition: int | None = None
+    ) -> DriftSignal | None:
         graded = grade(statistic, self.warning, self.critical)
         if graded is None:
             return None
         severity, threshold = graded
+        offsets: dict[int, tuple[int, int]] = {}
+        if partition is not None and cut.start_offset is not None and cut.end_offset is not None:
+            offsets[partition] = (cut.start_offset, cut.end_offset)
         return DriftSignal(
             detector=self.detector,
             feature=self.feature,
@@ -261,6 +286,8 @@ class _AdwinBase:
             n_window=cut.n_before + cut.n_after,
             n_reference=self.n_reference,
             message=f"{message} ({severity})",
+            partition=partition,
+            window_offsets=offsets,
         )
 
     def _config(self) -> dict[str, Any]:
@@ -338,13 +365,23 @@ class AdwinDetector(_AdwinBase):
             reference_std = float(np.std(mid_ranks(self._sorted, self._sorted), ddof=1))
         self.reference_std = reference_std if reference_std and reference_std > 0 else None
 
-    def update(self, values: np.ndarray, ts: np.ndarray) -> list[DriftSignal]:
-        """Feed a batch (NaN/None skipped); return a signal per ADWIN cut of at least ``warning``."""
+    def update(
+        self,
+        values: np.ndarray,
+        ts: np.ndarray,
+        offsets: np.ndarray | None = None,
+        partition: int | None = None,
+    ) -> list[DriftSignal]:
+        """Feed a batch (NaN/None skipped); return a signal per ADWIN cut of at least ``warning``.
+
+        With the values' Kafka ``offsets`` (increasing) and their ``partition``, each signal carries
+        the partition and the first and last offset of its window (``window_offsets``).
+        """
         x = as_float(np.asarray(values))
         if self._sorted is not None:
             x = np.where(np.isnan(x), np.nan, mid_ranks(self._sorted, x))
         out = []
-        for cut in self._feed(x, ts):
+        for cut in self._feed(x, ts, offsets):
             change = cut.mean_after - cut.mean_before
             stat = abs(change) / self.reference_std if self.reference_std else abs(change)
             what = "mean reference rank" if self._sorted is not None else "mean"
@@ -353,7 +390,7 @@ class AdwinDetector(_AdwinBase):
                 f"{self.feature}: {what} moved from {fmt(cut.mean_before)} to {fmt(cut.mean_after)} "
                 f"at event {cut.cut_index} ({fmt(stat)}{unit}, ADWIN delta {self.delta})"
             )
-            sig = self._signal(cut, stat, change, msg)
+            sig = self._signal(cut, stat, change, msg, partition)
             if sig is not None:
                 out.append(sig)
         self.windows = [s.stat() for s in out]

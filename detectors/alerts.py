@@ -105,6 +105,10 @@ class DriftAlert(BaseModel):
     severity: Severity
     message: str
     corroborated_by: list[DetectorName] = Field(default_factory=list)
+    partition: int | None = None
+    """The partition a per-partition detector (ADWIN) ran on; None for windows merged across partitions."""
+    window_offsets: dict[int, tuple[int, int]] = Field(default_factory=dict)
+    """Per partition, the first and last Kafka offset of the window's events (empty: not known)."""
 
     @classmethod
     def from_signal(cls, s: DriftSignal, model: str, version: int, ts: datetime | None = None) -> DriftAlert:
@@ -136,6 +140,8 @@ class DriftAlert(BaseModel):
             n_reference=s.n_reference,
             severity=s.severity,
             message=s.message,
+            partition=s.partition,
+            window_offsets=dict(s.window_offsets),
         )
 
 

@@ -14,8 +14,13 @@ API see recent alerts without reading Kafka; the worker and the outcome joiner u
 
 Decisions are rare (a window closing, an ADWIN cut), so the round trips cost nothing on the hot
 path: a call without signals or window statistics does not touch Redis. The state is saved
-*before* the worker publishes the alerts: a worker that dies in between loses those alerts
-rather than repeating them later (the merged window that raised them is closed once, too).
+*before* the worker publishes the alerts. ``decide(..., record=...)`` queues the caller's own
+writes in the same ``MULTI``: the worker stores each merged window's decided alerts in its closing
+marker, and the other alerts (ADWIN's) in an outbox
+(`detectors.window_store.WindowStore.record_decision`), until they are published. A worker that
+dies before publishing them leaves them to be published as they are by whoever takes them over -
+the policy is not asked again, so it neither counts them twice nor drops them as already emitted
+before they ever were.
 
 >>> shared = SharedAlertPolicy(redis.Redis(port=1), "dl:drift:fraud:3:~policy")  # never connects here:
 >>> shared.decide([], model="fraud", version=3)  # nothing to decide, so no round trip
@@ -26,6 +31,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import redis
 
@@ -72,8 +78,13 @@ class SharedAlertPolicy:
         model: str,
         version: int,
         windows: Iterable[WindowStat] = (),
+        record: Callable[[Any, list[DriftAlert]], None] | None = None,
     ) -> list[DriftAlert]:
-        """The alerts to publish; the shared state is updated atomically with the decision."""
+        """The alerts to publish; the shared state is updated atomically with the decision.
+
+        ``record(pipe, alerts)`` may queue more writes in the same ``MULTI`` (called once per
+        attempt, with that attempt's alerts).
+        """
         stats = list(windows)
         if not signals and not stats:
             return []
@@ -88,6 +99,8 @@ class SharedAlertPolicy:
                     if self.history_key is not None and alerts:
                         pipe.lpush(self.history_key, *[a.model_dump_json() for a in alerts])
                         pipe.ltrim(self.history_key, 0, self.history_size - 1)
+                    if record is not None:
+                        record(pipe, alerts)
                     pipe.execute()
                     return alerts
                 except redis.WatchError:

@@ -6,7 +6,9 @@ window it evaluated, drifted or not, is also left in its ``windows`` attribute a
 below its threshold and re-arm (hysteresis).
 
 Times are event time in float epoch seconds; indices count the events the detector was fed
-(``window_start_index`` inclusive, ``window_end_index`` exclusive).
+(``window_start_index`` inclusive, ``window_end_index`` exclusive). Where the events came from Kafka,
+``window_offsets`` gives, per partition, the first and last offset of the window's events (a merged
+window spans many partitions; a per-partition detector such as ADWIN also sets ``partition``).
 
 >>> s = DriftSignal(detector="psi", feature="amount", statistic=0.31, threshold=0.2, p_value=None,
 ...                 effect_size=0.31, severity="critical", window_start_ts=0.0, window_end_ts=60.0,
@@ -66,6 +68,10 @@ class DriftSignal(_Model):
     n_window: int = Field(ge=0)
     n_reference: int = Field(ge=0)
     message: str
+    partition: int | None = None
+    """The partition of a per-partition detector's stream (ADWIN); None for merged windows."""
+    window_offsets: dict[int, tuple[int, int]] = Field(default_factory=dict)
+    """Per partition, the first and last Kafka offset of the window's events (empty: not known)."""
 
     @property
     def key(self) -> tuple[str, str]:

@@ -17,7 +17,15 @@ window start in epoch seconds; ``<m>:<v>`` the model and version):
 ``<ns>:drift:<m>:<v>:~partitions``              hash: ``o:<p>`` last offset added, ``t:<p>`` max event
                                                 time, ``s:<p>`` wall-clock time of the last batch
 ``<ns>:drift:<m>:<v>:~windows``                 sorted set of windows not closed yet (score = start)
-``<ns>:drift:<m>:<v>:~closed:<ws>``             closing marker (SET NX), value = the closing worker
+``<ns>:drift:<m>:<v>:~offsets:<ws>``            hash: ``f:<p>`` / ``l:<p>`` first and last offset of
+                                                partition ``p`` added to the window
+``<ns>:drift:<m>:<v>:~closed:<ws>``             closing marker (SET NX), JSON: ``owner`` (worker id /
+                                                instance), ``state`` (pending, decided, published),
+                                                ``at`` (claim time), a decided window's ``alerts``
+``<ns>:drift:<m>:<v>:~pending``                 sorted set of windows claimed, not published (score =
+                                                claim or takeover time)
+``<ns>:drift:<m>:<v>:~outbox``                  hash: alert id -> ``{owner, at, alert}``, the alerts
+                                                decided outside merged windows (ADWIN's), unpublished
 ==============================================  ======================================================
 
 Every key expires ``ttl_seconds`` (default a day) after its last write.
@@ -26,8 +34,10 @@ Every key expires ``ttl_seconds`` (default a day) after its last write.
 partitions - which checks each partition's stored offset against the one the worker last saw
 (compare-and-set), adds the counts and samples of windows not closed yet (events for a closed
 window are *late*: dropped and counted), then stores each partition's new offset and max event
-time. Events at offsets at or below a partition's stored offset were already added (a replay
-after a crash or rebalance) and are skipped, so counts are exact under at-least-once delivery. If
+time, and per window and partition the first offset added (HSETNX) and the last one (HSET: a
+partition's fresh offsets are above all it added before) - the signals' ``window_offsets``.
+Events at offsets at or below a partition's stored offset were already added (a replay after a
+crash or rebalance) and are skipped, so counts are exact under at-least-once delivery. If
 another worker moved a partition's offset meanwhile (a rebalance), the script changes nothing, the
 worker re-reads the offsets and retries.
 
@@ -36,12 +46,41 @@ partitions, of each one's max event time (``partitions`` = the topic's partition
 seen yet holds every window open; with ``idle_timeout_seconds``, partitions with no batch for that
 long - or never seen, once the first batch of any partition is that old - are left out). A
 window ``[ws, ws + W)`` is due when the watermark reaches
-``ws + W + allowed_lateness``. The first worker to ``SET NX`` its closing marker closes it - exactly
-once: any later increment for that window is rejected as late by the script, so the counts it
-reads are final - computes PSI, the missing rate and KS on the merged data and returns the
-signals (a worker that dies between the SET and publishing loses that window's signals: closing is
-at most once). The signals' ``window_start_index`` / ``window_end_index`` are the window number
-``k`` and ``k + 1`` (there is no global event counter across workers).
+``ws + W + allowed_lateness``. The first worker to ``SET NX`` its closing marker closes it - the
+decision is taken exactly once: any later increment for that window is rejected as late by the
+script, so the counts it reads are final - computes PSI, the missing rate and KS on the merged data
+and returns the signals. The signals' ``window_start_index`` / ``window_end_index`` are the window
+number ``k`` and ``k + 1`` (there is no global event counter across workers).
+
+**Publishing is at least once** - a worker killed (SIGKILL) anywhere between claiming a window
+and committing the batch that carries its alerts loses none of them:
+
+1. *claim*: one script sets the marker ``{owner, state: "pending", at}`` (NX) and adds the window
+   to ``~pending``; the window is in this instance's ``inflight``;
+2. *decide*: the shared alert policy (`detectors.policy_store.SharedAlertPolicy`) decides on the
+   signals and, in the same ``MULTI`` as its own state, `record_decision` stores each window's
+   alerts in its marker (``state: "decided"``; a window without alerts stays "pending") and the
+   batch's other alerts - ADWIN's, per partition - in ``~outbox``;
+3. the worker produces the alerts with the batch's other outputs and commits the batch (its Kafka
+   transaction, or flush + offset commit);
+4. *published*: only then does `mark_published` set ``state: "published"`` and drop the windows
+   from ``~pending`` - those the instance still owns (compare-and-set on the owner) - and its
+   alerts from ``~outbox``.
+
+Every `close_ready` also reads ``~pending`` (in its first round trip: free while it is empty, as
+it is between batches) and takes over a close - compare-and-set on the marker - whose claim or
+last takeover is ``close_timeout_seconds`` old, whose owner is this worker id's previous instance
+(a restart with the same ``worker_id`` takes its windows back at once) or this instance itself
+after `abandon` (a batch whose outputs failed and is redone). A "pending" window is evaluated
+again from its final counts (same signals, decided now for the first time); a "decided" one
+gives its stored alerts in ``recovered``, to be produced as they are, without asking the policy
+again; so does an outbox entry, by the same rules (an ADWIN that re-detects the change on the
+replayed events finds its alert's id emitted, and the outbox publishes it). So the policy counts
+each alert once and never drops one as a duplicate of itself that was never produced. The alert
+ids are deterministic, so a close re-published after its alerts did go out (a kill between the
+commit and step 4, or an owner slower than the timeout, whose step 4 then leaves the close to
+the worker that took it over) repeats alerts with the same ids, which consumers drop. The cost
+is one more Redis call per batch that closed a window or alerted, after its commit.
 
 **KS on merged windows** is approximate: a window's full list of values would not fit the hot path,
 so each numeric feature keeps a **bottom-k sample**: every event gets a pseudo-random key
@@ -66,9 +105,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import signal
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -76,6 +117,7 @@ from urllib.parse import quote
 import numpy as np
 import redis
 
+from detectors.alerts import DriftAlert
 from detectors.base import Evaluation
 from detectors.ks import KSWindow, benjamini_hochberg
 from detectors.missing import MissingRate
@@ -86,6 +128,65 @@ from detectors.signals import SCORE_FEATURE, DriftSignal, WindowStat
 from detectors.windowing import ClosedWindow
 
 _MAX_ATTEMPTS = 20
+WINDOWED_DETECTORS = frozenset({"psi", "ks", "missing_rate"})
+"""The detectors whose signals come from merged windows (and whose alerts a closing marker keeps)."""
+
+FAULT_ENV = "DRIFTLINE_FAULT_INJECT"
+"""Fault injection for tests: SIGKILL the process at the `fault_point` this variable names."""
+
+
+def fault_point(name: str) -> None:
+    """Kill this process (SIGKILL, no cleanup) if ``$DRIFTLINE_FAULT_INJECT`` is `name` (tests only)."""
+    if os.environ.get(FAULT_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+# Claim due windows: SET NX each closing marker; a won window goes into the pending set, in the
+# same script, so no claimed window can be missing from it.
+_CLAIM_LUA = """
+local won = {}
+for i = 3, #KEYS do
+  local ws = ARGV[1 + i]
+  if redis.call('SET', KEYS[i], ARGV[1], 'NX', 'EX', ARGV[3]) then
+    redis.call('ZADD', KEYS[1], ARGV[2], ws)
+    won[#won + 1] = ws
+  end
+  redis.call('ZREM', KEYS[2], ws)
+end
+if #won > 0 then redis.call('EXPIRE', KEYS[1], ARGV[3]) end
+return won
+"""
+
+# Mark closes published - only those this instance still owns (a close another worker took over
+# meanwhile is left to it, pending); a marker gone (expired) just leaves the pending set.
+_PUBLISH_LUA = """
+for i = 2, #KEYS do
+  local raw = redis.call('GET', KEYS[i])
+  local mine = false
+  if raw then
+    local ok, m = pcall(cjson.decode, raw)
+    mine = ok and type(m) == 'table' and m['owner'] == ARGV[1]
+    if mine then redis.call('SET', KEYS[i], ARGV[2 * i - 2], 'KEEPTTL') end
+  end
+  if mine or not raw then redis.call('ZREM', KEYS[1], ARGV[2 * i - 1]) end
+end
+return 1
+"""
+
+# Take an outbox entry over: compare-and-set on its whole value.
+_TAKEOVER_ALERT_LUA = """
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+return 1
+"""
+
+# Take a pending close over: compare-and-set on the marker's whole value.
+_TAKEOVER_LUA = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
+return 1
+"""
 
 _ADD_LUA = """
 local doc = cjson.decode(ARGV[1])
@@ -121,6 +222,13 @@ for _, it in ipairs(doc.zadd) do
     touched[it[1]] = 'z'
   end
 end
+for _, it in ipairs(doc.offs) do
+  if open[it[2]] then
+    redis.call('HSETNX', KEYS[it[1]], 'f:' .. it[3], it[4])
+    redis.call('HSET', KEYS[it[1]], 'l:' .. it[3], it[5])
+    touched[it[1]] = 'h'
+  end
+end
 for k, kind in pairs(touched) do
   if kind == 'z' then redis.call('ZREMRANGEBYRANK', KEYS[k], doc.k, -1) end
   redis.call('EXPIRE', KEYS[k], ttl)
@@ -153,6 +261,30 @@ def _text(value: bytes | str | None) -> str:
     if value is None:
         return ""
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _window_offsets(raw: Mapping[Any, Any]) -> dict[int, tuple[int, int]]:
+    """``{f:<p>: first, l:<p>: last}`` (the offsets hash of a window) -> ``{p: (first, last)}``."""
+    fields = {_text(k): int(_text(v)) for k, v in raw.items()}
+    return {
+        int(k[2:]): (v, fields.get(f"l:{k[2:]}", v))
+        for k, v in sorted(fields.items(), key=lambda kv: int(kv[0][2:]))
+        if k.startswith("f:")
+    }
+
+
+def _parse_marker(raw: bytes | str | None) -> dict[str, Any] | None:
+    """A closing marker's JSON (None if absent); a plain worker id (older markers) reads as published."""
+    if raw is None:
+        return None
+    text = _text(raw)
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        doc = None
+    if not isinstance(doc, dict):
+        return {"owner": text, "state": "published", "at": 0.0}
+    return doc
 
 
 def _ts_text(ws: float) -> str:
@@ -197,6 +329,7 @@ class WindowStore:
         ks_sample_rate: float = 0.05,
         config: MonitorConfig | None = None,
         worker_id: str | None = None,
+        close_timeout_seconds: float = 60.0,
     ) -> None:
         if window_seconds <= 0 or allowed_lateness < 0:
             raise ValueError("window_seconds must be > 0 and allowed_lateness >= 0")
@@ -212,6 +345,11 @@ class WindowStore:
         self.ks_sample_size = int(ks_sample_size)
         self.ks_sample_rate = float(ks_sample_rate)
         self.worker_id = worker_id or uuid.uuid4().hex[:12]
+        self.owner = f"{self.worker_id}/{uuid.uuid4().hex[:8]}"
+        """Closing markers' owner: the worker id and this instance (a restart is another owner)."""
+        if close_timeout_seconds <= 0:
+            raise ValueError("close_timeout_seconds must be > 0")
+        self.close_timeout_seconds = float(close_timeout_seconds)
         cfg = config or MonitorConfig()
         self.config = cfg
         refs = dict(references)
@@ -259,8 +397,20 @@ class WindowStore:
         self._prefix = f"{namespace}:drift:{model}:{version}"
         self._offsets: dict[int, int] = {}  # partition -> last offset stored (as this worker last saw it)
         self._script = self.r.register_script(_ADD_LUA)
+        self._claim = self.r.register_script(_CLAIM_LUA)
+        self._takeover = self.r.register_script(_TAKEOVER_LUA)
+        self._publish = self.r.register_script(_PUBLISH_LUA)
+        self._takeover_alert = self.r.register_script(_TAKEOVER_ALERT_LUA)
+        self._now = time.time()  # of the last `close_ready`: the clock of claims and the outbox
         self.windows: list[WindowStat] = []
         """`WindowStat` of every window evaluated by the last `close_ready`."""
+        self.inflight: dict[float, float] = {}
+        """Windows this instance closed (or took over) and not yet published: start -> claim time."""
+        self.outbox: set[str] = set()
+        """Ids of the alerts in the outbox this instance recorded (or took over), not yet published."""
+        self.recovered: list[DriftAlert] = []
+        """Alerts of windows taken over by the last `close_ready` that had been decided but never
+        published: the worker produces them again as they are (same ids), without a new decision."""
 
     # -- keys ------------------------------------------------------------------------------------
 
@@ -277,8 +427,32 @@ class WindowStore:
     def windows_key(self) -> str:
         return f"{self._prefix}:~windows"
 
+    def offsets_key(self, window_start: float) -> str:
+        """``<ns>:drift:<model>:<version>:~offsets:<window_start>``: first/last offset per partition."""
+        return f"{self._prefix}:~offsets:{_ts_text(window_start)}"
+
     def closed_key(self, window_start: float) -> str:
         return f"{self._prefix}:~closed:{_ts_text(window_start)}"
+
+    @property
+    def outbox_key(self) -> str:
+        """Hash: alert id -> the alerts decided outside merged windows (ADWIN's), not yet published."""
+        return f"{self._prefix}:~outbox"
+
+    @property
+    def pending_key(self) -> str:
+        """Sorted set of windows claimed but not published yet (score = claim or takeover time)."""
+        return f"{self._prefix}:~pending"
+
+    def marker(self, window_start: float) -> dict[str, Any] | None:
+        """A window's closing marker (owner, state, claim time; a decided one's alerts), None if open."""
+        return _parse_marker(self.r.get(self.closed_key(window_start)))
+
+    def _marker_value(self, state: str, at: float, alerts: Sequence[DriftAlert] = ()) -> str:
+        doc: dict[str, Any] = {"owner": self.owner, "state": state, "at": at}
+        if alerts:
+            doc["alerts"] = [a.model_dump(mode="json") for a in alerts]
+        return json.dumps(doc, separators=(",", ":"))
 
     def window_start(self, ts: float) -> float:
         """Start of the window holding event time `ts`."""
@@ -374,6 +548,20 @@ class WindowStore:
                 key_index[key] = len(keys)  # Lua is 1-based
             return key_index[key]
 
+        # Per window and partition, the first and last offset added: a partition's fresh offsets
+        # are above every offset it added before, so the first is set once and the last overwritten.
+        offs_doc: list[list[Any]] = []
+        if sel.size:
+            sel_p, sel_o = part[sel], offs[sel]
+            n_p = int(sel_p.max()) + 1
+            combo = wpos.astype(np.int64) * n_p + sel_p
+            order = np.argsort(combo, kind="stable")
+            uniq, first = np.unique(combo[order], return_index=True)
+            lo = np.minimum.reduceat(sel_o[order], first).tolist()
+            hi = np.maximum.reduceat(sel_o[order], first).tolist()
+            for c, a, b in zip(uniq.tolist(), lo, hi, strict=True):
+                w, p = divmod(c, n_p)
+                offs_doc.append([index_of(self.offsets_key(window_starts[w])), w + 1, str(p), str(a), str(b)])
         incr: list[list[Any]] = []
         zadd: list[list[Any]] = []  # [key, window, score, member, score, member, ...]: one ZADD per key
         u = sample_keys(part[sel], offs[sel]) if self._ks else None
@@ -409,6 +597,7 @@ class WindowStore:
             "nwin": [str(c) for c in nwin.tolist()],
             "incr": incr,
             "zadd": zadd,
+            "offs": offs_doc,
             "k": self.ks_sample_size,
             "ttl": self.ttl_seconds,
         }
@@ -441,42 +630,173 @@ class WindowStore:
         return min(float(fields[f"t:{p}"]) for p in expected)
 
     def close_ready(self, now: float | None = None) -> list[DriftSignal]:
-        """Close every due window this worker wins; return their drift signals (oldest first)."""
+        """Close every due window this worker wins; return their drift signals (oldest first).
+
+        Also takes over the pending closes of workers that died (or of this one's rewound
+        batches): their signals are returned too, or, if their alerts had been decided already,
+        those alerts are left in ``recovered``. Every window closed or taken over stays in
+        ``inflight`` until `mark_published` (after the batch is committed) or `abandon`.
+        """
+        now = time.time() if now is None else now
+        self._now = now
         pipe = self.r.pipeline(transaction=False)
         pipe.hgetall(self.partitions_key)
         pipe.zrange(self.windows_key, 0, -1)
-        raw_parts, raw_windows = pipe.execute()
+        pipe.zrange(self.pending_key, 0, -1)
+        pipe.hgetall(self.outbox_key)
+        raw_parts, raw_windows, raw_pending, raw_outbox = pipe.execute()
         wm = self._watermark({_text(k): _text(v) for k, v in raw_parts.items()}, now)
         self.windows = []
+        self.recovered = []
         starts = sorted(float(_text(w)) for w in raw_windows)
         due = [ws for ws in starts if ws + self.window_seconds + self.allowed_lateness <= wm]
-        if not due:
+        won: list[float] = []
+        if due:
+            reply = self._claim(
+                keys=[self.pending_key, self.windows_key, *[self.closed_key(ws) for ws in due]],
+                args=[self._marker_value("pending", now), repr(float(now)), str(self.ttl_seconds)]
+                + [_ts_text(ws) for ws in due],
+            )
+            won = [float(_text(w)) for w in reply]
+        for ws in won:
+            self.inflight[ws] = now
+        orphans = sorted({float(_text(w)) for w in raw_pending} - set(self.inflight))
+        evaluate = sorted(won + (self._take_over(orphans, now) if orphans else []))
+        if raw_outbox:
+            self._take_over_alerts(raw_outbox, now)
+        if not evaluate:
             return []
         pipe = self.r.pipeline(transaction=False)
-        for ws in due:
-            pipe.set(self.closed_key(ws), self.worker_id, nx=True, ex=self.ttl_seconds)
-        won = [ws for ws, ok in zip(due, pipe.execute(), strict=True) if ok]
-        lost = [ws for ws in due if ws not in won]
-        pipe = self.r.pipeline(transaction=False)
-        for ws in won:
+        for ws in evaluate:
             for f in self._psi:
                 pipe.hgetall(self.feature_key(f, ws))
             for f in self._ks:
                 pipe.zrange(self.feature_key(f, ws) + ":sample", 0, -1)
-        if won or lost:
-            pipe.zrem(self.windows_key, *[_ts_text(ws) for ws in due])
+            pipe.hgetall(self.offsets_key(ws))
         replies = pipe.execute()
         signals: list[DriftSignal] = []
         pos = 0
-        for ws in won:
+        for ws in evaluate:
             counts = replies[pos : pos + len(self._psi)]
             pos += len(self._psi)
             samples = replies[pos : pos + len(self._ks)]
             pos += len(self._ks)
-            signals += self._evaluate_window(ws, counts, samples)
+            offsets = _window_offsets(replies[pos])
+            pos += 1
+            signals += self._evaluate_window(ws, counts, samples, offsets)
+        if signals:
+            fault_point("window-claimed")  # claimed, evaluated, drifted: nothing decided or produced yet
         return signals
 
-    def _evaluate_window(self, ws: float, counts: list[Any], samples: list[Any]) -> list[DriftSignal]:
+    def _take_over(self, orphans: list[float], now: float) -> list[float]:
+        """Take over the pending closes whose owner is gone; return those to evaluate again.
+
+        A close is taken over when it was claimed (or last taken over) ``close_timeout_seconds``
+        ago, or its owner is this worker id's previous instance (a restart), or this instance
+        itself (a batch it rewound). Decided ones give their stored alerts (``recovered``).
+        """
+        pipe = self.r.pipeline(transaction=False)
+        for ws in orphans:
+            pipe.get(self.closed_key(ws))
+        raws = pipe.execute()
+        done: list[str] = []
+        evaluate: list[float] = []
+        for ws, raw in zip(orphans, raws, strict=True):
+            m = _parse_marker(raw)
+            if m is None or m.get("state") not in ("pending", "decided"):
+                done.append(_ts_text(ws))  # expired or published: nothing left to do
+                continue
+            if not self._gone(str(m.get("owner", "")), float(m.get("at", 0.0)), now):
+                continue  # another worker's close, in flight
+            new = {**m, "owner": self.owner, "at": now}
+            ok = self._takeover(
+                keys=[self.closed_key(ws), self.pending_key],
+                args=[_text(raw), json.dumps(new, separators=(",", ":")), repr(float(now)), _ts_text(ws)],
+            )
+            if not int(ok):
+                continue  # someone else took it over first
+            self.inflight[ws] = now
+            if m["state"] == "decided":
+                self.recovered += [DriftAlert.model_validate(a) for a in m.get("alerts", [])]
+            else:
+                evaluate.append(ws)
+        if done:
+            self.r.zrem(self.pending_key, *done)
+        return evaluate
+
+    def _gone(self, owner: str, at: float, now: float) -> bool:
+        """Whether an in-flight owner is gone: timed out, a previous instance, or this one's abandoned."""
+        return (
+            owner == self.owner
+            or owner.rsplit("/", 1)[0] == self.worker_id
+            or now - at >= self.close_timeout_seconds
+        )
+
+    def _take_over_alerts(self, raw_outbox: Mapping[Any, Any], now: float) -> None:
+        for field, raw in raw_outbox.items():
+            aid = _text(field)
+            if aid in self.outbox:
+                continue
+            doc = json.loads(_text(raw))
+            if not self._gone(str(doc.get("owner", "")), float(doc.get("at", 0.0)), now):
+                continue
+            new = json.dumps({**doc, "owner": self.owner, "at": now}, separators=(",", ":"))
+            if int(self._takeover_alert(keys=[self.outbox_key], args=[aid, _text(raw), new])):
+                self.outbox.add(aid)
+                self.recovered.append(DriftAlert.model_validate(doc["alert"]))
+
+    def record_decision(self, pipe: Any, alerts: Sequence[DriftAlert]) -> None:
+        """Queue on `pipe` (the alert policy's ``MULTI``) where the decided alerts are kept until published.
+
+        A window with alerts becomes "decided" atomically with the policy state that emitted them,
+        so whoever takes it over publishes exactly these alerts rather than deciding again; the
+        other alerts (ADWIN's) go to the outbox, likewise.
+        """
+        kept: set[str] = set()
+        for ws, at in self.inflight.items():
+            mine = [a for a in alerts if a.detector in WINDOWED_DETECTORS and a.window_start_ts == ws]
+            if mine:
+                pipe.set(self.closed_key(ws), self._marker_value("decided", at, mine), xx=True, keepttl=True)
+                kept |= {a.id for a in mine}
+        loose = {a.id: a for a in alerts if a.id not in kept}
+        if loose:
+            entry = {"owner": self.owner, "at": self._now}
+            pipe.hset(
+                self.outbox_key,
+                mapping={
+                    aid: json.dumps({**entry, "alert": a.model_dump(mode="json")}, separators=(",", ":"))
+                    for aid, a in loose.items()
+                },
+            )
+            pipe.expire(self.outbox_key, self.ttl_seconds)
+            self.outbox |= set(loose)
+
+    def mark_published(self) -> None:
+        """The in-flight windows' alerts are produced and their batch committed: mark them published.
+
+        Only the windows this instance still owns: one taken over meanwhile (this worker was slower
+        than ``close_timeout_seconds``) stays pending for its new owner, which publishes it again.
+        """
+        if self.outbox:
+            self.r.hdel(self.outbox_key, *sorted(self.outbox))
+            self.outbox.clear()
+        if not self.inflight:
+            return
+        args: list[str] = [self.owner]
+        for ws, at in self.inflight.items():
+            args += [self._marker_value("published", at), _ts_text(ws)]
+        self._publish(keys=[self.pending_key, *[self.closed_key(ws) for ws in self.inflight]], args=args)
+        self.inflight.clear()
+
+    def abandon(self) -> None:
+        """The batch that closed the in-flight windows will be redone: let the redo take them over."""
+        self.inflight.clear()
+        self.outbox.clear()
+        self.recovered = []
+
+    def _evaluate_window(
+        self, ws: float, counts: list[Any], samples: list[Any], offsets: Mapping[int, tuple[int, int]]
+    ) -> list[DriftSignal]:
         k = round(ws / self.window_seconds)
         merged: dict[str, np.ndarray] = {}
         for f, raw in zip(self._psi, counts, strict=True):
@@ -525,6 +845,8 @@ class WindowStore:
                 if ksig is not None:
                     signals.append(ksig)
         self.windows += stats
+        if offsets:
+            signals = [sig.model_copy(update={"window_offsets": dict(offsets)}) for sig in signals]
         return signals
 
     def update(
@@ -536,7 +858,7 @@ class WindowStore:
         scores: np.ndarray | None = None,
         now: float | None = None,
     ) -> list[DriftSignal]:
-        """`add` the batch, then `close_ready`: the worker's per-batch call."""
+        """`add` the batch, then `close_ready` (call `mark_published` once the outputs are durable)."""
         self.add(columns, ts, partitions, offsets, scores=scores, now=now)
         return self.close_ready(now=now)
 

@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     drift_allowed_lateness: float = Field(30.0, ge=0)
     drift_ks_sample_rate: float = Field(0.05, ge=0, le=1)
     drift_cooldown_seconds: float = Field(3600.0, ge=0)
+    # A merged window claimed by a worker that has not published its alerts this long after is
+    # taken over and published by another worker.
+    drift_close_timeout_seconds: float = Field(60.0, gt=0)
 
     # The loop after scoring: how long a prediction waits for its label (and a label for its
     # prediction); retraining (cooldown between jobs, newest labeled rows used, fewest accepted);

@@ -95,6 +95,7 @@ def drift_config(s: Settings) -> DriftConfig:
         allowed_lateness=s.drift_allowed_lateness,
         ks_sample_rate=s.drift_ks_sample_rate,
         cooldown_seconds=s.drift_cooldown_seconds,
+        close_timeout_seconds=s.drift_close_timeout_seconds,
     )
 
 

@@ -6,7 +6,10 @@ distributions, so the switch itself raises no alert):
 * **Windowed detectors** - PSI, KS and the missing rate of every monitored feature and of the
   score - run on event-time windows merged across workers in Redis
   (`detectors.window_store.WindowStore`): a window holds the same events whichever worker consumed
-  them, is closed exactly once, and its statistics do not depend on the partition assignment.
+  them, is decided exactly once and published at least once (a worker killed before publishing a
+  window's alerts leaves it to another worker: `WindowStore` has the protocol; the worker calls
+  `DriftStage.published` after each commit and `DriftStage.rewound` when it redoes a batch), and
+  its statistics do not depend on the partition assignment.
 * **ADWIN** on the score (and on each numeric feature with ``MonitorConfig.adwin_features``) runs
   where the partitions are: one detector per partition, so its state moves with the partition.
   Its state and the last offset it was fed are checkpointed to Redis at every commit point
@@ -15,7 +18,9 @@ distributions, so the switch itself raises no alert):
   restart or a rebalance neither loses a detector's window nor feeds it a replayed event twice.
 * **Alerts**: every signal goes through one `AlertPolicy` shared by all workers
   (`detectors.policy_store.SharedAlertPolicy`), so one drift gives one alert however many workers
-  saw it. The worker publishes the alerts with the batch's other outputs.
+  saw it. The worker publishes the alerts with the batch's other outputs. Every alert carries the
+  Kafka offsets of its window (``window_offsets``: per partition, first and last; ADWIN's also its
+  ``partition``).
 
 Redis keys, under ``<ns>:drift:<model>:<version>`` (besides `WindowStore`'s): ``~adwin:<p>`` the
 ADWIN checkpoint of partition ``p`` (JSON), ``~policy`` the shared policy state (JSON) and
@@ -49,7 +54,7 @@ from detectors.monitor import MonitorConfig
 from detectors.policy_store import SharedAlertPolicy
 from detectors.reference import Reference
 from detectors.signals import SCORE_FEATURE, DriftSignal, WindowStat
-from detectors.window_store import WindowStore
+from detectors.window_store import WINDOWED_DETECTORS, WindowStore, fault_point
 from inference.encoding import numeric_values
 from inference.metadata import Distribution, ModelVersion
 
@@ -99,6 +104,8 @@ class DriftConfig(BaseModel):
     ks_sample_size: int = Field(2000, ge=2)
     cooldown_seconds: float = Field(3600.0, ge=0)
     ttl_seconds: int = Field(86_400, ge=60)
+    close_timeout_seconds: float = Field(60.0, gt=0)
+    """A merged window claimed but not published this long ago is taken over by another worker."""
     monitor: MonitorConfig = MonitorConfig()
     """Thresholds, significance levels and which ADWINs run (``window_*`` fields are unused here)."""
 
@@ -201,6 +208,8 @@ class DriftStage:
         self.metrics = DriftMetrics(registry)
         self.partitions: list[int] | None = None
         self._current: _Version | None = None
+        self._unpublished: list[DriftAlert] = []  # returned since the last commit
+        self._resend: list[DriftAlert] = []  # of a failed attempt, for the batch's redo
 
     def set_partitions(self, partitions: Iterable[int]) -> None:
         """The events topic's partitions: a merged window waits for all of them (or their idling)."""
@@ -248,6 +257,7 @@ class DriftStage:
             ks_sample_rate=cfg.ks_sample_rate,
             config=cfg.monitor,
             worker_id=self.worker_id,
+            close_timeout_seconds=cfg.close_timeout_seconds,
         )
         numeric = {n for n, r in refs.items() if r.kind == "numeric" and len(r.sample) >= 2}
         adwin_refs = {n: refs[n] for n in sorted(numeric)} if cfg.monitor.adwin_features else {}
@@ -276,8 +286,27 @@ class DriftStage:
         """Feed the rows the production version served; return the alerts to publish.
 
         ``rows`` index ``columns``; ``scores``, ``ts``, ``partitions`` and ``offsets`` are the
-        rows' own (already picked).
+        rows' own (already picked). A batch being redone (`rewound`) gets the alerts its failed
+        attempt returned again, first.
         """
+        alerts = self._observe(meta, columns, rows, scores, ts, partitions, offsets)
+        if self._resend:
+            fresh = {a.id for a in alerts}
+            alerts = [a for a in self._resend if a.id not in fresh] + alerts
+            self._resend = []
+        self._unpublished += alerts
+        return alerts
+
+    def _observe(
+        self,
+        meta: ModelVersion,
+        columns: Mapping[str, Sequence[Any]],
+        rows: np.ndarray,
+        scores: np.ndarray,
+        ts: np.ndarray,
+        partitions: np.ndarray,
+        offsets: np.ndarray,
+    ) -> list[DriftAlert]:
         v = self._version(meta)
         if v is None or len(rows) == 0:
             return []
@@ -296,6 +325,7 @@ class DriftStage:
         offs = np.asarray(offsets, dtype=np.int64)
         added = v.store.add(batch, ts, parts, offs, scores=scores)
         signals = v.store.close_ready()
+        recovered = list(v.store.recovered)  # decided by a worker that died before publishing them
         windows = list(v.store.windows)
         model, version = meta.name, str(meta.version)
         if added.late:
@@ -309,10 +339,42 @@ class DriftStage:
         self.metrics.record(model, version, windows)
         if windows:
             self._record_latest(meta, windows)
-        alerts = v.policy.decide(signals, model=meta.name, version=meta.version, windows=windows)
+        alerts = v.policy.decide(
+            signals,
+            model=meta.name,
+            version=meta.version,
+            windows=windows,
+            record=v.store.record_decision,
+        )
+        if v.store.inflight and any(a.detector in WINDOWED_DETECTORS for a in alerts):
+            fault_point("window-decided")  # a window's alerts decided and recorded, not produced yet
+        alerts = recovered + alerts
         for alert in alerts:
             self.metrics.alerts.labels(alert.severity, alert.detector).inc()
         return alerts
+
+    def published(self) -> None:
+        """The batch's outputs are durable and its offsets committed: its closed windows are published.
+
+        Called by the worker right after the commit. A worker killed before this call leaves its
+        windows pending, and another worker (or its own restart) publishes them again.
+        """
+        self._unpublished, self._resend = [], []
+        v = self._current
+        if v is not None:
+            v.store.mark_published()
+
+    def rewound(self) -> None:
+        """The batch's outputs failed and it will be redone: the redo publishes its alerts again.
+
+        Its windows are left to be taken over by the redo (from Redis); its other alerts (ADWIN's,
+        whose detectors will not see the redone events again) are kept here for the redo.
+        """
+        self._resend = list({a.id: a for a in [*self._resend, *self._unpublished]}.values())
+        self._unpublished = []
+        v = self._current
+        if v is not None:
+            v.store.abandon()
 
     def _record_latest(self, meta: ModelVersion, windows: Sequence[WindowStat]) -> None:
         """Overwrite the latest statistic of each (detector, feature) with this batch's newest."""
@@ -352,7 +414,9 @@ class DriftStage:
                 values = scores if feature == SCORE_FEATURE else batch.get(feature)
                 if values is None:
                     continue
-                signals += det.update(np.asarray(values, dtype=np.float64)[fresh], ts[fresh])
+                signals += det.update(
+                    np.asarray(values, dtype=np.float64)[fresh], ts[fresh], offsets=offs[fresh], partition=p
+                )
                 stats += det.windows
                 labels = (model, version, feature, str(p))
                 self.metrics.adwin_width.labels(*labels).set(det.width)

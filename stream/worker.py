@@ -190,6 +190,8 @@ class Worker:
             except OutputFailed as exc:
                 self.metrics.retries.inc()
                 log.warning("outputs of a batch failed (%s); rewinding and retrying", exc)
+                if self.drift is not None:
+                    self.drift.rewound()  # the redo publishes the windows this batch closed
                 self._rewind(msgs)
                 time.sleep(1.0)
                 if self._stopping:
@@ -236,6 +238,8 @@ class Worker:
             if remaining or self._delivery_errors:
                 raise OutputFailed("; ".join(self._delivery_errors[:3]) or f"{remaining} unacknowledged")
             self.consumer.commit(offsets=next_offsets(msgs), asynchronous=False)
+        if self.drift is not None:
+            self.drift.published()  # after the commit: a kill before it re-publishes, never loses
 
         m = self.metrics
         m.consumed.inc(len(msgs))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from collections import Counter
@@ -12,7 +13,9 @@ import numpy as np
 import pytest
 import redis
 
+from detectors.alerts import DriftAlert
 from detectors.monitor import MonitorConfig
+from detectors.policy_store import SharedAlertPolicy
 from detectors.psi import PSIWindow
 from detectors.reference import Reference
 from detectors.signals import DriftSignal, WindowStat
@@ -309,3 +312,178 @@ def test_windows_wait_for_every_partition_unless_idle(client: redis.Redis, names
     idle.close_ready(now=1031.0)
     assert sorted({s.window_end_ts for s in idle.windows}) == [T0 + 10, T0 + 20, T0 + 30, T0 + 40]
     assert score_ref.kind == "numeric"
+
+
+def _offset_ranges(stream: Stream, window_start: float) -> dict[int, tuple[int, int]]:
+    inside = (stream.ts >= window_start) & (stream.ts < window_start + WINDOW)
+    return {
+        p: (
+            int(stream.offset[inside & (stream.partition == p)].min()),
+            int(stream.offset[inside & (stream.partition == p)].max()),
+        )
+        for p in PARTITIONS
+    }
+
+
+def test_signals_carry_each_partitions_offset_range(client: redis.Redis, namespace: str) -> None:
+    stream = _stream()
+    out = _run(client, namespace, stream, [[0, 3], [1, 4], [2, 5]], seed=3, replay_probability=0.2)
+    assert out.signals
+    for s in out.signals:
+        assert s.partition is None
+        assert s.window_offsets == _offset_ranges(stream, s.window_start_ts), (s.feature, s.window_start_ts)
+    raw = client.hgetall(_store(client, namespace, "x").offsets_key(T0))
+    assert len(raw) == 2 * len(
+        PARTITIONS
+    )  # a first and a last offset per partition: 12 fields, not per event
+
+
+# -- closing: at least once for the outputs, exactly once for the decision -------------------------
+
+
+def _closing_store(client: redis.Redis, ns: str, worker: str) -> WindowStore:
+    store = _store(client, ns, worker)
+    store.close_timeout_seconds = 30.0
+    return store
+
+
+def _fill(store: WindowStore, stream: Stream, until: float) -> None:
+    store.add(*stream.take(np.flatnonzero(stream.ts < until))[:4])
+
+
+def _policy(client: redis.Redis, ns: str) -> SharedAlertPolicy:
+    return SharedAlertPolicy(client, f"{ns}:drift:fraud:3:~policy", history_key=f"{ns}:alerts")
+
+
+def test_a_close_whose_owner_died_before_deciding_is_taken_over_once(
+    client: redis.Redis, namespace: str
+) -> None:
+    stream = _stream()
+    dead = _closing_store(client, namespace, "dead")
+    _fill(dead, stream, T0 + 300)
+    signals = dead.close_ready(now=1000.0)  # claimed and evaluated; then SIGKILL: nothing decided
+    assert signals and sorted(dead.inflight) == [T0 + WINDOW * k for k in range(9)]
+    ws = signals[0].window_start_ts
+    assert dead.marker(ws) == {"owner": dead.owner, "state": "pending", "at": 1000.0}
+    other = _closing_store(client, namespace, "other")
+    assert other.close_ready(now=1010.0) == [] and other.inflight == {}  # in flight elsewhere: left alone
+    again = other.close_ready(now=1031.0)  # 31 s > the 30 s timeout: taken over, evaluated again
+    assert [s.model_dump() for s in again] == [s.model_dump() for s in signals]
+    assert (other.marker(ws) or {})["owner"] == other.owner
+    third = _closing_store(client, namespace, "third")
+    assert third.close_ready(now=1032.0) == []  # taken over once: the takeover is in flight now
+    other.mark_published()
+    assert (other.marker(ws) or {})["state"] == "published"
+    assert client.zcard(other.pending_key) == 0
+    assert third.close_ready(now=5000.0) == [] and third.recovered == []  # published: never again
+
+
+def test_a_restarted_worker_takes_its_own_pending_closes_over_at_once(
+    client: redis.Redis, namespace: str
+) -> None:
+    stream = _stream()
+    before = _closing_store(client, namespace, "w-1")
+    _fill(before, stream, T0 + 300)
+    signals = before.close_ready(now=1000.0)
+    after = _closing_store(client, namespace, "w-1")  # same worker id, a new process
+    assert after.owner != before.owner
+    again = after.close_ready(now=1001.0)
+    assert [s.model_dump() for s in again] == [s.model_dump() for s in signals]
+
+
+def test_decided_alerts_are_published_again_as_decided_never_re_decided(
+    client: redis.Redis, namespace: str
+) -> None:
+    stream = _stream()
+    policy = _policy(client, namespace)
+    dead = _closing_store(client, namespace, "dead")
+    _fill(dead, stream, T0 + 300)
+    signals = dead.close_ready(now=1000.0)
+    alerts = policy.decide(
+        signals, model="fraud", version=3, windows=dead.windows, record=dead.record_decision
+    )  # decided and recorded; then SIGKILL before the alerts were produced
+    assert alerts and all(a.window_offsets for a in alerts)
+    state = client.get(policy.key)
+    decided = {a.window_start_ts for a in alerts}
+    for ws in decided:
+        m = dead.marker(ws) or {}
+        assert m["state"] == "decided"
+        assert [DriftAlert.model_validate(a) for a in m["alerts"]] == [
+            a for a in alerts if a.window_start_ts == ws
+        ]
+    other = _closing_store(client, namespace, "other")
+    leftover = other.close_ready(now=1031.0)  # windows without alerts are evaluated again
+    assert {s.window_start_ts for s in leftover}.isdisjoint(decided)
+    assert other.recovered == alerts  # the very alerts decided: same ids, same payloads
+    assert policy.decide(leftover, model="fraud", version=3, windows=other.windows) == []
+    # The policy counted them once: the state is the one saved with the decision (the leftover
+    # windows' signals had already been seen and suppressed, so they change nothing).
+    assert json.loads(client.get(policy.key) or b"{}")["ids"] == json.loads(state or b"{}")["ids"]
+    assert [json.loads(x)["id"] for x in client.lrange(f"{namespace}:alerts", 0, -1)] == [
+        a.id for a in reversed(alerts)
+    ]
+    other.mark_published()
+    assert {(other.marker(ws) or {})["state"] for ws in decided} == {"published"}
+    assert other.close_ready(now=9000.0) == [] and other.recovered == []
+
+
+def test_a_rewound_batch_publishes_its_windows_again(client: redis.Redis, namespace: str) -> None:
+    stream = _stream()
+    policy = _policy(client, namespace)
+    store = _closing_store(client, namespace, "w")
+    _fill(store, stream, T0 + 300)
+    signals = store.close_ready(now=1000.0)
+    alerts = policy.decide(
+        signals, model="fraud", version=3, windows=store.windows, record=store.record_decision
+    )
+    store.abandon()  # the produce failed: the batch is redone
+    leftover = store.close_ready(now=1000.5)  # at once: no timeout for its own rewound windows
+    assert {s.window_start_ts for s in leftover}.isdisjoint({a.window_start_ts for a in alerts})
+    assert store.recovered == alerts
+    assert policy.decide(leftover, model="fraud", version=3, windows=store.windows) == []
+    store.mark_published()
+    assert client.zcard(store.pending_key) == 0
+
+
+def test_a_slow_owner_does_not_publish_a_close_taken_over_from_it(
+    client: redis.Redis, namespace: str
+) -> None:
+    stream = _stream()
+    slow = _closing_store(client, namespace, "slow")
+    _fill(slow, stream, T0 + 300)
+    signals = slow.close_ready(now=1000.0)
+    other = _closing_store(client, namespace, "other")
+    assert other.close_ready(now=1031.0)  # slow is past the timeout: taken over
+    slow.mark_published()  # slow committed after all, but the close is no longer its own
+    ws = signals[0].window_start_ts
+    assert (slow.marker(ws) or {})["state"] == "pending" and client.zcard(slow.pending_key) == 9
+    other.mark_published()
+    assert (other.marker(ws) or {})["state"] == "published" and client.zcard(slow.pending_key) == 0
+
+
+def test_adwin_alerts_wait_in_the_outbox_until_published(client: redis.Redis, namespace: str) -> None:
+    policy = _policy(client, namespace)
+    dead = _closing_store(client, namespace, "dead")
+    dead.close_ready(now=1000.0)  # nothing to close: just its clock
+    cut = DriftSignal(
+        detector="adwin", feature="__score__", statistic=0.8, threshold=0.5, severity="critical",
+        window_start_ts=T0, window_end_ts=T0 + 50, window_start_index=0, window_end_index=5000,
+        n_window=5000, n_reference=5000, message="score moved", partition=2, window_offsets={2: (40, 5039)},
+    )  # fmt: skip
+    (alert,) = policy.decide([cut], model="fraud", version=3, record=dead.record_decision)
+    assert dead.outbox == {alert.id} and client.hlen(dead.outbox_key) == 1
+    # killed before producing it; the policy would now drop the re-detected cut as emitted...
+    assert policy.decide([cut], model="fraud", version=3) == []
+    # ...but the outbox keeps it: another worker publishes it once the owner timed out
+    other = _closing_store(client, namespace, "other")
+    other.close_ready(now=1010.0)
+    assert other.recovered == []
+    other.close_ready(now=1031.0)
+    assert other.recovered == [alert] and other.outbox == {alert.id}
+    third = _closing_store(client, namespace, "third")
+    third.close_ready(now=1032.0)
+    assert third.recovered == []  # taken over once
+    other.mark_published()
+    assert client.hlen(other.outbox_key) == 0 and other.outbox == set()
+    third.close_ready(now=9000.0)
+    assert third.recovered == []

@@ -113,9 +113,10 @@ def test_two_workers_split_partitions_and_cover_every_event(own_settings: Settin
     assert sum(consumed) == n and min(consumed) > 0, consumed
 
 
-def _spawn_worker(s: Settings, *args: str) -> subprocess.Popen[str]:
+def _spawn_worker(s: Settings, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     env = {
         **os.environ,
+        **(env or {}),
         "DRIFTLINE_KAFKA_BOOTSTRAP": s.kafka_bootstrap,
         "DRIFTLINE_REDIS_URL": s.redis_url,
         "DRIFTLINE_TOPIC_PREFIX": s.topic_prefix,

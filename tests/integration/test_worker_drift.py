@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
+import orjson
 import pytest
 import redis
 from rich.console import Console
 
 from detectors.alerts import DriftAlert
 from detectors.psi import PSIWindow, psi_from_counts
+from detectors.window_store import FAULT_ENV
 from driftline.produce import produce_generated
 from driftline.settings import Settings
 from driftline.wiring import redis_client
@@ -174,3 +178,180 @@ def _events_per_window(n: int, drift_at: int | None, seed: int = 4) -> dict[floa
     ts = np.concatenate([b.ts for b in gen.batches(n)])
     starts, counts = np.unique(np.floor(ts / WINDOW) * WINDOW, return_counts=True)
     return {float(a): int(c) for a, c in zip(starts, counts, strict=True)}
+
+
+@pytest.mark.parametrize(
+    ("point", "same_id"),
+    [("window-claimed", True), ("window-decided", False)],
+    ids=["claimed-restart-same-id", "decided-other-worker-after-timeout"],
+)
+def test_sigkill_between_claiming_a_window_and_producing_its_alerts_loses_none(
+    own_settings: Settings, point: str, same_id: bool
+) -> None:
+    """The worker kills itself right after claiming a drifted window (or after deciding its alerts),
+    before producing them; the next worker publishes them, each alert once, with the full count."""
+    s = _settings(own_settings)
+    register(s)
+    r = redis_client(s)
+    topics = Topics(s.topic_prefix)
+    prefix = f"{s.topic_prefix}:drift:fraud:1"
+    _produce(s, 9_000, drift_at=3_000)
+    env = {"DRIFTLINE_DRIFT_CLOSE_TIMEOUT_SECONDS": "5"}
+    first = _spawn_worker(s, "--batch-size", "200", "--worker-id", "w-1", env={**env, FAULT_ENV: point})
+    try:
+        assert first.wait(180) == -signal.SIGKILL, "the fault point was never reached"
+    finally:
+        if first.poll() is None:
+            first.kill()
+    killed: dict[float, dict[str, Any]] = {}
+    members: list[bytes] = r.zrange(f"{prefix}:~pending", 0, -1)  # type: ignore[assignment]
+    for member in members:
+        ws = member.decode()
+        killed[float(ws)] = json.loads(r.get(f"{prefix}:~closed:{ws}") or b"{}")
+    assert killed, "no window was left pending by the kill"
+    states = {m["state"] for m in killed.values()}
+    if point == "window-claimed":
+        assert states == {"pending"}
+    else:
+        assert "decided" in states
+    before = [DriftAlert.model_validate_json(x.value) for x in consume_all(s, topics.alerts, 0, 5)]
+    assert not [a for a in before if a.window_start_ts in killed], "produced before the kill"
+    second = _spawn_worker(
+        s, "--batch-size", "200", "--worker-id", "w-1" if same_id else "w-2", "--exit-when-idle", "8", env=env
+    )
+    try:
+        assert second.wait(240) == 0, second.stderr.read() if second.stderr else ""
+    finally:
+        if second.poll() is None:
+            second.kill()
+    alerts = [
+        DriftAlert.model_validate_json(x.value) for x in consume_all(s, topics.alerts, len(before) + 1, 10)
+    ]
+    ids = [a.id for a in alerts]
+    assert len(ids) == len(set(ids)), "an alert was published twice"
+    recovered = [a for a in alerts if a.window_start_ts in killed and a.detector != "adwin"]
+    assert recovered, "the killed window's alerts were lost"
+    decided = {a["id"] for m in killed.values() for a in m.get("alerts", [])}
+    assert decided <= {a.id for a in recovered}  # the alerts decided before the kill, as decided
+    expected = _events_per_window(9_000, drift_at=3_000)
+    for a in recovered:
+        start = a.window_start_ts
+        assert set(a.window_offsets) == set(range(6))
+        # every event of the window, each once: its offsets per partition are contiguous
+        assert sum(last - first + 1 for first, last in a.window_offsets.values()) == expected[start]
+        if a.detector in ("psi", "missing_rate"):
+            assert a.n_window == expected[start]
+        assert _window_count(r, s, "amount", start) == expected[start]
+    assert r.zcard(f"{prefix}:~pending") == 0 and r.hlen(f"{prefix}:~outbox") == 0
+    assert {json.loads(r.get(f"{prefix}:~closed:{int(ws)}") or b"{}")["state"] for ws in killed} == {
+        "published"
+    }
+    # every alert the shared policy decided (ADWIN's too) is on the topic, once
+    history: list[bytes] = r.lrange(f"{s.topic_prefix}:alerts", 0, -1)  # type: ignore[assignment]
+    assert sorted(json.loads(x)["id"] for x in history) == sorted(ids)
+
+
+class _Msg:
+    """Just what the worker reads of a consumed message."""
+
+    def __init__(self, topic: str, offset: int, key: bytes, value: bytes) -> None:
+        self._topic, self._offset, self._key, self._value = topic, offset, key, value
+
+    def topic(self) -> str:
+        return self._topic
+
+    def partition(self) -> int:
+        return 0
+
+    def offset(self) -> int:
+        return self._offset
+
+    def key(self) -> bytes:
+        return self._key
+
+    def value(self) -> bytes:
+        return self._value
+
+    def error(self) -> None:
+        return None
+
+
+class _DeliveryError:
+    def str(self) -> str:
+        return "broker unavailable (fake)"
+
+
+class _FakeKafka:
+    """Producer and consumer in one: produce, flush (the first one with a window's alert fails), commit."""
+
+    def __init__(self, alerts_topic: str) -> None:
+        self.alerts_topic = alerts_topic
+        self.queued: list[tuple[str, bytes, Any]] = []
+        self.delivered: list[tuple[str, bytes]] = []
+        self.failed: list[tuple[str, bytes]] = []
+        self.commits = 0
+        self.seeks = 0
+
+    def produce(self, topic: str, value: bytes, key: bytes | None = None, on_delivery: Any = None) -> None:
+        self.queued.append((topic, value, on_delivery))
+
+    def poll(self, _timeout: float = 0) -> int:
+        return 0
+
+    def flush(self, _timeout: float = 0) -> int:
+        fail = not self.failed and any(
+            topic == self.alerts_topic and DriftAlert.model_validate_json(value).detector != "adwin"
+            for topic, value, _ in self.queued
+        )
+        for topic, value, on_delivery in self.queued:
+            (self.failed if fail else self.delivered).append((topic, value))
+            if fail and on_delivery is not None:
+                on_delivery(_DeliveryError(), None)
+        self.queued = []
+        return 0
+
+    def commit(self, offsets: Any = None, asynchronous: bool = True) -> None:
+        self.commits += 1
+
+    def seek(self, _tp: Any) -> None:
+        self.seeks += 1
+
+
+def test_a_batch_whose_alerts_failed_is_redone_with_the_same_alerts(own_settings: Settings) -> None:
+    """The worker's own retry (an output failed): the redo produces the window's alerts as decided."""
+    from driftline.wiring import build_worker
+    from stream.scoring import wait_for_scorer
+    from stream.synthetic import FraudGenerator
+    from stream.worker import WorkerConfig
+
+    s = _settings(own_settings)
+    register(s)
+    r = redis_client(s)
+    topics = Topics(s.topic_prefix)
+    worker = build_worker(
+        s, WorkerConfig(model="fraud", group_id=f"{s.topic_prefix}-fake", worker_id="w-fake")
+    )
+    worker.consumer.close()
+    fake = _FakeKafka(topics.alerts)
+    worker.producer = fake  # type: ignore[assignment]
+    worker.consumer = fake  # type: ignore[assignment]
+    worker.scorer = wait_for_scorer(worker.follower, lambda: False)
+    assert worker.drift is not None
+    worker.drift.set_partitions([0])
+    gen = FraudGenerator(seed=4, entities=600, schedule=DriftSchedule(covariate_at=3_000), start_ts=START)
+    events = [e for b in gen.batches(9_000) for e in b.event_dicts()]
+    msgs = [_Msg(topics.events, i, e["entity_id"].encode(), orjson.dumps(e)) for i, e in enumerate(events)]
+    for lo in range(0, len(msgs), 500):
+        worker.process(msgs[lo : lo + 500])  # type: ignore[arg-type]
+    failed = [DriftAlert.model_validate_json(v) for t, v in fake.failed if t == topics.alerts]
+    sent = [DriftAlert.model_validate_json(v) for t, v in fake.delivered if t == topics.alerts]
+    assert failed and worker.metrics.retries._value.get() == 1
+    assert [a.id for a in sent] == list(dict.fromkeys(a.id for a in sent)), "an alert was sent twice"
+    assert all(a in sent for a in failed)  # the very alerts decided (ADWIN's too), once each
+    windowed = [a for a in failed if a.detector != "adwin"]
+    assert windowed
+    prefix = f"{s.topic_prefix}:drift:fraud:1"
+    assert r.zcard(f"{prefix}:~pending") == 0
+    for a in windowed:
+        raw = r.get(f"{prefix}:~closed:{int(a.window_start_ts)}")
+        assert json.loads(raw or b"{}")["state"] == "published"

@@ -131,3 +131,29 @@ def test_error_rate_level_check_raises_critical_against_the_holdout_rate() -> No
     assert "critical" in severities(ErrorRateDetector(reference_error_rate=0.05))
     calm = ErrorRateDetector(reference_error_rate=0.05)
     assert all(s.severity != "critical" for s in calm.update(before, ts[: before.size]))
+
+
+def test_signals_carry_the_partition_and_offsets_of_their_window() -> None:
+    rng = np.random.default_rng(0)
+    ref = Reference.from_values(rng.normal(10.0, 2.0, 5000))
+    x = np.concatenate([rng.normal(10.0, 2.0, 20_000), rng.normal(12.0, 2.0, 20_000)])
+    x[rng.random(x.size) < 0.01] = np.nan  # skipped values move no offset
+    offsets = 5_000 + 3 * np.arange(x.size)  # a partition's offsets: increasing, not contiguous
+    ts = np.arange(x.size) / 100.0
+    whole = AdwinDetector("x", ref)
+    plain = AdwinDetector("x", ref).update(x, ts)
+    first = AdwinDetector("x", ref)
+    got = first.update(x[:20_300], ts[:20_300], offsets=offsets[:20_300], partition=4)
+    # a checkpoint between the cut and its settling keeps the window's first offset
+    second = AdwinDetector.from_state(json.loads(json.dumps(first.state())))
+    got += second.update(x[20_300:], ts[20_300:], offsets=offsets[20_300:], partition=4)
+    assert got == whole.update(x, ts, offsets=offsets, partition=4)
+    (s,) = got
+    assert s.partition == 4
+    start, end = s.window_offsets[4]
+    first_finite = int(np.flatnonzero(np.isfinite(x))[0])
+    assert start == offsets[first_finite]
+    assert end == offsets[s.window_end_index - 1]  # the last event of the window (end index exclusive)
+    # without offsets: same signal, no offsets
+    assert [p.model_copy(update={"partition": 4, "window_offsets": {4: (start, end)}}) for p in plain] == got
+    assert plain[0].window_offsets == {} and plain[0].partition is None

@@ -155,3 +155,16 @@ def test_alert_carries_the_signal() -> None:
     )
     assert (alert.window_start_ts, alert.window_end_ts, alert.n_window, alert.ts) == (0.0, 60.0, 5000, NOW)
     assert DriftAlert.model_validate_json(alert.model_dump_json()) == alert
+
+
+def test_alert_carries_offsets_and_old_payloads_still_parse() -> None:
+    sig = _sig(60.0, 0.7).model_copy(update={"partition": 2, "window_offsets": {2: (10, 99)}})
+    (alert,) = _decide(AlertPolicy(), [sig])
+    assert (alert.partition, alert.window_offsets) == (2, {2: (10, 99)})
+    payload = alert.model_dump_json()
+    assert '"window_offsets":{"2":[10,99]}' in payload
+    assert DriftAlert.model_validate_json(payload) == alert
+    old = json.loads(payload)
+    del old["partition"], old["window_offsets"]
+    parsed = DriftAlert.model_validate(old)
+    assert (parsed.partition, parsed.window_offsets, parsed.id) == (None, {}, alert.id)
