@@ -51,6 +51,9 @@ class Settings(BaseSettings):
 
     # The online feature store's view: "fraud" (built in), a path to a YAML FeatureView, or "none".
     feature_view: str = "fraud"
+    # Entity states a worker keeps in memory after writing them, so most batches skip reading
+    # them back from Redis (0 = off; about 2.6 kB each for the fraud view).
+    feature_state_cache: int = Field(10_000, ge=0)
 
     # Drift detectors in the worker: tumbling event-time windows merged across workers, in
     # seconds (0 = no drift monitoring); how late a partition may be before a window closes; the

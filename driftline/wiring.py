@@ -86,7 +86,7 @@ def feature_view(s: Settings) -> FeatureView | None:
 
 
 def online_store(s: Settings, view: FeatureView) -> OnlineStore:
-    return OnlineStore(redis_client(s), namespace=s.topic_prefix, view=view)
+    return OnlineStore(redis_client(s), s.topic_prefix, view, state_cache=s.feature_state_cache)
 
 
 def drift_config(s: Settings) -> DriftConfig:
@@ -190,7 +190,7 @@ def build_api(s: Settings, model: str = "fraud") -> FastAPI:
 
     deps = ApiDeps(
         registry=registry,
-        features=OnlineStore(client, s.topic_prefix, view) if view is not None else None,
+        features=OnlineStore(client, s.topic_prefix, view, state_cache=0) if view is not None else None,
         drift=RedisDriftReader(client, s.topic_prefix, registry),
         alerts=RedisAlertReader(client, s.topic_prefix),
         checks={"redis": lambda: bool(probe.ping()), "kafka": kafka},

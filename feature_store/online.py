@@ -23,12 +23,15 @@ Keys of a view, under ``<p> = <ns>:fs:<view>``; every key has a TTL (``ttl``, de
 ``redis-cli HGET <p>:entity:card-000317 features`` prints an entity's features. The TTL of an
 entity hash is set when it is created and again by any write that finds it set more than
 ``ttl / 8`` ago (so an entity written at least that often never expires); the other keys get it
-on every write. Per entity the store keeps ``Engine.state_bytes`` of state (2.6 kB for
-`fraud_feature_view`) plus its readable record (about 1 kB); neither grows with its events.
+on every write. Per entity the store keeps at most ``Engine.state_bytes`` of state (2.6 kB for
+`fraud_feature_view`, about 0.8 kB as packed: `Engine.encode_many`) plus its readable record
+(about 1 kB); neither grows with its events.
 
 **Writes.** `OnlineStore.write_batch` holds one connection for two round trips. The first
 sends ``WATCH`` on the batch's partition watermarks, then reads them, the stored results at or
-above the batch's offsets and the entity states. Events at or below their partition's watermark
+above the batch's offsets and the states of the entities its `StateCache` does not hold (the
+states this writer stored last, used only while their partition's watermark is still the one it
+wrote: `feature_store.state_cache`). Events at or below their partition's watermark
 are *replayed*: not applied again, their features taken from the stored results. The others are
 applied by the engine, in order, each seeing exactly the events before it. The second round trip
 is one ``MULTI ... EXEC`` writing the states, records, watermarks and results together; ``EXEC``
