@@ -220,13 +220,15 @@ class ReferenceData:
     categorical: dict[str, np.ndarray]
     features: dict[str, Reference]
     score: Reference
+    error_rate: float  # the fixed model's error rate on the reference events (its "holdout" rate)
 
 
 def reference_data(seed: int) -> ReferenceData:
     rng = np.random.default_rng([seed, 10_000])
     ref = generate(CONTROL, rng, 0, REFERENCE_EVENTS, math.inf)
     features = {name: Reference.from_values(v, seed=seed) for name, v in ref.columns().items()}
-    return ReferenceData(ref.numeric, ref.categorical, features, Reference.from_values(ref.scores, seed=seed))
+    score = Reference.from_values(ref.scores, seed=seed)
+    return ReferenceData(ref.numeric, ref.categorical, features, score, float(ref.errors.mean()))
 
 
 # ---- detectors ---------------------------------------------------------------------------------
@@ -262,7 +264,10 @@ class Driftline(Detector):
     def __init__(self, ref: ReferenceData, s: Settings) -> None:
         super().__init__(ref, s)
         config = MonitorConfig(window_size=s.window_size, adwin_features=s.adwin_features)
-        self.monitor = ModelMonitor(ref.features, ref.score, config)
+        self.monitor = ModelMonitor(
+            ref.features, ref.score, config, reference_error_rate=ref.error_rate,
+            reference_error_count=REFERENCE_EVENTS,
+        )  # fmt: skip
         self.policy = AlertPolicy()
 
     def update(self, b: Batch) -> None:
