@@ -38,12 +38,13 @@ computed as if the stream were ``reference_margin`` (2) such standard errors tow
 
 **Severity = significance + effect size.** An alarm says "changed" (significance at the budget);
 its size is the mean of the stream since that row's CUSUM last left 0 (the change's estimate):
-for features the mean normal score (shift in reference std), graded "warning" from 0.1 and
-"critical" from 0.25 (as the KS shift); for errors the mean error rate minus ``p0``, "warning"
-from +0.02 and "critical" from +0.05 (as `detectors.adwin.ErrorRateDetector`). A side reports
-one signal per change: after an alarm it is *latched* - later alarms of that side (the CUSUM
-restarts at 0 and re-alarms while the drift lasts) raise nothing unless more severe (a warning
-escalated to critical), until ``rearm`` values (10,000) pass without an alarm of that side.
+for features the mean normal score (shift in reference std), "warning" from 0.05 and "critical"
+from 0.15 (a run's mean lags a ramp: 0.15 lets a 0.25-std drift be critical early); for errors
+the mean error rate minus ``p0``, "warning" from +0.02 and "critical" from +0.05 (as
+`detectors.adwin.ErrorRateDetector`). A side reports one signal per change: after an alarm it
+is *latched* - later alarms of that side (the CUSUM restarts at 0 and re-alarms while the drift
+lasts) raise nothing unless more severe (a warning escalated to critical), until ``rearm``
+values (10,000) pass without an alarm of that side.
 
 State (`state` / `from_state`) is JSON-able: settings, thresholds, per row the statistic, the
 length and start time of its current run, per side the latch.
@@ -277,6 +278,12 @@ class _CusumBase:
         self.windows = [s.stat() for s in out]
         return out
 
+    def update(self, values: np.ndarray, ts: np.ndarray) -> list[DriftSignal]:
+        raise NotImplementedError
+
+    def state(self) -> dict[str, Any]:
+        raise NotImplementedError
+
     def _effect(self, alarm: dict[str, Any]) -> float:
         raise NotImplementedError
 
@@ -293,8 +300,8 @@ class CusumDetector(_CusumBase):
         reference: Reference,
         k: tuple[float, ...] = (0.125, 0.375),
         ert_events: float = 1e8,
-        warning: float = 0.1,
-        critical: float = 0.25,
+        warning: float = 0.05,
+        critical: float = 0.15,
         rearm: int = 10_000,
         reference_margin: float = 2.0,
     ) -> None:

@@ -94,9 +94,11 @@ class MonitorConfig(BaseModel):
     cusum_k: tuple[float, ...] = (0.125, 0.375)
     cusum_ert_events: float = 1e9
     """False-alarm budget of all the monitor's CUSUMs together: one per this many events."""
-    cusum_warning: float = 0.1
-    cusum_critical: float = 0.25
+    cusum_warning: float = 0.05
+    cusum_critical: float = 0.15
     cusum_rearm: int = 10_000
+    cusum_reference_margin: float = 2.0
+    """Calibrate as if the stream were this many reference standard errors towards an alarm."""
     cusum_error_increases: tuple[float, ...] = (0.03, 0.1)
 
     def _window(self) -> dict[str, Any]:
@@ -181,6 +183,7 @@ class FeatureMonitor:
                 warning=cfg.cusum_warning,
                 critical=cfg.cusum_critical,
                 rearm=cfg.cusum_rearm,
+                reference_margin=cfg.cusum_reference_margin,
             )
             if cfg.cusum and numeric
             else None
@@ -310,6 +313,7 @@ class ModelMonitor:
                 critical=cfg.error_critical,
                 rearm=cfg.cusum_rearm,
                 reference_count=reference_error_count,
+                reference_margin=cfg.cusum_reference_margin,
             )
             if cfg.cusum
             else None
