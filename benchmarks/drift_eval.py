@@ -25,7 +25,9 @@ drift stream ends ``--tolerance`` events after it. Scenarios:
 
 * ``driftline``: `detectors.ModelMonitor` (``MonitorConfig(window_size=--window-size)``, other
   settings default: PSI + KS with Benjamini-Hochberg + missing rate on every feature, ADWIN on the
-  score) on the 14 features and the score, ``update_errors`` on the error stream, then
+  score, CUSUM on every numeric feature and the score) on the 14 features and the score,
+  ``update_errors`` on the error stream (the error-rate ADWIN and a Bernoulli CUSUM whose
+  pre-change rate is the model's error rate on the 20,000 reference events), then
   `detectors.AlertPolicy` (default: cooldown 3600 s = 3600 events here). An alarm = the policy
   emits a **critical** alert; ``driftline w+c`` counts warning alerts too (same run).
 * ``adwin-raw``: one river ``drift.ADWIN()`` (default delta 0.002) per raw numeric feature and one
