@@ -74,7 +74,7 @@ def _batches() -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.
     return out
 
 
-def _cusum_states(r: redis.Redis, ns: str) -> dict[str, object]:
+def _cusum_states(r: redis.Redis, ns: str) -> dict[int, object]:
     return {p: json.loads(r.get(f"{ns}:drift:fraud:1:~adwin:{p}") or b"{}").get("cusum") for p in (0, 1)}
 
 
@@ -83,7 +83,7 @@ def test_cusum_checkpoint_survives_a_restart_and_skips_replays(client: tuple[red
     meta, data = _meta(), _batches()
 
     def feed(stage: DriftStage, part: range) -> list[tuple[str, str, str]]:
-        got = []
+        got: list[tuple[str, str, str]] = []
         for i in part:
             x, scores, ts, parts, offs = data[i]
             alerts = stage.observe(meta, {"x": x.tolist()}, np.arange(x.size), scores, ts, parts, offs)
