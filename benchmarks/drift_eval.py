@@ -54,10 +54,11 @@ so it is "miss" once half are missed); missed = share of seeds without a detecti
 tolerance.
 
 Runtime on a 2-core box (``--jobs 2``, the default: one process per core over the (scenario, seed)
-runs): ``--quick`` (3 seeds, 3 x 200,000-event controls, 2.8M events) 22 s; the default (20 seeds,
-20 x 1,000,000-event controls, 34.4M events through every detector) about 4.5 min (269 s; 241 s
-with ``--window-size 5000``). CPU per event is printed below the table (about 4 us each for Driftline,
-ADWIN on 13 streams and KS; river's ADWIN runs its per-value Python ``update`` here).
+runs): ``--quick`` (3 seeds, 3 x 200,000-event controls, 2.8M events) 26 s; the default (20 seeds,
+20 x 1,000,000-event controls, 34.4M events through every detector) about 4.7 min (281 s, with
+other jobs on the box). CPU per event is printed below the table: Driftline 7.6 us (3.4 us
+before the CUSUMs: they cost ~0.3 us per value and stream, 13 streams plus the errors here),
+ADWIN on 13 streams 2.7 us (river's per-value Python ``update``), KS 2.4 us.
 """
 
 from __future__ import annotations
