@@ -96,7 +96,7 @@ class MonitorConfig(BaseModel):
     cusum: bool = True
     """CUSUM (`detectors.cusum`) on every numeric feature, the score and the errors."""
     cusum_k: tuple[float, ...] = (0.125, 0.375)
-    cusum_ert_events: float = 1e9
+    cusum_ert_events: float = 1e8
     """False-alarm budget of all the monitor's CUSUMs together: one per this many events."""
     cusum_warning: float = 0.05
     cusum_critical: float = 0.15

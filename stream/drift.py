@@ -182,7 +182,7 @@ class _Version:
     adwin_refs: dict[str, Reference]
     numeric: set[str]
     cusum_refs: dict[str, Reference] = field(default_factory=dict)
-    cusum_ert: float = 1e9
+    cusum_ert: float = 1e8
     partitions: dict[int, _Adwins] = field(default_factory=dict)
     dirty: set[int] = field(default_factory=set)
 

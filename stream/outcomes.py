@@ -124,7 +124,7 @@ class JoinConfig:
     batch_timeout: float = 0.1
     error_delta: float = 0.002  # the error-rate ADWIN's delta
     error_cusum: bool = True  # also the Bernoulli CUSUM (detectors.cusum.ErrorCusum)
-    cusum_ert_events: float = 1e9  # its false-alarm budget: one per this many labelled outcomes
+    cusum_ert_events: float = 1e8  # its false-alarm budget: one per this many labelled outcomes
     performance_window: int = 1000  # outcomes per live-performance window
     cooldown_seconds: float = 3600.0  # the shared alert policy's (as in the worker)
     worker_id: str = "outcomes"
