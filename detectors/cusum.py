@@ -62,6 +62,7 @@ length and start time of its current run, per side the latch.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from typing import Any, ClassVar
 
@@ -74,6 +75,7 @@ from detectors.signals import ERROR_FEATURE, DetectorName, DriftSignal, WindowSt
 
 _RANK = {None: 0, "warning": 1, "critical": 2}
 _SEVERITY = {1: "warning", 2: "critical"}
+_THRESHOLDS: dict[tuple[str, tuple[float, ...], float, float], np.ndarray] = {}
 SIEGMUND_RHO = 1.166  # 2 * 0.583: Siegmund's overshoot correction for Gaussian increments
 
 
@@ -323,18 +325,28 @@ class CusumDetector(_CusumBase):
         self._bank = None
         if self.constant:
             return  # a constant reference: no scale to measure a shift in (PSI and KS still watch it)
-        y = (z - self.mu) / self.sd
-        margin = self.reference_margin / math.sqrt(self.n_reference)
         a = np.array([s for s in (1.0, -1.0) for _ in self.k_values])
         kk = np.array(self.k_values * 2)
-        rows = a.size
-        h = np.array(
-            [
-                siegmund_threshold(rows * self.ert_events, tilt(y + ai * margin, ai, ki), ki - margin)
-                for ai, ki in zip(a.tolist(), kk.tolist(), strict=True)
-            ]
+        key = (
+            hashlib.sha1(self._sorted.tobytes()).hexdigest(),
+            self.k_values,
+            self.ert_events,
+            self.reference_margin,
         )
-        self._bank = _Bank(a, kk, h, (a < 0).astype(np.int64), 2)
+        h = _THRESHOLDS.get(key)
+        if h is None:  # ~15 ms: cached, since every partition of a worker builds the same detectors
+            y = (z - self.mu) / self.sd
+            margin = self.reference_margin / math.sqrt(self.n_reference)
+            h = np.array(
+                [
+                    siegmund_threshold(a.size * self.ert_events, tilt(y + ai * margin, ai, ki), ki - margin)
+                    for ai, ki in zip(a.tolist(), kk.tolist(), strict=True)
+                ]
+            )
+            if len(_THRESHOLDS) >= 1024:
+                _THRESHOLDS.clear()
+            _THRESHOLDS[key] = h
+        self._bank = _Bank(a, kk, h.copy(), (a < 0).astype(np.int64), 2)
 
     @property
     def thresholds(self) -> list[float]:
