@@ -25,7 +25,9 @@ drift stream ends ``--tolerance`` events after it. Scenarios:
 
 * ``driftline``: `detectors.ModelMonitor` (``MonitorConfig(window_size=--window-size)``, other
   settings default: PSI + KS with Benjamini-Hochberg + missing rate on every feature, ADWIN on the
-  score) on the 14 features and the score, ``update_errors`` on the error stream, then
+  score, CUSUM on every numeric feature and the score) on the 14 features and the score,
+  ``update_errors`` on the error stream (the error-rate ADWIN and a Bernoulli CUSUM whose
+  pre-change rate is the model's error rate on the 20,000 reference events), then
   `detectors.AlertPolicy` (default: cooldown 3600 s = 3600 events here). An alarm = the policy
   emits a **critical** alert; ``driftline w+c`` counts warning alerts too (same run).
 * ``adwin-raw``: one river ``drift.ADWIN()`` (default delta 0.002) per raw numeric feature and one
@@ -52,10 +54,11 @@ so it is "miss" once half are missed); missed = share of seeds without a detecti
 tolerance.
 
 Runtime on a 2-core box (``--jobs 2``, the default: one process per core over the (scenario, seed)
-runs): ``--quick`` (3 seeds, 3 x 200,000-event controls, 2.8M events) 22 s; the default (20 seeds,
-20 x 1,000,000-event controls, 34.4M events through every detector) about 4.5 min (269 s; 241 s
-with ``--window-size 5000``). CPU per event is printed below the table (about 4 us each for Driftline,
-ADWIN on 13 streams and KS; river's ADWIN runs its per-value Python ``update`` here).
+runs): ``--quick`` (3 seeds, 3 x 200,000-event controls, 2.8M events) 26 s; the default (20 seeds,
+20 x 1,000,000-event controls, 34.4M events through every detector) about 4.7 min (281 s, with
+other jobs on the box). CPU per event is printed below the table: Driftline 7.6 us (3.4 us
+before the CUSUMs: they cost ~0.3 us per value and stream, 13 streams plus the errors here),
+ADWIN on 13 streams 2.7 us (river's per-value Python ``update``), KS 2.4 us.
 """
 
 from __future__ import annotations
@@ -220,13 +223,15 @@ class ReferenceData:
     categorical: dict[str, np.ndarray]
     features: dict[str, Reference]
     score: Reference
+    error_rate: float  # the fixed model's error rate on the reference events (its "holdout" rate)
 
 
 def reference_data(seed: int) -> ReferenceData:
     rng = np.random.default_rng([seed, 10_000])
     ref = generate(CONTROL, rng, 0, REFERENCE_EVENTS, math.inf)
     features = {name: Reference.from_values(v, seed=seed) for name, v in ref.columns().items()}
-    return ReferenceData(ref.numeric, ref.categorical, features, Reference.from_values(ref.scores, seed=seed))
+    score = Reference.from_values(ref.scores, seed=seed)
+    return ReferenceData(ref.numeric, ref.categorical, features, score, float(ref.errors.mean()))
 
 
 # ---- detectors ---------------------------------------------------------------------------------
@@ -262,7 +267,10 @@ class Driftline(Detector):
     def __init__(self, ref: ReferenceData, s: Settings) -> None:
         super().__init__(ref, s)
         config = MonitorConfig(window_size=s.window_size, adwin_features=s.adwin_features)
-        self.monitor = ModelMonitor(ref.features, ref.score, config)
+        self.monitor = ModelMonitor(
+            ref.features, ref.score, config, reference_error_rate=ref.error_rate,
+            reference_error_count=REFERENCE_EVENTS,
+        )  # fmt: skip
         self.policy = AlertPolicy()
 
     def update(self, b: Batch) -> None:

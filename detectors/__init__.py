@@ -11,6 +11,7 @@ checkpoints to a JSON-able dict (``state()`` / ``from_state()``) and never pickl
 `detectors.ks`                            `KSWindow`, `benjamini_hochberg`
 `detectors.missing`                       `MissingRate`
 `detectors.adwin`                         `AdwinDetector`, `ErrorRateDetector` (river ADWIN)
+`detectors.cusum`                         `CusumDetector`, `ErrorCusum`: CUSUM calibrated to a budget
 `detectors.monitor`                       `FeatureMonitor`, `ModelMonitor` (in-process)
 `detectors.window_store`                  `WindowStore`: windows merged across workers in Redis
 `detectors.alerts`                        `DriftAlert`, `AlertPolicy`
@@ -20,6 +21,7 @@ checkpoints to a JSON-able dict (``state()`` / ``from_state()``) and never pickl
 
 from detectors.adwin import AdwinDetector, ErrorRateDetector
 from detectors.alerts import AlertPolicy, DriftAlert
+from detectors.cusum import CusumDetector, ErrorCusum
 from detectors.ks import KSWindow, benjamini_hochberg
 from detectors.missing import MissingRate
 from detectors.monitor import FeatureMonitor, ModelMonitor, MonitorConfig
@@ -34,8 +36,10 @@ __all__ = [
     "AdwinDetector",
     "AlertPolicy",
     "Binning",
+    "CusumDetector",
     "DriftAlert",
     "DriftSignal",
+    "ErrorCusum",
     "ErrorRateDetector",
     "FeatureMonitor",
     "KSWindow",

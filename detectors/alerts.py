@@ -9,7 +9,7 @@
   ``threshold * hysteresis_ratio`` (the threshold of the alert that disarmed it). Statistics come
   from the signals and from the ``windows`` argument: the `WindowStat` of *every* evaluated window
   (`ModelMonitor.windows`), since a window back to normal emits no signal. Change-point detectors
-  (``adwin``, ``error_rate``) report one signal per change, so they are not subject to hysteresis,
+  (``adwin``, ``error_rate``, ``cusum``) report one signal per change, so they are not subject to hysteresis,
   only to the cooldown;
 * **escalation**: a "critical" signal after a "warning" alert alerts once more, even in cooldown.
 
@@ -46,7 +46,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from detectors.signals import DetectorName, DriftSignal, Severity, WindowStat
 
-CHANGE_POINT_DETECTORS: frozenset[str] = frozenset({"adwin", "error_rate"})
+CHANGE_POINT_DETECTORS: frozenset[str] = frozenset({"adwin", "error_rate", "cusum"})
 _RANK = {"warning": 1, "critical": 2}
 
 

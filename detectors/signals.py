@@ -25,7 +25,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-DetectorName = Literal["adwin", "psi", "ks", "missing_rate", "error_rate"]
+DetectorName = Literal["adwin", "psi", "ks", "missing_rate", "error_rate", "cusum"]
 Severity = Literal["warning", "critical"]
 
 SCORE_FEATURE = "__score__"

@@ -50,6 +50,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from detectors.adwin import AdwinDetector
 from detectors.alerts import AlertPolicy, DriftAlert
+from detectors.cusum import CusumDetector
 from detectors.monitor import MonitorConfig
 from detectors.policy_store import SharedAlertPolicy
 from detectors.reference import Reference
@@ -135,6 +136,11 @@ class DriftMetrics:
             "Mean of ADWIN's current window (of reference ranks for numeric features)",
             per_partition,
         )
+        self.cusum = gauge(
+            "driftline_cusum_statistic",
+            "Largest CUSUM statistic over its rows, as a fraction of its threshold (alarm at 1)",
+            per_partition,
+        )
         self.windows = Counter(
             "driftline_drift_windows_closed", "Merged drift windows closed by this worker",
             ["model", "version"], registry=registry,
@@ -159,15 +165,17 @@ class DriftMetrics:
 
 @dataclass
 class _Adwins:
-    """The ADWIN detectors of one partition and the last offset they were fed."""
+    """The per-partition detectors (ADWIN, CUSUM) of one partition and the last offset they were fed."""
 
     detectors: dict[str, AdwinDetector]
     offset: int = -1
+    cusums: dict[str, CusumDetector] = field(default_factory=dict)
 
     def state(self) -> dict[str, Any]:
         return {
             "offset": self.offset,
             "detectors": {f: d.state(include_reference=False) for f, d in self.detectors.items()},
+            "cusum": {f: d.state(include_reference=False) for f, d in self.cusums.items()},
         }
 
 
@@ -180,6 +188,8 @@ class _Version:
     policy: SharedAlertPolicy
     adwin_refs: dict[str, Reference]
     numeric: set[str]
+    cusum_refs: dict[str, Reference] = field(default_factory=dict)
+    cusum_ert: float = 1e8
     partitions: dict[int, _Adwins] = field(default_factory=dict)
     dirty: set[int] = field(default_factory=set)
 
@@ -263,6 +273,11 @@ class DriftStage:
         adwin_refs = {n: refs[n] for n in sorted(numeric)} if cfg.monitor.adwin_features else {}
         if score is not None and cfg.monitor.adwin_score:
             adwin_refs[SCORE_FEATURE] = score
+        cusum_refs = {n: refs[n] for n in sorted(numeric)} if cfg.monitor.cusum else {}
+        if score is not None and cfg.monitor.cusum:
+            cusum_refs[SCORE_FEATURE] = score
+        # The monitor's budget split over its streams (the outcome joiner's error CUSUM is one more).
+        cusum_ert = cfg.monitor.cusum_ert_events * (len(cusum_refs) + 1)
         policy = SharedAlertPolicy(
             self.r,
             f"{self._prefix(meta)}:~policy",
@@ -270,7 +285,9 @@ class DriftStage:
             ttl_seconds=max(cfg.ttl_seconds, int(cfg.cooldown_seconds) + 60),
             history_key=alerts_key(self.namespace),
         )
-        self._current = _Version(meta, store, policy, adwin_refs, numeric)
+        self._current = _Version(
+            meta, store, policy, adwin_refs, numeric, cusum_refs=cusum_refs, cusum_ert=cusum_ert
+        )
         return self._current
 
     def observe(
@@ -332,7 +349,7 @@ class DriftStage:
             self.metrics.late.labels(model, version).inc(added.late)
         if windows:
             self.metrics.windows.labels(model, version).inc(len({w.window_end_ts for w in windows}))
-        if v.adwin_refs:
+        if v.adwin_refs or v.cusum_refs:
             more, stats = self._adwin(v, batch, scores, ts, parts, offs)
             signals += more
             windows += stats
@@ -423,6 +440,15 @@ class DriftStage:
                 estimate = det.estimate
                 if not math.isnan(estimate):
                     self.metrics.adwin_estimate.labels(*labels).set(estimate)
+            for feature, cus in adwins.cusums.items():
+                values = scores if feature == SCORE_FEATURE else batch.get(feature)
+                if values is None:
+                    continue
+                signals += cus.update(np.asarray(values, dtype=np.float64)[fresh], ts[fresh])
+                stats += cus.windows
+                statistic = cus.statistic
+                if not math.isnan(statistic):
+                    self.metrics.cusum.labels(model, version, feature, str(p)).set(statistic)
             adwins.offset = int(offs[fresh].max())
             v.dirty.add(p)
         return signals, stats
@@ -443,7 +469,7 @@ class DriftStage:
                 )
                 for f, ref in v.adwin_refs.items()
             }
-            adwins = _Adwins(detectors)
+            adwins = _Adwins(detectors, cusums=self._cusums(v, {}))
         else:
             state = json.loads(raw)
             detectors = {
@@ -451,9 +477,22 @@ class DriftStage:
                 for f, s in state["detectors"].items()
                 if f in v.adwin_refs
             }
-            adwins = _Adwins(detectors, int(state["offset"]))
+            adwins = _Adwins(detectors, int(state["offset"]), self._cusums(v, state.get("cusum") or {}))
         v.partitions[partition] = adwins
         return adwins
+
+    def _cusums(self, v: _Version, saved: Mapping[str, Any]) -> dict[str, CusumDetector]:
+        m = self.config.monitor
+        out = {}
+        for f, ref in v.cusum_refs.items():
+            if f in saved:
+                out[f] = CusumDetector.from_state(saved[f], reference=ref)
+            else:
+                out[f] = CusumDetector(
+                    f, ref, k=m.cusum_k, ert_events=v.cusum_ert, warning=m.cusum_warning,
+                    critical=m.cusum_critical, rearm=m.cusum_rearm, reference_margin=m.cusum_reference_margin,
+                )  # fmt: skip
+        return out
 
     def checkpoint(self) -> None:
         """Save the ADWIN state of every partition fed since the last checkpoint (one round trip)."""

@@ -14,7 +14,8 @@ Redis keys (namespace = topic prefix), each expiring ``label_wait_seconds`` afte
   their other half, scored by wall-clock deadline; expired members are counted as predictions
   that never got a label / labels without a prediction (``driftline_unlabeled_predictions_total``,
   ``driftline_unmatched_labels_total``), not silently dropped;
-* ``<ns>:outcomes:<model>:<version>:~errors`` the version's error-rate ADWIN (JSON checkpoint).
+* ``<ns>:outcomes:<model>:<version>:~errors`` the version's error-rate ADWIN and
+  ``...:~errors-cusum`` its Bernoulli CUSUM (JSON checkpoints).
 
 Within a batch predictions are written before labels are read, so a pair arriving together
 joins exactly once. A label arriving twice, or a crash of one joiner racing another on the same
@@ -23,7 +24,8 @@ error-rate detector is checkpointed before each commit: a batch redone after a f
 (or a crash between the two) is fed to it twice, which can only make a change look longer.
 
 Served outcomes of each model version feed an error-rate detector (ADWIN on the 0/1 error
-stream: concept drift) whose alerts go through the same shared policy as the worker's drift
+stream: concept drift) and a Bernoulli CUSUM (`detectors.cusum.ErrorCusum`, pre-change rate =
+the holdout's error rate) whose alerts go through the same shared policy as the worker's drift
 alerts; every outcome feeds the version's live performance window (accuracy, log-loss, AUC) and
 every prediction its confidence-based accuracy estimate (Prometheus gauges).
 """
@@ -47,6 +49,7 @@ from pydantic import BaseModel, ValidationError
 
 from detectors.adwin import ErrorRateDetector
 from detectors.alerts import AlertPolicy, DriftAlert
+from detectors.cusum import ErrorCusum
 from detectors.policy_store import SharedAlertPolicy
 from inference.metadata import ModelVersion
 from inference.performance import PerformanceWindow
@@ -120,6 +123,8 @@ class JoinConfig:
     batch_size: int = 1000
     batch_timeout: float = 0.1
     error_delta: float = 0.002  # the error-rate ADWIN's delta
+    error_cusum: bool = True  # also the Bernoulli CUSUM (detectors.cusum.ErrorCusum)
+    cusum_ert_events: float = 1e8  # its false-alarm budget: one per this many labelled outcomes
     performance_window: int = 1000  # outcomes per live-performance window
     cooldown_seconds: float = 3600.0  # the shared alert policy's (as in the worker)
     worker_id: str = "outcomes"
@@ -175,6 +180,7 @@ class OutcomeMetrics:
 class _VersionState:
     performance: PerformanceWindow
     errors: ErrorRateDetector | None = None
+    cusum: ErrorCusum | None = None
     policy: SharedAlertPolicy | None = None
     dirty: bool = False
 
@@ -401,6 +407,14 @@ class OutcomeJoiner:
                 accuracy = meta.training.metrics.get("accuracy") if meta and meta.training else None
                 reference = 1.0 - accuracy if accuracy is not None else None
                 st.errors = ErrorRateDetector(delta=self.cfg.error_delta, reference_error_rate=reference)
+            if self.cfg.error_cusum:
+                raw_cusum = self.r.get(self._cusum_key(model, version))
+                if raw_cusum is not None:
+                    st.cusum = ErrorCusum.from_state(json.loads(raw_cusum))
+                else:
+                    accuracy = meta.training.metrics.get("accuracy") if meta and meta.training else None
+                    p0 = 1.0 - accuracy if accuracy is not None else None  # None: learnt from a burn-in
+                    st.cusum = ErrorCusum(p0, ert_events=self.cfg.cusum_ert_events)
             cooldown = self.cfg.cooldown_seconds
             st.policy = SharedAlertPolicy(
                 self.r,
@@ -433,6 +447,8 @@ class OutcomeJoiner:
                 errors = np.array([0.0 if o.correct else 1.0 for o in served])
                 ts = np.array([o.event_ts.timestamp() for o in served])
                 signals = st.errors.update(errors, ts)
+                if st.cusum is not None:
+                    signals += st.cusum.update(errors, ts)
                 st.dirty = True
                 alerts += st.policy.decide(signals, model=model, version=version)
         for (model, version), st in self._versions.items():
@@ -462,6 +478,8 @@ class OutcomeJoiner:
         for (model, version), st in dirty:
             assert st.errors is not None
             pipe.set(self._errors_key(model, version), json.dumps(st.errors.state()), ex=7 * 86_400)
+            if st.cusum is not None:
+                pipe.set(self._cusum_key(model, version), json.dumps(st.cusum.state()), ex=7 * 86_400)
             st.dirty = False
         pipe.execute()
 
@@ -477,6 +495,9 @@ class OutcomeJoiner:
 
     def _errors_key(self, model: str, version: int) -> str:
         return f"{self.ns}:outcomes:{model}:{version}:~errors"
+
+    def _cusum_key(self, model: str, version: int) -> str:
+        return f"{self.ns}:outcomes:{model}:{version}:~errors-cusum"
 
     def _send(self, topic: str, key: str | None, value: bytes) -> None:
         while True:
