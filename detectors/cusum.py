@@ -136,10 +136,11 @@ class _Bank:
         self.s = np.zeros(r)
         self.run = np.zeros(r, dtype=np.int64)
         self.start_ts = np.full(r, math.nan)
+        self.start_off = np.full(r, -1, dtype=np.int64)  # Kafka offset where the run began (-1: unknown)
         self.latch = [0] * n_sides
         self.quiet = [0] * n_sides
 
-    def _advance(self, S: np.ndarray, ts: np.ndarray) -> None:
+    def _advance(self, S: np.ndarray, ts: np.ndarray, offs: np.ndarray) -> None:
         m = S.shape[1]
         zero = S <= 0.0
         any_zero = zero.any(axis=1)
@@ -148,12 +149,19 @@ class _Bank:
         start_in = np.where(last + 1 < m, ts[nxt], math.nan)
         carried = np.where(self.run > 0, self.start_ts, ts[0])
         self.start_ts = np.where(any_zero, start_in, carried)
+        off_in = np.where(last + 1 < m, offs[nxt], -1)
+        self.start_off = np.where(any_zero, off_in, np.where(self.run > 0, self.start_off, offs[0]))
         self.run = np.where(any_zero, m - 1 - last, self.run + m)
         self.s = S[:, -1].copy()
         self.quiet = [q + m for q in self.quiet]
 
-    def feed(self, y: np.ndarray, index: np.ndarray, ts: np.ndarray) -> list[dict[str, Any]]:
-        """Feed finite values; return one dict per alarm (row, side, run, statistic, ...)."""
+    def feed(
+        self, y: np.ndarray, index: np.ndarray, ts: np.ndarray, offs: np.ndarray | None = None
+    ) -> list[dict[str, Any]]:
+        """Feed finite values (with their Kafka offsets, -1 = unknown); one dict per alarm (row,
+        side, run, statistic, ...)."""
+        if offs is None:
+            offs = np.full(y.size, -1, dtype=np.int64)
         alarms: list[dict[str, Any]] = []
         pos = 0
         a, k, h = self.a[:, None], self.k[:, None], self.h[:, None]
@@ -165,11 +173,11 @@ class _Bank:
             over = h <= S
             hit = over.any(axis=1)
             if not hit.any():
-                self._advance(S, ts[pos:])
+                self._advance(S, ts[pos:], offs[pos:])
                 break
             first = np.where(hit, over.argmax(axis=1), y.size)
             t = int(first.min())
-            self._advance(S[:, : t + 1], ts[pos : pos + t + 1])
+            self._advance(S[:, : t + 1], ts[pos : pos + t + 1], offs[pos : pos + t + 1])
             rows = np.flatnonzero(first == t)
             for side in sorted({int(self.side[r]) for r in rows}):
                 mine = [int(r) for r in rows if self.side[r] == side]
@@ -187,11 +195,14 @@ class _Bank:
                         "start_ts": float(self.start_ts[r]),
                         "end_index": int(index[pos + t]) + 1,
                         "end_ts": float(ts[pos + t]),
+                        "start_offset": int(self.start_off[r]),
+                        "end_offset": int(offs[pos + t]),
                         "quiet": self.quiet[side] - 1,
                     }
                 )
                 reset = self.side == side
                 self.s[reset], self.run[reset], self.start_ts[reset] = 0.0, 0, math.nan
+                self.start_off[reset] = -1
                 self.quiet[side] = 0
             pos += t + 1
         return alarms
@@ -201,6 +212,7 @@ class _Bank:
             "s": self.s.tolist(),
             "run": self.run.tolist(),
             "start_ts": [None if math.isnan(v) else float(v) for v in self.start_ts.tolist()],
+            "start_off": self.start_off.tolist(),
             "latch": list(self.latch),
             "quiet": list(self.quiet),
         }
@@ -209,6 +221,7 @@ class _Bank:
         self.s = np.asarray(state["s"], dtype=np.float64)
         self.run = np.asarray(state["run"], dtype=np.int64)
         self.start_ts = np.array([math.nan if v is None else v for v in state["start_ts"]], dtype=np.float64)
+        self.start_off = np.asarray(state.get("start_off") or [-1] * self.s.size, dtype=np.int64)
         self.latch = [int(v) for v in state["latch"]]
         self.quiet = [int(v) for v in state["quiet"]]
 
@@ -231,19 +244,24 @@ class _CusumBase:
         b = self._bank
         return float(np.max(b.s / b.h)) if b is not None and b.s.size else math.nan
 
-    def _values(self, values: np.ndarray, ts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _values(
+        self, values: np.ndarray, ts: np.ndarray, offsets: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         x = as_float(np.asarray(values))
         ts = np.asarray(ts, dtype=np.float64)
         if x.shape != ts.shape:
             raise ValueError(f"{self.feature}: {len(x)} values but {len(ts)} timestamps")
+        offs = np.full(x.size, -1, dtype=np.int64) if offsets is None else np.asarray(offsets, dtype=np.int64)
+        if offs.shape != x.shape:
+            raise ValueError(f"{self.feature}: {len(offs)} offsets but {len(x)} values")
         index = np.arange(self.n_seen, self.n_seen + x.size, dtype=np.int64)
         self.n_seen += x.size
         ok = np.isfinite(x)
         if not ok.all():
-            x, index, ts = x[ok], index[ok], ts[ok]
-        return x, index, ts
+            x, index, ts, offs = x[ok], index[ok], ts[ok], offs[ok]
+        return x, index, ts, offs
 
-    def _signals(self, alarms: list[dict[str, Any]]) -> list[DriftSignal]:
+    def _signals(self, alarms: list[dict[str, Any]], partition: int | None = None) -> list[DriftSignal]:
         b = self._bank
         assert b is not None
         out = []
@@ -275,6 +293,12 @@ class _CusumBase:
                     n_window=al["n"],
                     n_reference=self.n_reference,
                     message=f"{self._message(al, effect)} ({severity})",
+                    partition=partition,
+                    window_offsets=(
+                        {partition: (al["start_offset"], al["end_offset"])}
+                        if partition is not None and min(al["start_offset"], al["end_offset"]) >= 0
+                        else {}
+                    ),
                 )
             )
         self.windows = [s.stat() for s in out]
@@ -366,14 +390,24 @@ class CusumDetector(_CusumBase):
         x = as_float(np.asarray(values))
         return np.where(np.isnan(x), np.nan, (self._scores(x) - self.mu) / (self.sd or 1.0))
 
-    def update(self, values: np.ndarray, ts: np.ndarray) -> list[DriftSignal]:
-        """Feed a batch (NaN/None skipped); a signal per change of at least ``warning`` std."""
-        x, index, ts = self._values(values, ts)
+    def update(
+        self,
+        values: np.ndarray,
+        ts: np.ndarray,
+        offsets: np.ndarray | None = None,
+        partition: int | None = None,
+    ) -> list[DriftSignal]:
+        """Feed a batch (NaN/None skipped); a signal per change of at least ``warning`` std.
+
+        With the values' Kafka ``offsets`` and their ``partition``, a signal carries the partition
+        and the offsets of the first and last value of the run it measured (``window_offsets``).
+        """
+        x, index, ts, offs = self._values(values, ts, offsets)
         if self._bank is None or x.size == 0:
             self.windows = []
             return []
         y = (self._scores(x) - self.mu) / self.sd
-        return self._signals(self._bank.feed(y, index, ts))
+        return self._signals(self._bank.feed(y, index, ts, offs), partition)
 
     def _effect(self, alarm: dict[str, Any]) -> float:
         return float(alarm["mean"])
@@ -479,7 +513,7 @@ class ErrorCusum(_CusumBase):
 
     def update(self, errors: np.ndarray, ts: np.ndarray) -> list[DriftSignal]:
         """Feed 0/1 errors (NaN = no label, skipped); a signal per rise of at least ``warning``."""
-        x, index, ts = self._values(errors, ts)
+        x, index, ts, _ = self._values(errors, ts)
         if self._bank is None and x.size:
             take = min(x.size, self.burn_in - self._burn_n)
             self._burn_errors += float((x[:take] > 0.5).sum())

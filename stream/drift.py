@@ -444,7 +444,9 @@ class DriftStage:
                 values = scores if feature == SCORE_FEATURE else batch.get(feature)
                 if values is None:
                     continue
-                signals += cus.update(np.asarray(values, dtype=np.float64)[fresh], ts[fresh])
+                signals += cus.update(
+                    np.asarray(values, dtype=np.float64)[fresh], ts[fresh], offsets=offs[fresh], partition=p
+                )
                 stats += cus.windows
                 statistic = cus.statistic
                 if not math.isnan(statistic):
