@@ -148,6 +148,7 @@ class Settings:
     window_size: int
     adwin_features: bool
     period: int
+    cusum_ert: float = 1e8  # MonitorConfig.cusum_ert_events: the CUSUMs' false-alarm budget
 
 
 # ---- streams -----------------------------------------------------------------------------------
@@ -266,7 +267,9 @@ class Driftline(Detector):
 
     def __init__(self, ref: ReferenceData, s: Settings) -> None:
         super().__init__(ref, s)
-        config = MonitorConfig(window_size=s.window_size, adwin_features=s.adwin_features)
+        config = MonitorConfig(
+            window_size=s.window_size, adwin_features=s.adwin_features, cusum_ert_events=s.cusum_ert
+        )
         self.monitor = ModelMonitor(
             ref.features, ref.score, config, reference_error_rate=ref.error_rate,
             reference_error_count=REFERENCE_EVENTS,
@@ -671,6 +674,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     # 2,000-event windows: 5,000 missed the 0.5-sd delay target (median 5,410) with no fewer false alarms.
     ap.add_argument("--window-size", type=int, default=2000, help="Driftline MonitorConfig.window_size")
     ap.add_argument("--adwin-features", action="store_true", help="Driftline: ADWIN on every numeric feature")
+    ap.add_argument(
+        "--cusum-ert",
+        type=float,
+        default=1e8,
+        help="Driftline MonitorConfig.cusum_ert_events: events per CUSUM false alarm (1e8); lower it to "
+        "compare delays at a baseline's false-alarm rate",
+    )
     ap.add_argument("--period", type=int, default=5000, help="always-fire period (events, multiple of 1000)")
     ap.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="worker processes")
     return ap.parse_args(argv)
@@ -682,7 +692,9 @@ def settings_from(args: argparse.Namespace) -> Settings:
     for name, value in (("control-events", control), ("period", args.period)):
         if value % BATCH:
             raise SystemExit(f"--{name} must be a multiple of {BATCH}")
-    return Settings(seeds, control, args.tolerance, args.window_size, args.adwin_features, args.period)
+    return Settings(
+        seeds, control, args.tolerance, args.window_size, args.adwin_features, args.period, args.cusum_ert
+    )
 
 
 def report(runs: list[RunResult], s: Settings, wall: float) -> str:
@@ -698,7 +710,8 @@ def report(runs: list[RunResult], s: Settings, wall: float) -> str:
         f"events from the change to the first alarm within {s.tolerance:,} (mean over detected runs, median "
         "over all seeds with a miss as infinite); driftline = critical alerts, driftline w+c = warning or "
         "critical alerts of the same run; '-' = the detector does not see that stream.",
-        f"driftline: MonitorConfig(window_size={s.window_size}, adwin_features={s.adwin_features}) + "
+        f"driftline: MonitorConfig(window_size={s.window_size}, adwin_features={s.adwin_features}, "
+        f"cusum_ert_events={s.cusum_ert:g}) + "
         "AlertPolicy() defaults; always-fire period "
         f"{s.period:,}; concept flip error rate {statistics.fmean(f[0] for f in flips):.3f} before, "
         f"{statistics.fmean(f[1] for f in flips):.3f} after (mean over seeds); every event labelled.",
