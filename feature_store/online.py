@@ -55,6 +55,7 @@ b'*3\\r\\n$3\\r\\nSET\\r\\n$1\\r\\nk\\r\\n$1\\r\\nv\\r\\n'
 
 from __future__ import annotations
 
+import socket
 import struct
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -92,6 +93,36 @@ def _command(*args: bytes) -> bytes:
     return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
 
 
+def _send(conn: Connection, payload: bytes) -> socket.socket:
+    """Send packed commands in one write; the socket their replies come back on."""
+    conn.send_packed_command([payload])
+    sock = conn._sock
+    if sock is None:
+        raise redis.ConnectionError("the Redis connection closed before its replies arrived")
+    return sock
+
+
+def _recv(sock: socket.socket) -> bytes:
+    data = sock.recv(1 << 20)
+    if not data:
+        raise redis.ConnectionError("the Redis connection closed before its replies arrived")
+    return data
+
+
+def _replies(sock: socket.socket, reader: hiredis.Reader, wanted: int) -> list[Any]:
+    """Read ``wanted`` replies with a hiredis reader of our own (error replies are raised)."""
+    replies: list[Any] = []
+    while len(replies) < wanted:
+        reply = reader.gets()
+        if reply is False:
+            reader.feed(_recv(sock))
+        elif isinstance(reply, redis.ResponseError):
+            raise reply
+        else:
+            replies.append(reply)
+    return replies
+
+
 def _roundtrip(conn: Connection, commands: list[bytes]) -> list[Any]:
     """Send commands in one write and read one reply per command (error replies are raised).
 
@@ -99,24 +130,8 @@ def _roundtrip(conn: Connection, commands: list[bytes]) -> list[Any]:
     ``read_response`` costs ~10 us a reply, a third of a 1,000-event batch's time. Every
     round trip reads all its replies, so the connection's own parser never holds any.
     """
-    conn.send_packed_command([b"".join(commands)])
-    sock = conn._sock
-    if sock is None:
-        raise redis.ConnectionError("the Redis connection closed before its replies arrived")
-    reader = hiredis.Reader(replyError=redis.ResponseError)
-    replies: list[Any] = []
-    while len(replies) < len(commands):
-        reply = reader.gets()
-        if reply is False:
-            data = sock.recv(1 << 20)
-            if not data:
-                raise redis.ConnectionError("the Redis connection closed before its replies arrived")
-            reader.feed(data)
-        elif isinstance(reply, redis.ResponseError):
-            raise reply
-        else:
-            replies.append(reply)
-    return replies
+    sock = _send(conn, b"".join(commands))
+    return _replies(sock, hiredis.Reader(replyError=redis.ResponseError), len(commands))
 
 
 _MULTI = _command(b"MULTI")
@@ -132,37 +147,17 @@ def _transaction(conn: Connection, commands: list[bytes]) -> list[Any] | None:
     are compared with what they must be, and only EXEC's reply is parsed. Anything else (a
     command refused while queueing) falls back to reading every reply, raising the error.
     """
-    conn.send_packed_command([b"".join((_MULTI, *commands, _EXEC))])
-    sock = conn._sock
-    if sock is None:
-        raise redis.ConnectionError("the Redis connection closed before its replies arrived")
+    sock = _send(conn, b"".join((_MULTI, *commands, _EXEC)))
     expected = b"+OK\r\n" + _QUEUED * len(commands)
     data = b""
     while len(data) < len(expected) and expected.startswith(data):
-        chunk = sock.recv(1 << 20)
-        if not chunk:
-            raise redis.ConnectionError("the Redis connection closed before its replies arrived")
-        data += chunk
+        data += _recv(sock)
     reader = hiredis.Reader(replyError=redis.ResponseError)
     if data.startswith(expected):
         reader.feed(data[len(expected) :])
-        wanted = 1
-    else:
-        reader.feed(data)
-        wanted = len(commands) + 2
-    replies: list[Any] = []
-    while len(replies) < wanted:
-        reply = reader.gets()
-        if reply is False:
-            chunk = sock.recv(1 << 20)
-            if not chunk:
-                raise redis.ConnectionError("the Redis connection closed before its replies arrived")
-            reader.feed(chunk)
-        elif isinstance(reply, redis.ResponseError):
-            raise reply
-        else:
-            replies.append(reply)
-    return cast(list[Any] | None, replies[-1])
+        return cast(list[Any] | None, _replies(sock, reader, 1)[0])
+    reader.feed(data)
+    return cast(list[Any] | None, _replies(sock, reader, len(commands) + 2)[-1])
 
 
 def _wall_time(ts: float) -> str:
