@@ -39,6 +39,11 @@ from stream.producer import PRODUCER_DEFAULTS
 from stream.scoring import ModelFollower, Scorer, wait_for_scorer
 from stream.topics import Topics
 
+# Commit errors that mean "this member no longer owns (some of) these partitions".
+_REBALANCED = frozenset(
+    {KafkaError.ILLEGAL_GENERATION, KafkaError.UNKNOWN_MEMBER_ID, KafkaError.REBALANCE_IN_PROGRESS}
+)
+
 log = logging.getLogger("driftline.worker")
 
 
@@ -237,7 +242,15 @@ class Worker:
             remaining = self.producer.flush(30)
             if remaining or self._delivery_errors:
                 raise OutputFailed("; ".join(self._delivery_errors[:3]) or f"{remaining} unacknowledged")
-            self.consumer.commit(offsets=next_offsets(msgs), asynchronous=False)
+            try:
+                self.consumer.commit(offsets=next_offsets(msgs), asynchronous=False)
+            except KafkaException as exc:
+                if exc.args[0].code() not in _REBALANCED:
+                    raise
+                # The group rebalanced during the batch: its outputs are durable, and the
+                # partitions' new owner re-reads from the last committed offsets, which every
+                # output skips or de-duplicates (feature store watermarks, window offsets, ids).
+                log.warning("offsets not committed, the group rebalanced meanwhile: %s", exc)
         if self.drift is not None:
             self.drift.published()  # after the commit: a kill before it re-publishes, never loses
 

@@ -12,11 +12,12 @@ import numpy as np
 import orjson
 import pytest
 import redis
+from confluent_kafka import KafkaError, KafkaException
 from rich.console import Console
 
 from detectors.alerts import DriftAlert
 from detectors.psi import PSIWindow, psi_from_counts
-from detectors.window_store import FAULT_ENV
+from detectors.window_store import FAULT_ENV, WINDOWED_DETECTORS
 from driftline.produce import produce_generated
 from driftline.settings import Settings
 from driftline.wiring import redis_client
@@ -229,7 +230,7 @@ def test_sigkill_between_claiming_a_window_and_producing_its_alerts_loses_none(
     ]
     ids = [a.id for a in alerts]
     assert len(ids) == len(set(ids)), "an alert was published twice"
-    recovered = [a for a in alerts if a.window_start_ts in killed and a.detector != "adwin"]
+    recovered = [a for a in alerts if a.window_start_ts in killed and a.detector in WINDOWED_DETECTORS]
     assert recovered, "the killed window's alerts were lost"
     decided = {a["id"] for m in killed.values() for a in m.get("alerts", [])}
     assert decided <= {a.id for a in recovered}  # the alerts decided before the kill, as decided
@@ -300,7 +301,8 @@ class _FakeKafka:
 
     def flush(self, _timeout: float = 0) -> int:
         fail = not self.failed and any(
-            topic == self.alerts_topic and DriftAlert.model_validate_json(value).detector != "adwin"
+            topic == self.alerts_topic
+            and DriftAlert.model_validate_json(value).detector in WINDOWED_DETECTORS
             for topic, value, _ in self.queued
         )
         for topic, value, on_delivery in self.queued:
@@ -317,38 +319,69 @@ class _FakeKafka:
         self.seeks += 1
 
 
-def test_a_batch_whose_alerts_failed_is_redone_with_the_same_alerts(own_settings: Settings) -> None:
-    """The worker's own retry (an output failed): the redo produces the window's alerts as decided."""
+def _fake_worker(s: Settings, fake: _FakeKafka) -> Any:
+    """A real worker (scoring, feature store, drift stage on the real Redis) on a fake Kafka."""
     from driftline.wiring import build_worker
     from stream.scoring import wait_for_scorer
-    from stream.synthetic import FraudGenerator
     from stream.worker import WorkerConfig
 
-    s = _settings(own_settings)
     register(s)
-    r = redis_client(s)
-    topics = Topics(s.topic_prefix)
     worker = build_worker(
         s, WorkerConfig(model="fraud", group_id=f"{s.topic_prefix}-fake", worker_id="w-fake")
     )
     worker.consumer.close()
-    fake = _FakeKafka(topics.alerts)
     worker.producer = fake  # type: ignore[assignment]
     worker.consumer = fake  # type: ignore[assignment]
     worker.scorer = wait_for_scorer(worker.follower, lambda: False)
     assert worker.drift is not None
     worker.drift.set_partitions([0])
+    return worker
+
+
+def _fake_messages(s: Settings, n: int = 9_000) -> list[_Msg]:
+    from stream.synthetic import FraudGenerator
+
+    topics = Topics(s.topic_prefix)
     gen = FraudGenerator(seed=4, entities=600, schedule=DriftSchedule(covariate_at=3_000), start_ts=START)
-    events = [e for b in gen.batches(9_000) for e in b.event_dicts()]
-    msgs = [_Msg(topics.events, i, e["entity_id"].encode(), orjson.dumps(e)) for i, e in enumerate(events)]
-    for lo in range(0, len(msgs), 500):
-        worker.process(msgs[lo : lo + 500])  # type: ignore[arg-type]
+    events = [e for b in gen.batches(n) for e in b.event_dicts()]
+    return [_Msg(topics.events, i, e["entity_id"].encode(), orjson.dumps(e)) for i, e in enumerate(events)]
+
+
+class _RebalancedKafka(_FakeKafka):
+    """The first commit fails as when the group rebalanced during the batch."""
+
+    def commit(self, offsets: Any = None, asynchronous: bool = True) -> None:
+        super().commit(offsets, asynchronous)
+        if self.commits == 1:
+            raise KafkaException(KafkaError(KafkaError.ILLEGAL_GENERATION))
+
+
+def test_a_commit_refused_by_a_rebalance_does_not_stop_the_worker(own_settings: Settings) -> None:
+    s = _settings(own_settings)
+    fake = _RebalancedKafka(Topics(s.topic_prefix).alerts)
+    worker = _fake_worker(s, fake)
+    msgs = _fake_messages(s, 2_000)
+    worker.process(msgs[:1000])
+    worker.process(msgs[1000:])
+    assert fake.commits == 2 and worker.metrics.retries._value.get() == 0
+    assert len([v for t, v in fake.delivered if t == Topics(s.topic_prefix).predictions]) == 2_000
+
+
+def test_a_batch_whose_alerts_failed_is_redone_with_the_same_alerts(own_settings: Settings) -> None:
+    """The worker's own retry (an output failed): the redo produces the window's alerts as decided."""
+    s = _settings(own_settings)
+    r = redis_client(s)
+    topics = Topics(s.topic_prefix)
+    fake = _FakeKafka(topics.alerts)
+    worker = _fake_worker(s, fake)
+    for lo in range(0, 9_000, 500):
+        worker.process(_fake_messages(s)[lo : lo + 500])
     failed = [DriftAlert.model_validate_json(v) for t, v in fake.failed if t == topics.alerts]
     sent = [DriftAlert.model_validate_json(v) for t, v in fake.delivered if t == topics.alerts]
     assert failed and worker.metrics.retries._value.get() == 1
     assert [a.id for a in sent] == list(dict.fromkeys(a.id for a in sent)), "an alert was sent twice"
     assert all(a in sent for a in failed)  # the very alerts decided (ADWIN's too), once each
-    windowed = [a for a in failed if a.detector != "adwin"]
+    windowed = [a for a in failed if a.detector in WINDOWED_DETECTORS]
     assert windowed
     prefix = f"{s.topic_prefix}:drift:fraud:1"
     assert r.zcard(f"{prefix}:~pending") == 0
