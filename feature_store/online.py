@@ -466,9 +466,10 @@ class OnlineStore:
             batch.keys = [(head + entity).encode() for entity in batch.entities]
         n = len(batch.entities)
         cached, cached_states = np.zeros(n, dtype=bool), np.zeros((0, self.engine.width))
+        cached_ttl = np.zeros(0, dtype=np.int64)
         if self.cache is not None:
             now_ms = int(self.clock() * 1000)
-            cached, cached_states = self.cache.lookup(
+            cached, cached_states, cached_ttl = self.cache.lookup(
                 batch.source, batch.entities, batch.entity_part, now_ms, self.ttl_ms
             )
         ask = np.flatnonzero(~cached).tolist()
@@ -488,7 +489,7 @@ class OnlineStore:
             if stale:  # another writer moved these partitions: read their states after all
                 again = cached & np.isin(batch.entity_part, list(stale))
                 keep = again[cached]
-                cached_states = cached_states[~keep]
+                cached_states, cached_ttl = cached_states[~keep], cached_ttl[~keep]
                 cached = cached & ~again
                 redo = np.flatnonzero(again).tolist()
                 got = _roundtrip(
@@ -498,9 +499,8 @@ class OnlineStore:
                     fields[i] = f
         blobs = [None if f is None else f[_TTL_AT.size :] for f in fields]
         ttl_at = [None if f is None else _TTL_AT.unpack_from(f)[0] for f in fields]
-        if self.cache is not None:
-            for i in np.flatnonzero(cached).tolist():
-                ttl_at[i] = self.cache.ttl_at(batch.entities[i])
+        for i, at in zip(np.flatnonzero(cached).tolist(), cached_ttl.tolist(), strict=True):
+            ttl_at[i] = at
         return _Read(watermarks, results, blobs, ttl_at, cached, cached_states)
 
     def _fill_replayed(self, result: WriteResult, results: dict[int, list[bytes]], batch: _Batch) -> None:

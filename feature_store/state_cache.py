@@ -23,7 +23,7 @@ Memory: ``capacity`` states of `Engine.width` float64 words (2.6 kB each for
 >>> cache.store("events", ["a", "b"], [0, 0], np.arange(6.0).reshape(2, 3), [[], []], [1, 1], {0: 41})
 >>> cache.valid("events", {0: 41})  # the watermark is still ours: entries of partition 0 hold
 set()
->>> hit, rows = cache.lookup("events", ["b", "c"], np.array([0, 0]), now_ms=2, ttl_ms=10)
+>>> hit, rows, _ = cache.lookup("events", ["b", "c"], np.array([0, 0]), now_ms=2, ttl_ms=10)
 >>> hit.tolist(), rows.tolist()
 ([True, False], [[3.0, 4.0, 5.0]])
 >>> cache.valid("events", {0: 57})  # someone else wrote partition 0: its entries are dropped
@@ -96,8 +96,9 @@ class StateCache:
 
     def lookup(
         self, source: str, entities: Sequence[str], partitions: np.ndarray, now_ms: int, ttl_ms: int
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Which entities (of ``partitions[i]``) have a usable entry, and their states (copies)."""
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Which entities (of ``partitions[i]``) have a usable entry; their states (copies) and
+        when their TTLs were set, in order."""
         get = self._slot.get
         slots = np.fromiter((get(e, -1) for e in entities), dtype=np.int64, count=len(entities))
         known = slots >= 0
@@ -118,13 +119,10 @@ class StateCache:
             )
         self._tick += 1
         self._used[slots[hit]] = self._tick
-        return hit, self.rows[slots[hit]]
+        return hit, self.rows[slots[hit]], self._ttl_at[slots[hit]]
 
     def tails(self, entity: str) -> list[str | None]:
         return self._tails[self._slot[entity]]
-
-    def ttl_at(self, entity: str) -> int:
-        return int(self._ttl_at[self._slot[entity]])
 
     def store(
         self,
