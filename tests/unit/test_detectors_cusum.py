@@ -11,6 +11,7 @@ import pytest
 from detectors.cusum import CusumDetector, ErrorCusum, _Bank, siegmund_threshold, tilt
 from detectors.reference import Reference
 from detectors.signals import DriftSignal
+from tests.unit.test_detectors_monitor import ODD_VALUES
 
 
 def _feed(det: CusumDetector | ErrorCusum, x: np.ndarray, batch: int = 1000) -> list[DriftSignal]:
@@ -171,16 +172,7 @@ def test_state_without_reference_needs_it() -> None:
     assert CusumDetector.from_state(slim, ref).thresholds == det.thresholds
 
 
-@pytest.mark.parametrize(
-    "values",
-    [
-        np.full(500, np.nan),
-        np.array([None] * 500, dtype=object),
-        np.array([None, float("nan"), "x", 3, True, 2.5, float("inf"), -float("inf")] * 60, dtype=object),
-        np.array([np.inf, -np.inf, np.nan, 1.0] * 125),
-        np.empty(0),
-    ],
-)
+@pytest.mark.parametrize("values", ODD_VALUES)
 def test_odd_values_never_crash(values: np.ndarray) -> None:
     rng = np.random.default_rng(9)
     dets = [
