@@ -62,6 +62,7 @@ from inference.encoding import encode_features
 from inference.metadata import ModelVersion
 from stream.decode import decode_batch
 from stream.offsets import next_offsets
+from stream.outputs import Output
 from stream.producer import PRODUCER_DEFAULTS
 from stream.synthetic import DriftSchedule, FraudGenerator
 from stream.topics import Topics, create_topics, delete_topics
@@ -690,24 +691,26 @@ def stage_breakdown(run: Run, n: int = 1000) -> list[tuple[str, float]]:
             ("encode_features", per_event_us(lambda: encode_features(meta.features, columns, n), n)),
             ("ONNX Runtime predict", per_event_us(lambda: session.predict(x), n)),
         ]
-        # _predict = score + records + orjson + produce + metrics; without produce (the columns are
-        # built before _predict now, so they are counted separately):
-        send = worker._send
-        setattr(worker, "_send", lambda *_a: None)  # noqa: B010
-        predict_no_send = per_event_us(lambda: worker._predict(batch, names, columns, time.perf_counter()), n)
-        setattr(worker, "_send", send)  # noqa: B010
+        # _predict = score + records + orjson + metrics, into a list of outputs (produced after;
+        # the columns are built before _predict now, so they are counted separately):
+        predict_no_send = per_event_us(
+            lambda: worker._predict(batch, names, columns, time.perf_counter(), []), n
+        )
         out.append(
             (
                 "prediction dicts + orjson.dumps + metrics",
                 predict_no_send - sum(us for name, us in out[3:5]),
             )
         )
-        values = [(e.entity_id, orjson.dumps({"event_id": e.event_id, "x": 1})) for e in batch.events]
         topic = run.topics.predictions
+        values = [
+            Output(topic, e.entity_id.encode(), orjson.dumps({"event_id": e.event_id, "x": 1}))
+            for e in batch.events
+        ]
 
         def produce_all() -> None:
-            for key, value in values:
-                worker._send(topic, key, value)
+            for out in values:
+                worker.outputs.send(out)
 
         def produce_then_flush() -> None:
             produce_all()

@@ -66,6 +66,16 @@ class Settings(BaseSettings):
     # taken over and published by another worker.
     drift_close_timeout_seconds: float = Field(60.0, gt=0)
 
+    # What the worker accepts as an event (bigger, wider or hostile ones are dead-lettered with
+    # their own reason code; see the README's event contract): bytes per message, features per
+    # event, characters per string feature, how far ahead of the wall clock an event time may
+    # be; and how many bytes of a refused message its dead letter keeps.
+    max_event_bytes: int = Field(1024 * 1024, ge=1024)
+    max_features: int = Field(1000, ge=1)
+    max_string_length: int = Field(16_384, ge=1)
+    max_future_seconds: float = Field(86_400.0, ge=0)
+    dead_letter_keep_bytes: int = Field(64 * 1024, ge=0, le=256 * 1024)
+
     # The loop after scoring: how long a prediction waits for its label (and a label for its
     # prediction); retraining (cooldown between jobs, newest labeled rows used, fewest accepted);
     # the canary's share of entities and the labeled outcomes it needs before a decision;

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from feature_store.online import OnlineStore
 from inference.api import ApiDeps, DriftStat, create_app
 from inference.metadata import ModelEvent
 from inference.registry import ModelRegistry
+from stream.decode import InputLimits
 from stream.drift import DriftConfig, DriftStage, alerts_key, latest_key
 from stream.metrics import WorkerMetrics
 from stream.online_features import OnlineFeatures
@@ -99,8 +101,19 @@ def drift_config(s: Settings) -> DriftConfig:
     )
 
 
+def input_limits(s: Settings) -> InputLimits:
+    return InputLimits(
+        max_event_bytes=s.max_event_bytes,
+        max_features=s.max_features,
+        max_string_length=s.max_string_length,
+        max_future_seconds=s.max_future_seconds,
+        dead_letter_keep_bytes=s.dead_letter_keep_bytes,
+    )
+
+
 def build_worker(s: Settings, cfg: WorkerConfig, metrics: WorkerMetrics | None = None) -> Worker:
     topics = Topics(s.topic_prefix)
+    cfg = dataclasses.replace(cfg, limits=input_limits(s))
     follower = ModelFollower(
         model_registry(s, publish=False), cfg.model, s.kafka_client_config(), topics.models
     )

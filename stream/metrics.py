@@ -108,7 +108,15 @@ class WorkerMetrics:
         )
         self.swaps = Counter("driftline_model_swaps", "Hot swaps of the deployment", registry=r)
         self.retries = Counter(
-            "driftline_batch_retries", "Batches re-processed after an output failure", registry=r
+            "driftline_batch_retries",
+            "Failed attempts at making a batch's outputs durable (each one redone once)",
+            registry=r,
+        )
+        self.outputs_refused = Counter(
+            "driftline_outputs_refused",
+            "Outputs refused as too large: replaced by a smaller dead letter, or dropped",
+            ["topic", "action"],
+            registry=r,
         )
 
     def serve(self, port: int) -> None:

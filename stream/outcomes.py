@@ -19,9 +19,11 @@ Redis keys (namespace = topic prefix), each expiring ``label_wait_seconds`` afte
 
 Within a batch predictions are written before labels are read, so a pair arriving together
 joins exactly once. A label arriving twice, or a crash of one joiner racing another on the same
-pair, can repeat an outcome; outcomes carry a deterministic ``id`` to de-duplicate on. The
-error-rate detector is checkpointed before each commit: a batch redone after a failed commit
-(or a crash between the two) is fed to it twice, which can only make a change look longer.
+pair, can repeat an outcome; outcomes carry a deterministic ``id`` to de-duplicate on (the
+retrainer counts by it). A failed commit is redone by producing the same outputs again, not by
+joining the batch again. The error-rate detector is checkpointed before each commit: a batch
+re-read after a crash between the two is fed to it twice, which can only make a change look
+longer.
 
 Served outcomes of each model version feed an error-rate detector (ADWIN on the 0/1 error
 stream: concept drift) and a Bernoulli CUSUM (`detectors.cusum.ErrorCusum`, pre-change rate =
@@ -32,6 +34,7 @@ every prediction its confidence-based accuracy estimate (Prometheus gauges).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -43,7 +46,7 @@ from typing import Any
 
 import numpy as np
 import redis
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
+from confluent_kafka import Consumer, KafkaException, Message, Producer
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from pydantic import BaseModel, ValidationError
 
@@ -53,9 +56,10 @@ from detectors.cusum import ErrorCusum
 from detectors.policy_store import SharedAlertPolicy
 from inference.metadata import ModelVersion
 from inference.performance import PerformanceWindow
-from stream.dead_letter import DeadLetter
+from stream.dead_letter import DEFAULT_KEEP_BYTES, DeadLetter
 from stream.events import LabelEvent
 from stream.offsets import first_offsets, next_offsets
+from stream.outputs import BatchOutputs, GaveUp, Output
 from stream.predictions import Arm, Prediction
 from stream.producer import PRODUCER_DEFAULTS
 from stream.topics import Topics
@@ -174,6 +178,17 @@ class OutcomeMetrics:
             ["severity", "detector"],
             registry=r,
         )
+        self.retries = Counter(
+            "driftline_batch_retries",
+            "Failed attempts at making a batch's outputs durable (each one redone once)",
+            registry=r,
+        )
+        self.outputs_refused = Counter(
+            "driftline_outputs_refused",
+            "Outputs refused as too large: replaced by a smaller dead letter, or dropped",
+            ["topic", "action"],
+            registry=r,
+        )
 
 
 @dataclass
@@ -231,6 +246,17 @@ class OutcomeJoiner:
                 "transactional.id": f"{cfg.group_id}-{cfg.worker_id}",
             }
         )
+        self.outputs = BatchOutputs(
+            self.producer,
+            self.consumer,
+            transactional=True,
+            dlq_topic=topics.dlq,
+            worker=cfg.worker_id,
+            retries=self.metrics.retries,
+            refused=self.metrics.outputs_refused,
+            stopping=lambda: self._stopping,
+            keep=DEFAULT_KEEP_BYTES,
+        )
 
     def stop(self, *_: object) -> None:
         self._stopping = True
@@ -257,39 +283,39 @@ class OutcomeJoiner:
 
     # ---- one batch ------------------------------------------------------------------------
     def process(self, msgs: list[Message]) -> None:
-        """Join one batch and commit it with its outputs (a transaction); redo it on failure."""
-        batch = self._decode(msgs)
-        while True:
-            try:
-                self._process_once(msgs, batch)
-                return
-            except KafkaException as exc:
-                err = exc.args[0]
-                if isinstance(err, KafkaError) and err.fatal():
-                    raise  # fenced: a restart resumes from the last committed batch
-                log.warning("outputs of a batch failed (%s); retrying it", exc)
-                self.producer.abort_transaction(30)
-                for tp in first_offsets(msgs):
-                    self.consumer.seek(tp)
-                time.sleep(1.0)
-                if self._stopping:
-                    return
+        """Join one batch and commit it with its outputs (a transaction).
 
-    def _process_once(self, msgs: list[Message], batch: _Batch) -> None:
+        The join, the detectors and their checkpoint run once; a failed transaction is aborted
+        and its outputs produced again from memory (`BatchOutputs.deliver`), once per failure,
+        so a ``read_committed`` reader sees each outcome, dead letter and alert once. A batch
+        that can no longer be committed here is consumed again from its first offsets.
+        """
+        batch = self._decode(msgs)
         outcomes = self._join(batch)
-        self.producer.begin_transaction()
-        for letter in batch.dead:
-            self._send(self.topics.dlq, letter.key, letter.to_json())
-            self.metrics.dlq.labels(letter.reason_code).inc()
-        for o in outcomes:
-            self._send(self.topics.outcomes, o.model, o.model_dump_json().encode())
-        for alert in self._observe(batch, outcomes):
-            self._send(self.topics.alerts, f"{alert.model}:{alert.feature}", alert.model_dump_json().encode())
+        outputs = [
+            Output(
+                self.topics.dlq, letter.key.encode() if letter.key else None, letter.to_json(), letter=letter
+            )
+            for letter in batch.dead
+        ]
+        outputs += [
+            Output(self.topics.outcomes, o.model.encode(), o.model_dump_json().encode()) for o in outcomes
+        ]
+        outputs += [
+            Output(self.topics.alerts, f"{a.model}:{a.feature}".encode(), a.model_dump_json().encode())
+            for a in self._observe(batch, outcomes)
+        ]
         self._checkpoint()  # before the commit: a replay of this batch starts from it
-        self.producer.send_offsets_to_transaction(
-            next_offsets(msgs), self.consumer.consumer_group_metadata(), 30
-        )
-        self.producer.commit_transaction(30)
+        try:
+            self.outputs.deliver(outputs, next_offsets(msgs))
+        except GaveUp as exc:
+            log.warning("a batch was not committed (%s): it will be consumed again", exc)
+            for tp in first_offsets(msgs):
+                with contextlib.suppress(KafkaException):  # not ours any more: re-read by its owner
+                    self.consumer.seek(tp)
+            return
+        for letter in batch.dead:
+            self.metrics.dlq.labels(letter.reason_code).inc()
         for o in outcomes:
             self.metrics.outcomes.labels(o.model, str(o.version), o.arm).inc()
 
@@ -498,14 +524,6 @@ class OutcomeJoiner:
 
     def _cusum_key(self, model: str, version: int) -> str:
         return f"{self.ns}:outcomes:{model}:{version}:~errors-cusum"
-
-    def _send(self, topic: str, key: str | None, value: bytes) -> None:
-        while True:
-            try:
-                self.producer.produce(topic, value, key.encode() if key else None)
-                return
-            except BufferError:
-                self.producer.poll(0.05)
 
 
 def _ok(msg: Message) -> bool:

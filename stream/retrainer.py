@@ -14,13 +14,18 @@ Three agents (``build_app``):
   thread while the agent waits for it;
 * ``rollout`` reads ``<prefix>.outcomes`` (keyed by model, so co-partitioned with its table):
   while a canary (or a shadow) is on trial it counts its outcomes and production's served ones
-  since the trial started (``rollouts`` table, saved every 100 outcomes) and `decide_rollout`
+  since the trial started (``rollouts`` table, saved every 100 outcomes), each outcome ``id``
+  once (a redone or re-joined outcome is not evidence twice; the ids are remembered for the
+  trial by this process), and `decide_rollout`
   promotes or rolls back once the evidence is in. Production's live error rate over each
   ``accuracy_window`` outcomes is checked too: above
   ``max_error_rate`` it triggers a retrain.
 
 Every step (trigger decisions, job results, rollout decisions with their evidence) is published
-to ``<prefix>.models`` as a `RetrainEvent`, beside the registry's own lifecycle events.
+to ``<prefix>.models`` as a `RetrainEvent`, beside the registry's own lifecycle events. A publish
+that fails (e.g. a message the broker refuses) is logged and counted
+(``driftline_retrainer_send_failures``), never fatal to an agent; an event's ``detail`` is cut
+to `MAX_DETAIL_BYTES`.
 """
 
 from __future__ import annotations
@@ -45,6 +50,8 @@ from stream.outcomes import Outcome
 from stream.topics import Topics
 
 log = logging.getLogger("driftline.retrainer")
+
+MAX_DETAIL_BYTES = 256 * 1024  # of a RetrainEvent's detail (a job's result could be anything)
 
 RetrainEventKind = Literal[
     "retrain_skipped", "retrain_started", "retrain_finished", "retrain_failed", "rollout_decided"
@@ -75,15 +82,28 @@ DeploymentOf = Callable[[str], Deployment]
 ApplyDecision = Callable[[str, int, RolloutDecision], None]  # promote / roll back with the evidence
 
 
-def retrainer_metrics(registry: CollectorRegistry) -> tuple[Counter, Counter]:
-    """The retrainer's counters: steps by kind, and rollout decisions by action."""
+def retrainer_metrics(registry: CollectorRegistry) -> tuple[Counter, Counter, Counter]:
+    """The retrainer's counters: steps by kind, rollout decisions by action, failed sends by topic."""
     steps = Counter(
         "driftline_retrain_steps", "Retrainer steps by kind", ["model", "kind"], registry=registry
     )
     decisions = Counter(
         "driftline_rollout_decisions", "Canary/shadow decisions", ["model", "action"], registry=registry
     )
-    return steps, decisions
+    failures = Counter(
+        "driftline_retrainer_send_failures", "Messages the retrainer failed to send", ["topic"],
+        registry=registry,
+    )  # fmt: skip
+    return steps, decisions, failures
+
+
+def bounded_event(event: RetrainEvent) -> bytes:
+    """The event as JSON, its ``detail`` replaced by a note when it is over `MAX_DETAIL_BYTES`."""
+    data = event.model_dump_json().encode()
+    if len(data) > MAX_DETAIL_BYTES:
+        note = {"detail_truncated": True, "detail_bytes": len(data)}
+        data = event.model_copy(update={"detail": note}).model_dump_json().encode()
+    return data
 
 
 def build_app(
@@ -119,17 +139,25 @@ def build_app(
     async def blocking(fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
 
-    steps, decisions = retrainer_metrics(metrics or CollectorRegistry())
+    steps, decisions, failures = retrainer_metrics(metrics or CollectorRegistry())
+
+    async def send(topic: Any, key: str, value: bytes) -> None:
+        # One message that cannot be sent (too large, a broker error) is reported, never fatal.
+        try:
+            await topic.send(key=key.encode(), value=value)
+        except Exception as exc:
+            failures.labels(topic.get_topic_name()).inc()
+            log.error("could not send %d bytes to %s: %r", len(value), topic.get_topic_name(), exc)
 
     async def publish(event: RetrainEvent) -> None:
         log.info("%s %s: %s", event.kind, event.name, event.reason)
         steps.labels(event.name, event.kind).inc()
         if event.kind == "rollout_decided":
             decisions.labels(event.name, str(event.detail.get("action"))).inc()
-        await models_topic.send(key=event.name.encode(), value=event.model_dump_json().encode())
+        await send(models_topic, event.name, bounded_event(event))
 
     async def trigger(t: RetrainTrigger) -> None:
-        await triggers_topic.send(key=t.model.encode(), value=t.model_dump_json().encode())
+        await send(triggers_topic, t.model, t.model_dump_json().encode())
 
     @app.agent(alerts_topic)
     async def alerts(stream: faust.StreamT[bytes]) -> None:
@@ -186,6 +214,7 @@ def build_app(
 
     deployments: dict[str, tuple[float, Deployment]] = {}
     counts: dict[str, dict[str, Any]] = {}  # the table's rows, written back every 100 outcomes
+    seen: dict[str, set[str]] = {}  # per model, the outcome ids counted in its current trial
 
     async def current(model: str) -> Deployment:
         cached = deployments.get(model)
@@ -223,8 +252,13 @@ def build_app(
         canary = dep.canary.version if dep.canary else dep.shadow.version if dep.shadow else None
         if (st.get("canary"), st.get("production")) != (canary, prod):
             st = {"canary": canary, "production": prod, "cn": 0, "ce": 0, "pn": 0, "pe": 0, "an": 0, "ae": 0}
+            seen[model] = set()
         st.setdefault("unsaved", 0)
         counts[model] = st
+        ids = seen.setdefault(model, set())
+        if o.id in ids:
+            return st  # the same outcome again (a redone batch, a label sent twice): counted once
+        ids.add(o.id)
         wrong = 0 if o.correct else 1
         if canary is not None and o.version == canary:
             st["cn"] += 1
@@ -257,6 +291,7 @@ def build_app(
                 )
                 st = {"decided": True, "unsaved": 0}
                 counts[model] = st
+                seen.pop(model, None)
         return st
 
     return app

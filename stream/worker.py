@@ -3,12 +3,17 @@
 The whole loop is ``Worker.run`` / ``Worker.process``. Delivery guarantees:
 
 * **at-least-once** (default): a batch's predictions and dead letters are flushed and every
-  delivery acknowledged by the broker before its offsets are committed (synchronously). If an
-  output fails, the consumer is rewound to the batch's first offsets and the batch is redone,
-  so a crash or an output failure can repeat predictions but never lose one.
+  delivery acknowledged by the broker before its offsets are committed (synchronously). An
+  output whose delivery failed is produced again from memory (`stream.outputs`), so a crash or
+  an output failure can repeat predictions but never lose one.
 * **exactly-once** (``exactly_once=True``): each batch's outputs and its offsets are one Kafka
-  transaction (``send_offsets_to_transaction``); a ``read_committed`` consumer of the
-  predictions sees every event's prediction once, even across a SIGKILL.
+  transaction (``send_offsets_to_transaction``); a failed transaction is aborted and its
+  outputs produced again in a new one, so a ``read_committed`` consumer sees every event's
+  prediction, dead letter and alert once, across output failures and a SIGKILL.
+
+Either way a batch is processed once: a retry re-sends its outputs, it does not score it again.
+Hostile input costs one dead letter each (`stream.decode.InputLimits`), and a message the
+broker refuses (too large) is replaced by a smaller dead letter, never a crash loop.
 
 Swaps of the model deployment (promote, canary, shadow, rollback) happen between batches.
 SIGTERM/SIGINT finish the current batch, commit it and exit.
@@ -29,20 +34,16 @@ from typing import Any, Protocol
 
 import numpy as np
 import orjson
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 
-from stream.decode import EventBatch, decode_batch
+from stream.decode import EventBatch, InputLimits, decode_batch
 from stream.drift import DriftStage
 from stream.metrics import WorkerMetrics
 from stream.offsets import first_offsets, next_offsets
+from stream.outputs import BatchOutputs, GaveUp, Output
 from stream.producer import PRODUCER_DEFAULTS
 from stream.scoring import ModelFollower, Scorer, wait_for_scorer
 from stream.topics import Topics
-
-# Commit errors that mean "this member no longer owns (some of) these partitions".
-_REBALANCED = frozenset(
-    {KafkaError.ILLEGAL_GENERATION, KafkaError.UNKNOWN_MEMBER_ID, KafkaError.REBALANCE_IN_PROGRESS}
-)
 
 log = logging.getLogger("driftline.worker")
 
@@ -81,10 +82,28 @@ class WorkerConfig:
     # (tests, batch jobs); a worker waiting for partitions keeps waiting.
     exit_when_idle: float | None = None
     consumer_overrides: dict[str, Any] = field(default_factory=dict)
+    limits: InputLimits = field(default_factory=InputLimits)
 
 
-class OutputFailed(RuntimeError):
-    pass
+def consumer_size_limits(max_event_bytes: int) -> dict[str, int]:
+    """librdkafka fetch sizes for events of at most ``max_event_bytes``.
+
+    A partition fetch asks for one maximal event; a fetch response holds at most 16 of them.
+    The broker still returns a first record batch bigger than these (so a consumer always
+    progresses), up to the topic's ``max.message.bytes``: the response limit
+    (``receive.message.max.bytes``, which must exceed ``fetch.max.bytes`` by 512) is kept at
+    librdkafka's 100 MB so such a message arrives and is dead-lettered as ``event_too_large``
+    rather than stalling its partition.
+
+    >>> consumer_size_limits(1 << 20)["fetch.max.bytes"]
+    16777216
+    """
+    fetch = 16 * max_event_bytes
+    return {
+        "max.partition.fetch.bytes": max_event_bytes,
+        "fetch.max.bytes": fetch,
+        "receive.message.max.bytes": max(100_000_000, fetch + 512),
+    }
 
 
 class Worker:
@@ -116,6 +135,7 @@ class Worker:
                 # A worker that dies (SIGKILL) hands its partitions over after this long.
                 "session.timeout.ms": 10_000,
                 "heartbeat.interval.ms": 2_000,
+                **consumer_size_limits(cfg.limits.max_event_bytes),
                 **cfg.consumer_overrides,
             }
         )
@@ -123,7 +143,17 @@ class Worker:
         if cfg.exactly_once:
             producer_config["transactional.id"] = f"{cfg.group_id}-{cfg.worker_id}"
         self.producer = Producer(producer_config)
-        self._delivery_errors: list[str] = []
+        self.outputs = BatchOutputs(
+            self.producer,
+            self.consumer,
+            transactional=cfg.exactly_once,
+            dlq_topic=topics.dlq,
+            worker=cfg.worker_id,
+            retries=self.metrics.retries,
+            refused=self.metrics.outputs_refused,
+            stopping=lambda: self._stopping,
+            keep=cfg.limits.dead_letter_keep_bytes,
+        )
         self.scorer: Scorer | None = None
         self._last_lag_update = 0.0
         self._idle_since = time.monotonic()
@@ -186,29 +216,41 @@ class Worker:
 
     # ---- one batch ------------------------------------------------------------------------
     def process(self, msgs: list[Message]) -> None:
-        """Score one micro-batch and commit it; redo it until its outputs are durable."""
-        while True:
-            started = time.perf_counter()
-            try:
-                self._process_once(msgs, started)
-                return
-            except OutputFailed as exc:
-                self.metrics.retries.inc()
-                log.warning("outputs of a batch failed (%s); rewinding and retrying", exc)
-                if self.drift is not None:
-                    self.drift.rewound()  # the redo publishes the windows this batch closed
-                self._rewind(msgs)
-                time.sleep(1.0)
-                if self._stopping:
-                    return
+        """Score one micro-batch and commit it with its outputs.
+
+        Features, scores and drift state are computed once (`_outputs`); an output failure is
+        redone from memory by `BatchOutputs.deliver`, once per failure, never by processing the
+        batch again. A batch that can no longer be committed here (stopping, or the group moved
+        on) is given up: the consumer is rewound to it, so it is consumed again (or by the
+        partition's new owner) and the redo finds its feature-store writes as replays.
+        """
+        started = time.perf_counter()
+        self._process_once(msgs, started)
 
     def _process_once(self, msgs: list[Message], started: float) -> None:
-        assert self.scorer is not None
-        batch, dead = decode_batch(msgs, self.cfg.worker_id)
-        if self.cfg.exactly_once:
-            self.producer.begin_transaction()
-        self._delivery_errors = []
+        outputs, dead = self._outputs(msgs, started)
+        try:
+            self.outputs.deliver(outputs, next_offsets(msgs))
+        except GaveUp as exc:
+            log.warning("a batch was not committed (%s): it will be consumed again", exc)
+            self._give_up(msgs)
+            return
+        if self.drift is not None:
+            self.drift.published()  # after the commit: a kill before it re-publishes, never loses
 
+        m = self.metrics
+        m.consumed.inc(len(msgs))
+        m.processed.labels("ok").inc(len(msgs) - dead)
+        m.processed.labels("dlq").inc(dead)
+        m.batch_size.observe(len(msgs))
+        m.batch_latency.observe(time.perf_counter() - started)
+
+    def _outputs(self, msgs: list[Message], started: float) -> tuple[list[Output], int]:
+        """The batch's outputs (predictions, dead letters, alerts) and its number of dead letters."""
+        assert self.scorer is not None
+        limits = self.cfg.limits
+        batch, dead = decode_batch(msgs, self.cfg.worker_id, limits)
+        outputs: list[Output] = []
         if len(batch):
             names = self.scorer.feature_names()
             features = self.features.columns(batch, names)
@@ -222,47 +264,22 @@ class Worker:
                 batch = batch.subset(keep)
                 columns = {name: [col[i] for i in keep] for name, col in columns.items()}
             if len(batch):
-                self._predict(batch, names, columns, started)
+                self._predict(batch, names, columns, started, outputs)
         for letter in dead:
-            self._send(self.topics.dlq, letter.key, letter.to_json())
+            key = letter.key.encode() if letter.key else None
+            outputs.append(Output(self.topics.dlq, key, letter.to_json(), letter=letter))
             self.metrics.dlq.labels(letter.reason_code).inc()
-
         if self.drift is not None:
             self.drift.checkpoint()  # before the commit, so a replay of this batch finds it
-        if self.cfg.exactly_once:
-            try:
-                self.producer.send_offsets_to_transaction(
-                    next_offsets(msgs), self.consumer.consumer_group_metadata(), 30
-                )
-                self.producer.commit_transaction(30)
-            except KafkaException as exc:
-                self._abort(exc)
-                raise OutputFailed(str(exc)) from exc
-        else:
-            remaining = self.producer.flush(30)
-            if remaining or self._delivery_errors:
-                raise OutputFailed("; ".join(self._delivery_errors[:3]) or f"{remaining} unacknowledged")
-            try:
-                self.consumer.commit(offsets=next_offsets(msgs), asynchronous=False)
-            except KafkaException as exc:
-                if exc.args[0].code() not in _REBALANCED:
-                    raise
-                # The group rebalanced during the batch: its outputs are durable, and the
-                # partitions' new owner re-reads from the last committed offsets, which every
-                # output skips or de-duplicates (feature store watermarks, window offsets, ids).
-                log.warning("offsets not committed, the group rebalanced meanwhile: %s", exc)
-        if self.drift is not None:
-            self.drift.published()  # after the commit: a kill before it re-publishes, never loses
-
-        m = self.metrics
-        m.consumed.inc(len(msgs))
-        m.processed.labels("ok").inc(len(msgs) - len(dead))
-        m.processed.labels("dlq").inc(len(dead))
-        m.batch_size.observe(len(msgs))
-        m.batch_latency.observe(time.perf_counter() - started)
+        return outputs, len(dead)
 
     def _predict(
-        self, batch: EventBatch, names: list[str], columns: Mapping[str, Sequence[Any]], started: float
+        self,
+        batch: EventBatch,
+        names: list[str],
+        columns: Mapping[str, Sequence[Any]],
+        started: float,
+        outputs: list[Output],
     ) -> None:
         assert self.scorer is not None
         scored = self.scorer.score(batch.entity_ids, columns)
@@ -270,6 +287,7 @@ class Worker:
         events = batch.events
         event_times = batch.event_times()
         partitions, offsets = np.asarray(batch.partitions), np.asarray(batch.offsets)
+        topic = self.topics.predictions
         for arm in scored:
             meta, shadow = arm.meta, arm.arm == "shadow"
             if self.drift is not None and arm.arm == "production":
@@ -278,9 +296,8 @@ class Worker:
                     meta, columns, r, arm.scores, event_times[r], partitions[r], offsets[r]
                 )
                 for alert in alerts:
-                    self._send(
-                        self.topics.alerts, f"{alert.model}:{alert.feature}", alert.model_dump_json().encode()
-                    )
+                    key = f"{alert.model}:{alert.feature}".encode()
+                    outputs.append(Output(self.topics.alerts, key, alert.model_dump_json().encode()))
             self.metrics.inference.labels(meta.name, str(meta.version)).observe(arm.inference_s)
             self.metrics.predictions.labels(meta.name, str(meta.version), arm.arm).inc(len(arm.rows))
             processing_ms = round((time.perf_counter() - started) * 1000, 3)
@@ -303,35 +320,20 @@ class Worker:
                 }
                 if self.cfg.attach_features:
                     record["features"] = {name: columns[name][i] for name in names}
-                self._send(
-                    self.topics.predictions, e.entity_id, orjson.dumps(record, option=orjson.OPT_UTC_Z)
-                )
+                value = orjson.dumps(record, option=orjson.OPT_UTC_Z)
+                outputs.append(Output(topic, e.entity_id.encode(), value, source=batch.messages[i]))
         self.metrics.event_lag.observe_many(now - event_times)
 
     # ---- Kafka details --------------------------------------------------------------------
-    def _send(self, topic: str, key: str | None, value: bytes) -> None:
-        while True:
-            try:
-                self.producer.produce(
-                    topic, value, key.encode() if key else None, on_delivery=self._on_delivery
-                )
-                return
-            except BufferError:
-                self.producer.poll(0.05)
-
-    def _on_delivery(self, err: KafkaError | None, _msg: Message) -> None:
-        if err is not None:
-            self._delivery_errors.append(err.str())
-
-    def _rewind(self, msgs: list[Message]) -> None:
+    def _give_up(self, msgs: list[Message]) -> None:
+        """The batch is not committed: leave its windows to a redo and consume it again."""
+        if self.drift is not None:
+            self.drift.rewound()
         for tp in first_offsets(msgs):
-            self.consumer.seek(tp)
-
-    def _abort(self, exc: KafkaException) -> None:
-        err = exc.args[0]
-        if isinstance(err, KafkaError) and err.fatal():
-            raise exc  # fenced or fatal: this producer can't continue; a restart resumes safely
-        self.producer.abort_transaction(30)
+            try:
+                self.consumer.seek(tp)
+            except KafkaException as exc:  # no longer ours: its new owner reads it from the commit
+                log.info("not rewinding partition %d: %s", tp.partition, exc.args[0].str())
 
     def _is_error(self, msg: Message) -> bool:
         err = msg.error()
