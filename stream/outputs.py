@@ -133,8 +133,8 @@ class BatchOutputs:
         while True:
             self._attempt = _Attempt()
             self.producer.begin_transaction()
-            for out in outputs:
-                self.send(out)
+            # What was sent: a stand-in replaces (or a drop removes) an output for every later attempt.
+            outputs = [sent for sent in map(self.send, outputs) if sent is not None]
             try:
                 if self._attempt.refused_at_produce:
                     raise KafkaException(KafkaError(KafkaError._FAIL, "; ".join(self._attempt.errors[:3])))
@@ -182,20 +182,21 @@ class BatchOutputs:
                 time.sleep(1.0)
 
     # ---- one message --------------------------------------------------------------------------
-    def send(self, out: Output) -> None:
-        """Produce one output; a size refusal is handled here, other failures fail the attempt."""
+    def send(self, out: Output) -> Output | None:
+        """Produce one output (or its stand-in: returned; None: dropped). A size refusal is
+        handled here, any other failure fails the attempt."""
         limit = self.size_limits.get(out.topic)
         if limit is not None and len(out.value) >= limit:
             replaced = self._replacement(out, f"{len(out.value)} bytes, {out.topic} refuses {limit}")
             if replaced is None:
-                return
+                return None
             out = replaced
         while True:
             try:
                 self.producer.produce(
                     out.topic, out.value, out.key, on_delivery=partial(self._on_delivery, out)
                 )
-                return
+                return out
             except BufferError:
                 self.producer.poll(0.05)  # the local queue is full: serve callbacks until there is room
             except KafkaException as exc:
@@ -208,7 +209,7 @@ class BatchOutputs:
                 self._attempt.failed.append(out)
                 self._attempt.errors.append(f"{out.topic}: {err.str()}")
                 self._attempt.refused_at_produce = True
-                return
+                return out
 
     def _on_delivery(self, out: Output, err: KafkaError | None, _msg: Message) -> None:
         if err is None:
