@@ -16,7 +16,7 @@ from driftline.settings import Settings
 from driftline.wiring import online_store
 from feature_store.definitions import fraud_feature_view
 from stream.producer import PRODUCER_DEFAULTS
-from stream.synthetic import FraudGenerator
+from stream.synthetic import DriftSchedule, FraudGenerator
 
 BROKER_LIMIT = 1_000_000  # the smallest message limit on the way (the producer's message.max.bytes)
 
@@ -31,9 +31,14 @@ class Sent:
     offset: int
 
 
-def valid_events(n: int, seed: int = 1, entities: int = 500) -> list[tuple[str, bytes]]:
-    """``n`` synthetic events (entity, JSON), 0.2 s of event time apart: all inside 24 h."""
-    batch = FraudGenerator(seed=seed, entities=entities, start_ts=1.7e9, mean_gap_s=0.2).batch(0, n)
+def valid_events(
+    n: int, seed: int = 1, entities: int = 500, gap: float = 0.2, schedule: DriftSchedule | None = None
+) -> list[tuple[str, bytes]]:
+    """``n`` synthetic events (entity, JSON), ``gap`` s of event time apart (keep n * gap < 24 h)."""
+    gen = FraudGenerator(
+        seed=seed, entities=entities, start_ts=1.7e9, mean_gap_s=gap, schedule=schedule or DriftSchedule()
+    )
+    batch = gen.batch(0, n)
     return [(e["entity_id"], orjson.dumps(e)) for e in batch.event_dicts()]
 
 

@@ -80,7 +80,7 @@ def test_hostile_messages_never_stop_the_worker_nor_poison_state(own_settings: S
     # Valid events in order; a hostile message after every second one.
     items: list[tuple[bytes | None, bytes | None]] = []
     codes: list[str | None] = []  # per message: its expected reason code (None: valid)
-    hostile = [(k, v, c) for k, v, c in ONCE]
+    hostile: list[tuple[str, bytes | None, str]] = [(k, v, c) for k, v, c in ONCE]
     while len(hostile) < n_bad - 2:  # + binary garbage + the year-9999 event
         hostile.append(SMALL[len(hostile) % len(SMALL)])
     hostile.insert(

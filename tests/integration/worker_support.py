@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -81,11 +82,16 @@ class RunningWorker:
         assert not self.errors, self.errors
 
 
-def start_worker(s: Settings, **overrides: Any) -> RunningWorker:
+def start_worker(
+    s: Settings, prepare: Callable[[Worker], None] | None = None, **overrides: Any
+) -> RunningWorker:
+    """A worker running in a thread; ``prepare`` sees it first (e.g. to inject faults)."""
     cfg = WorkerConfig(model="fraud", group_id=f"{s.topic_prefix}-worker", batch_timeout=0.05)
     for key, value in overrides.items():
         setattr(cfg, key, value)
     worker = build_worker(s, cfg)
+    if prepare is not None:
+        prepare(worker)
     errors: list[BaseException] = []
 
     def run() -> None:
