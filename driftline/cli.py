@@ -128,11 +128,13 @@ def produce(
     drift_shift: Annotated[float, typer.Option(help="Covariate shift in std devs.")] = 1.0,
     label_delay: Annotated[int, typer.Option(min=0, help="Send each label N events later.")] = 100,
     label_field: Annotated[str | None, typer.Option(help="--file: column holding the label.")] = None,
-    start_ts: Annotated[datetime | None, typer.Option(help="Synthetic: first event time (UTC).")] = None,
+    start_ts: Annotated[
+        datetime | None, typer.Option(help="Synthetic: first event time (UTC); default: the last is now.")
+    ] = None,
 ) -> None:
     """Send events (and labels) to <prefix>.events / <prefix>.labels."""
     from driftline.produce import produce_file, produce_generated
-    from stream.synthetic import DriftSchedule
+    from stream.synthetic import DriftSchedule, FraudGenerator
 
     if (file is None) == (synthetic is None):
         raise typer.BadParameter("give exactly one of --file PATH or --synthetic fraud")
@@ -148,9 +150,12 @@ def produce(
             schedule = DriftSchedule.parse(drift or [], width=drift_width, shift=drift_shift)
         except ValueError as exc:
             raise typer.BadParameter(str(exc), param_hint="--drift") from None
-        start = (
-            start_ts.replace(tzinfo=start_ts.tzinfo or UTC) if start_ts else datetime.now(UTC)
-        ).timestamp()
+        if start_ts is not None:
+            start = start_ts.replace(tzinfo=start_ts.tzinfo or UTC).timestamp()
+        else:
+            # Synthetic event time runs at 2 events/s, usually far ahead of the wall clock: end
+            # the stream now, so no event is refused as future_event (DRIFTLINE_MAX_FUTURE_SECONDS).
+            start = datetime.now(UTC).timestamp() - n * FraudGenerator.mean_gap_s
         tally = produce_generated(s, n, rate, seed, entities, schedule, label_delay, start, console)
     console.print(
         f"sent {tally.sent}, delivered {tally.delivered}, failed {tally.failed + tally.pending}",

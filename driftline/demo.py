@@ -68,6 +68,9 @@ DEMO_SETTINGS: dict[str, Any] = {
     "retrain_recent_rows": 6000,
     "retrain_min_rows": 2000,
     "label_wait_seconds": 600,
+    # Event time runs ~2,000x faster than the wall clock here (see run_demo): demo events are
+    # stamped days to weeks ahead, which the worker would otherwise refuse as future_event.
+    "max_future_seconds": 10 * 365 * 86_400,
 }
 LABEL_DELAY = 200
 WATCHED = next(iter(DRIFTED_FEATURES))  # a feature the covariate shift moves

@@ -36,6 +36,7 @@ import numpy as np
 import orjson
 from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 
+from stream.dead_letter import DeadLetter
 from stream.decode import EventBatch, InputLimits, decode_batch
 from stream.drift import DriftStage
 from stream.metrics import WorkerMetrics
@@ -239,14 +240,16 @@ class Worker:
             self.drift.published()  # after the commit: a kill before it re-publishes, never loses
 
         m = self.metrics
+        for letter in dead:
+            m.dlq.labels(letter.reason_code).inc()
         m.consumed.inc(len(msgs))
-        m.processed.labels("ok").inc(len(msgs) - dead)
-        m.processed.labels("dlq").inc(dead)
+        m.processed.labels("ok").inc(len(msgs) - len(dead))
+        m.processed.labels("dlq").inc(len(dead))
         m.batch_size.observe(len(msgs))
         m.batch_latency.observe(time.perf_counter() - started)
 
-    def _outputs(self, msgs: list[Message], started: float) -> tuple[list[Output], int]:
-        """The batch's outputs (predictions, dead letters, alerts) and its number of dead letters."""
+    def _outputs(self, msgs: list[Message], started: float) -> tuple[list[Output], list[DeadLetter]]:
+        """The batch's outputs (predictions, dead letters, alerts), and its dead letters."""
         assert self.scorer is not None
         limits = self.cfg.limits
         batch, dead = decode_batch(msgs, self.cfg.worker_id, limits)
@@ -268,10 +271,9 @@ class Worker:
         for letter in dead:
             key = letter.key.encode() if letter.key else None
             outputs.append(Output(self.topics.dlq, key, letter.to_json(), letter=letter))
-            self.metrics.dlq.labels(letter.reason_code).inc()
         if self.drift is not None:
             self.drift.checkpoint()  # before the commit, so a replay of this batch finds it
-        return outputs, len(dead)
+        return outputs, dead
 
     def _predict(
         self,

@@ -170,7 +170,7 @@ def test_sigkill_mid_stream_loses_nothing(own_settings: Settings, exactly_once: 
 
 
 def test_hot_swap_then_sticky_canary(own_settings: Settings) -> None:
-    s = own_settings
+    s = own_settings.model_copy(update={"max_future_seconds": 20 * 365 * 86_400})  # events of 2030
     reg = registry(s)
     v1 = register(s)
     v2 = register(s, stage="candidate", seed=1)
