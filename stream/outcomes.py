@@ -247,8 +247,7 @@ class OutcomeJoiner:
             }
         )
         self.outputs = BatchOutputs(
-            self.producer,
-            self.consumer,
+            self,
             transactional=True,
             dlq_topic=topics.dlq,
             worker=cfg.worker_id,

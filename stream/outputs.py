@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Protocol
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from prometheus_client import Counter
@@ -63,6 +64,13 @@ class _Attempt:
     refused_at_produce: bool = False  # not even queued: a transaction would commit without it
 
 
+class KafkaClients(Protocol):
+    """Whoever owns the producer and the consumer (read at each use: an owner may replace them)."""
+
+    producer: Producer
+    consumer: Consumer
+
+
 class GaveUp(Exception):
     """The batch can no longer be committed by this process: stopping, or its group moved on."""
 
@@ -72,8 +80,7 @@ class BatchOutputs:
 
     def __init__(
         self,
-        producer: Producer,
-        consumer: Consumer,
+        kafka: KafkaClients,
         *,
         transactional: bool,
         dlq_topic: str,
@@ -83,8 +90,7 @@ class BatchOutputs:
         stopping: Callable[[], bool],
         keep: int,
     ) -> None:
-        self.producer = producer
-        self.consumer = consumer
+        self.kafka = kafka
         self.transactional = transactional
         self.dlq_topic = dlq_topic
         self.worker = worker
@@ -109,7 +115,7 @@ class BatchOutputs:
             self._attempt = _Attempt()
             for out in pending:
                 self.send(out)
-            while self.producer.flush(5.0):  # librdkafka retries these itself until they time out
+            while self.kafka.producer.flush(5.0):  # librdkafka retries these itself until they time out
                 if self.stopping():
                     raise GaveUp("stopping with outputs unacknowledged")
             attempt = self._attempt
@@ -119,7 +125,7 @@ class BatchOutputs:
             self._failed(attempt, failures)
             pending = attempt.failed
         try:
-            self.consumer.commit(offsets=offsets, asynchronous=False)
+            self.kafka.consumer.commit(offsets=offsets, asynchronous=False)
         except KafkaException as exc:
             if exc.args[0].code() not in REBALANCED:
                 raise
@@ -132,16 +138,16 @@ class BatchOutputs:
         failures = 0
         while True:
             self._attempt = _Attempt()
-            self.producer.begin_transaction()
+            self.kafka.producer.begin_transaction()
             # What was sent: a stand-in replaces (or a drop removes) an output for every later attempt.
             outputs = [sent for sent in map(self.send, outputs) if sent is not None]
             try:
                 if self._attempt.refused_at_produce:
                     raise KafkaException(KafkaError(KafkaError._FAIL, "; ".join(self._attempt.errors[:3])))
-                self.producer.send_offsets_to_transaction(
-                    offsets, self.consumer.consumer_group_metadata(), 30
+                self.kafka.producer.send_offsets_to_transaction(
+                    offsets, self.kafka.consumer.consumer_group_metadata(), 30
                 )
-                self.producer.commit_transaction(30)
+                self.kafka.producer.commit_transaction(30)
                 return
             except KafkaException as exc:
                 err = exc.args[0]
@@ -171,8 +177,8 @@ class BatchOutputs:
     def _abort(self) -> None:
         while True:
             try:
-                self.producer.abort_transaction(30)
-                self.producer.poll(0)  # the purged messages' reports, before the next attempt starts
+                self.kafka.producer.abort_transaction(30)
+                self.kafka.producer.poll(0)  # the purged messages' reports, before the next attempt starts
                 return
             except KafkaException as exc:
                 err = exc.args[0]
@@ -193,12 +199,12 @@ class BatchOutputs:
             out = replaced
         while True:
             try:
-                self.producer.produce(
+                self.kafka.producer.produce(
                     out.topic, out.value, out.key, on_delivery=partial(self._on_delivery, out)
                 )
                 return out
             except BufferError:
-                self.producer.poll(0.05)  # the local queue is full: serve callbacks until there is room
+                self.kafka.producer.poll(0.05)  # the local queue is full: serve callbacks until there is room
             except KafkaException as exc:
                 err: KafkaError = exc.args[0]
                 if err.fatal():

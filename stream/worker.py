@@ -145,8 +145,7 @@ class Worker:
             producer_config["transactional.id"] = f"{cfg.group_id}-{cfg.worker_id}"
         self.producer = Producer(producer_config)
         self.outputs = BatchOutputs(
-            self.producer,
-            self.consumer,
+            self,
             transactional=cfg.exactly_once,
             dlq_topic=topics.dlq,
             worker=cfg.worker_id,

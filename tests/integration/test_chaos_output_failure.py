@@ -115,7 +115,7 @@ def test_output_failures_are_redone_once_each_and_lose_or_repeat_nothing(
     def inject(worker: Worker) -> None:
         producer = FlakyProducer(worker.producer)
         producer.transactional = exactly_once  # type: ignore[attr-defined]
-        worker.producer = worker.outputs.producer = producer  # type: ignore[assignment]
+        worker.producer = producer  # type: ignore[assignment]
         flaky.append(producer)
 
     running = start_worker(s, prepare=inject, exactly_once=exactly_once, exit_when_idle=5.0, batch_size=500)

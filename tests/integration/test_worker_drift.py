@@ -277,11 +277,6 @@ class _Msg:
         return None
 
 
-class _DeliveryError:
-    def str(self) -> str:
-        return "broker unavailable (fake)"
-
-
 class _FakeKafka:
     """Producer and consumer in one: produce, flush (the first one with a window's alert fails), commit."""
 
@@ -308,7 +303,7 @@ class _FakeKafka:
         for topic, value, on_delivery in self.queued:
             (self.failed if fail else self.delivered).append((topic, value))
             if fail and on_delivery is not None:
-                on_delivery(_DeliveryError(), None)
+                on_delivery(KafkaError(KafkaError._TRANSPORT, "broker unavailable (fake)"), None)
         self.queued = []
         return 0
 

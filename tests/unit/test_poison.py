@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
@@ -172,8 +173,7 @@ class FakeConsumer:
 def outputs_of(producer: FakeProducer, transactional: bool) -> tuple[BatchOutputs, CollectorRegistry]:
     registry = CollectorRegistry()
     sender = BatchOutputs(
-        cast(Any, producer),
-        cast(Any, FakeConsumer()),
+        cast(Any, SimpleNamespace(producer=producer, consumer=FakeConsumer())),
         transactional=transactional,
         dlq_topic="dlq",
         worker="w",
