@@ -65,7 +65,7 @@ from stream.offsets import next_offsets
 from stream.producer import PRODUCER_DEFAULTS
 from stream.synthetic import DriftSchedule, FraudGenerator
 from stream.topics import Topics, create_topics, delete_topics
-from stream.worker import RawFeatures, Worker, WorkerConfig
+from stream.worker import FeatureColumns, RawFeatures, Worker, WorkerConfig
 
 REPO = Path(__file__).resolve().parents[1]
 FAUST_APP = REPO / "benchmarks" / "faust_baseline.py"
@@ -694,7 +694,9 @@ def stage_breakdown(run: Run, n: int = 1000) -> list[tuple[str, float]]:
         # built before _predict now, so they are counted separately):
         send = worker._send
         setattr(worker, "_send", lambda *_a: None)  # noqa: B010
-        predict_no_send = per_event_us(lambda: worker._predict(batch, names, columns, time.perf_counter()), n)
+        predict_no_send = per_event_us(
+            lambda: worker._predict(batch, FeatureColumns(columns), time.perf_counter()), n
+        )
         setattr(worker, "_send", send)  # noqa: B010
         out.append(
             (

@@ -38,6 +38,7 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from inference.contract import EXPECTED, describe_value, kind_of
 from inference.metadata import (
     Deployment,
     FeatureSpec,
@@ -138,6 +139,9 @@ class ApiDeps:
     max_body_bytes: int = 65536
     model: str = "fraud"
     session_cache: int = 8  # loaded ONNX sessions kept (by version and sha256)
+    # The reader of a version's own feature view (None: the version uses no view); when unset,
+    # `features` serves every version.
+    features_of: Callable[[ModelVersion], FeatureReader | None] | None = None
 
 
 # -- request / response models ---------------------------------------------------------------------
@@ -379,22 +383,14 @@ def _check_types(features: Mapping[str, FeatureValue], specs: Mapping[str, Featu
             raise ApiError(
                 422, "unknown_feature", f"features.{name}: not an input of {ref}", f"features.{name}"
             )
-        if value is None:
+        if value is None or kind_of(value) == spec.kind:
             continue
-        if spec.kind == "numeric" and isinstance(value, str):
-            raise ApiError(
-                422,
-                "invalid_feature",
-                f"features.{name}: {ref} expects a number (or null), got a string",
-                f"features.{name}",
-            )
-        if spec.kind == "categorical" and not isinstance(value, str):
-            raise ApiError(
-                422,
-                "invalid_feature",
-                f"features.{name}: {ref} expects a category string (or null), got a number",
-                f"features.{name}",
-            )
+        raise ApiError(
+            422,
+            "invalid_feature",
+            f"features.{name}: {ref} expects {EXPECTED[spec.kind]} (or null), got {describe_value(value)}",
+            f"features.{name}",
+        )
 
 
 def create_app(deps: ApiDeps) -> FastAPI:
@@ -548,7 +544,8 @@ def create_app(deps: ApiDeps) -> FastAPI:
         _check_types(req.features, specs, d.production.ref)
 
         needed = [f.name for f in meta.features if f.name not in req.features]
-        stored = deps.features.describe(req.entity_id) if deps.features is not None and needed else None
+        reader = deps.features_of(meta) if deps.features_of is not None else deps.features
+        stored = reader.describe(req.entity_id) if reader is not None and needed else None
         known: Mapping[str, float | str | None] = stored.values if stored is not None else {}
         inputs: dict[str, float | int | str | None] = {
             f.name: req.features[f.name] if f.name in req.features else known.get(f.name)
