@@ -33,12 +33,17 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, computed_field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    computed_field,
+)
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from inference.contract import EXPECTED, describe_value, kind_of
+from inference.contract import EXPECTED, FeatureValue, describe_value, kind_of
 from inference.metadata import (
     Deployment,
     FeatureSpec,
@@ -54,7 +59,6 @@ from inference.session import ModelIntegrityError, ModelSession
 log = logging.getLogger("driftline.api")
 
 # Strict, as in the event contract: "1" stays a string, true is not 1, NaN/infinity are refused.
-FeatureValue = StrictInt | Annotated[StrictFloat, Field(allow_inf_nan=False)] | StrictStr | None
 
 
 class ModelSource(Protocol):
@@ -296,7 +300,7 @@ def _validation_response(exc: RequestValidationError) -> JSONResponse:
     where = _field_of(loc)
     if where is not None and where.startswith("features.") and len(loc) > 3:
         # One error per member of the value union: say it once, plainly.
-        message = f"{where}: must be a number, a string or null"
+        message = f"{where}: must be a number, a boolean, a string or null"
     else:
         message = f"{where}: {first.get('msg', 'invalid')}" if where else str(first.get("msg", "invalid"))
     others = {_field_of(tuple(e.get("loc", ()))) for e in errors[1:]} - {where}

@@ -16,8 +16,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Annotated
+
+from pydantic import Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
 from inference.metadata import FeatureKind, RawInput
+
+# One feature value on the wire (events, the HTTP API). Strict: "1" stays a string, true stays a
+# boolean (never 1), NaN/infinity are refused (send null). All checks run inside pydantic-core.
+FeatureValue = StrictBool | StrictInt | Annotated[StrictFloat, Field(allow_inf_nan=False)] | StrictStr | None
 
 _KIND_OF_TYPE: dict[type, FeatureKind] = {
     bool: "boolean",

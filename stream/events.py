@@ -22,18 +22,15 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    StrictBool,
-    StrictFloat,
-    StrictInt,
-    StrictStr,
     StringConstraints,
     ValidationError,
     field_validator,
 )
 
-# Strict: "1" stays a string, true stays a boolean (never 1), NaN/infinity are refused (send null).
-# All checks run inside pydantic-core: no Python callback per event on the worker's hot path.
-FeatureValue = StrictBool | StrictInt | Annotated[StrictFloat, Field(allow_inf_nan=False)] | StrictStr | None
+# The values of `features` (strict: "1" stays a string, true a boolean, NaN is refused; all checks
+# inside pydantic-core, no Python callback per event on the worker's hot path).
+from inference.contract import FeatureValue
+
 NonEmptyStr = Annotated[str, StringConstraints(min_length=1, max_length=256)]
 
 SCHEMA_VERSION = 1
