@@ -54,9 +54,14 @@ def retrain_job(s: Settings, model: str, reason: str) -> dict[str, Any]:
     # The candidate keeps production's view and input contract: the features it is trained on
     # are the ones production serves (a version from before views were recorded: the default).
     production = registry.deployment(model).production
-    inputs = production.inputs if production is not None else None
     view = view_of(production, feature_view(s)) if production is not None else feature_view(s)
     data = topic_training_set(s.kafka_client_config(), Topics(s.topic_prefix), view)
+    # Production's view and policy; the raw fields and kinds of the data it was trained on.
+    inputs = (
+        production.inputs.model_copy(update={"raw": data.raw})
+        if production is not None and production.inputs is not None
+        else None
+    )
     cfg = RetrainConfig(
         estimator=s.retrain_estimator,
         recent_rows=s.retrain_recent_rows,
