@@ -17,7 +17,9 @@ import pytest
 from rich.console import Console
 
 from detectors.alerts import DriftAlert
+from detectors.signals import SCORE_FEATURE
 from driftline.produce import produce_file
+from driftline.report import gather, render
 from driftline.settings import Settings
 from driftline.wiring import model_registry, redis_client
 from feature_store.definitions import FeatureView, fraud_feature_view
@@ -126,6 +128,10 @@ def test_own_data_end_to_end_alerts_on_its_own_feature(
     assert not {a.feature for a in alerts} & FRAUD_NAMES
     preds = predictions(s, 4000)
     assert {p["model"] for p in preds} == {MODEL} and len({p["event_id"] for p in preds}) == 4000
+    data = gather(s, MODEL)
+    assert set(data.current) == set(OWN_FEATURES) and {a.feature for a in data.alerts} >= {"mean_texture"}
+    charted = {w.feature for vw in data.windows for w in vw.windows} | {a.feature for a in data.alerts}
+    assert charted <= {*OWN_FEATURES, SCORE_FEATURE} and "mean_texture" in render(data)
 
 
 def _served_features(s: Settings, n: int, version: int | None = None) -> list[dict[str, Any]]:
