@@ -290,14 +290,19 @@ features_app = typer.Typer(no_args_is_help=True, help="The online feature store.
 def features_get(
     entity_id: Annotated[str, typer.Argument(help="The entity, e.g. card-000317.")],
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
+    model: Annotated[str, typer.Option(help="Whose production version's feature view.")] = "fraud",
 ) -> None:
     """Every feature of an entity, its value, and when it was last updated."""
-    from driftline.wiring import feature_view, online_store
+    from driftline.wiring import feature_view, model_registry, online_store
+    from inference.views import view_of
 
     s = settings()
-    view = feature_view(s)
+    view = feature_view(s)  # a model without production, or from before views were recorded
+    production = model_registry(s, publish=False).deployment(model).production
+    if production is not None:
+        view = view_of(production, view)
     if view is None:
-        raise CliError("the feature store is off (DRIFTLINE_FEATURE_VIEW=none)")
+        raise CliError(f"no feature store: model {model!r} uses its events' own features (no feature view)")
     found = online_store(s, view).describe(entity_id)
     if found is None:
         raise CliError(f"no features for entity {entity_id!r} in view {view.name!r}")

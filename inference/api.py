@@ -571,10 +571,15 @@ def create_app(deps: ApiDeps) -> FastAPI:
 
     @api.get("/features/{entity_id}", response_model=EntityFeaturesOut, tags=["features"])
     def features(entity_id: str) -> EntityFeaturesOut:
-        """The entity's latest online features, as of its newest event."""
-        if deps.features is None:
+        """The entity's latest online features, as of its newest event, in the view of the default
+        model's production version."""
+        reader = deps.features
+        production = deps.registry.deployment(deps.model).production if deps.features_of else None
+        if deps.features_of is not None and production is not None:
+            reader = deps.features_of(production)
+        if reader is None:
             raise ApiError(404, "no_feature_store", "the online feature store is off (feature_view: none)")
-        record = deps.features.describe(entity_id)
+        record = reader.describe(entity_id)
         if record is None:
             raise ApiError(404, "unknown_entity", f"no features for entity {entity_id}", "entity_id")
         return EntityFeaturesOut(

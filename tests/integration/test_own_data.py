@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from rich.console import Console
 
@@ -179,6 +180,8 @@ def test_yaml_view_over_own_columns_serves_what_training_computed(
     assert set(preds[0]["features"]) == set(view.feature_names())
     assert max(p["features"]["count_1h"] for p in preds) > 3  # aggregates of the entity's events
     _assert_zero_skew(s, view, preds)
+    shown = _cli(env, "features", "get", preds[0]["entity_id"], "--model", MODEL, "--json")
+    assert orjson.loads(shown)["view"] == "cancer-agg"  # the version's own view's store
 
 
 def test_a_view_refers_to_fields_the_events_lack_is_refused(
