@@ -189,7 +189,7 @@ def train(
 ) -> None:
     """Train a model (scikit-learn), export it to ONNX and register it with its reference data,
     its feature view and its input contract."""
-    from driftline.model_inputs import inputs_table, parse_view, version_inputs
+    from driftline.model_inputs import check_view_name, inputs_table, parse_view, version_inputs
     from inference.metadata import InputPolicy
     from inference.training import register_trained, train_model
 
@@ -211,6 +211,8 @@ def train(
             raise typer.BadParameter(f"{value!r}: use dead_letter or missing", param_hint=option)
     policy = InputPolicy.model_validate({"wrong_type": on_wrong_type, "missing": on_missing})
     view, record = parse_view(feature_view or ("none" if file is not None else "fraud"))
+    registry = _registry()
+    check_view_name(registry, record)
     data: LabeledArrays
     if file is not None:
         assert label is not None
@@ -229,7 +231,6 @@ def train(
         source=source,
         boolean=data.boolean,
     )
-    registry = _registry()
     inputs = version_inputs(record, data.raw, policy)
     meta = _lookup(lambda: register_trained(registry, name, trained, target, inputs=inputs))
     metrics = ", ".join(f"{k} {v:.3f}" for k, v in trained.training.metrics.items())

@@ -12,6 +12,7 @@ from rich.table import Table
 from driftline.errors import DriftlineError
 from feature_store.definitions import FeatureView, fraud_feature_view
 from inference.metadata import FeatureViewRecord, InputPolicy, ModelVersion, RawInput, VersionInputs
+from inference.registry import ModelRegistry
 from inference.views import view_record
 
 BUILTIN_VIEWS = {"fraud": fraud_feature_view}
@@ -33,6 +34,21 @@ def parse_view(spec: str, what: str = "--feature-view") -> tuple[FeatureView | N
     except (ValidationError, ValueError) as exc:
         raise DriftlineError(f"{what} {spec}: not a valid feature view: {str(exc).splitlines()[0]}") from None
     return view, view_record(view, "yaml", str(path))
+
+
+def check_view_name(registry: ModelRegistry, record: FeatureViewRecord) -> None:
+    """Refuse a view whose name a registered version uses for another definition: both would
+    share one online store, which refuses entity states written by another definition."""
+    if record.kind == "none":
+        return
+    for name in registry.names():
+        for v in registry.versions(name):
+            other = v.inputs.view if v.inputs is not None else None
+            if other is not None and other.name == record.name and other.fingerprint != record.fingerprint:
+                raise DriftlineError(
+                    f"feature view {record.name!r} is already {v.ref}'s, with another definition "
+                    f"(fingerprint {other.fingerprint}): give the edited view a new name"
+                )
 
 
 def version_inputs(

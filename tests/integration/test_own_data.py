@@ -183,6 +183,12 @@ def test_yaml_view_over_own_columns_serves_what_training_computed(
     shown = _cli(env, "features", "get", preds[0]["entity_id"], "--model", MODEL, "--json")
     assert orjson.loads(shown)["view"] == "cancer-agg"  # the version's own view's store
 
+    (tmp_path / "edited.yaml").write_text(YAML_VIEW.replace("windows: [1h]", "windows: [2h]"))
+    args = ["--label-field", "label", "--name", MODEL, "--feature-view", str(tmp_path / "edited.yaml")]
+    edited = run_cli("train", "--file", str(tmp_path / "train.jsonl"), *args, env=env)
+    assert edited.returncode == 1
+    assert "feature view 'cancer-agg' is already cancer:1's, with another definition" in edited.stderr
+
 
 def test_a_view_refers_to_fields_the_events_lack_is_refused(
     own_settings: Settings, tmp_path: Path, env: dict[str, str]
