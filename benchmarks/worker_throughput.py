@@ -66,7 +66,7 @@ from stream.outputs import Output
 from stream.producer import PRODUCER_DEFAULTS
 from stream.synthetic import DriftSchedule, FraudGenerator
 from stream.topics import Topics, create_topics, delete_topics
-from stream.worker import RawFeatures, Worker, WorkerConfig
+from stream.worker import FeatureColumns, RawFeatures, Worker, WorkerConfig
 
 REPO = Path(__file__).resolve().parents[1]
 FAUST_APP = REPO / "benchmarks" / "faust_baseline.py"
@@ -695,7 +695,7 @@ def stage_breakdown(run: Run, n: int = 1000) -> list[tuple[str, float]]:
         # _predict = score + records + orjson + metrics, into a list of outputs (produced after;
         # the columns are built before _predict now, so they are counted separately):
         predict_no_send = per_event_us(
-            lambda: worker._predict(batch, names, columns, time.perf_counter(), []), n
+            lambda: worker._predict(batch, FeatureColumns(columns), time.perf_counter(), []), n
         )
         out.append(
             (

@@ -15,7 +15,7 @@ from rich.table import Table
 from driftline.cli_api import api
 from driftline.cli_common import CliError, console, err_console, settings
 from driftline.cli_loop import outcomes, retrain, retrainer
-from driftline.cli_models import features_app, models_app, train, worker
+from driftline.cli_models import features_app, models_app, schema_app, train, worker
 from driftline.cli_report import report
 from driftline.errors import DriftlineError
 from driftline.settings import Settings
@@ -33,6 +33,7 @@ app.add_typer(stack_app, name="stack")
 app.add_typer(topics_app, name="topics")
 app.add_typer(models_app, name="models")
 app.add_typer(features_app, name="features")
+app.add_typer(schema_app, name="schema")
 app.command()(train)
 app.command()(worker)
 app.command()(outcomes)

@@ -110,9 +110,12 @@ def models_show(
 ) -> None:
     """A version's full metadata as JSON."""
     name, version = _parse(ref)
+    from driftline.model_inputs import show_inputs
+
     meta = _lookup(lambda: _registry().get(name, version))
-    console.print_json(meta.model_dump_json(exclude={"reference", "score_reference"}))
+    console.print_json(meta.model_dump_json(exclude={"reference", "score_reference", "inputs"}))
     console.print(f"reference distributions: {', '.join(meta.reference) or 'none'}", highlight=False)
+    show_inputs(console, meta)
 
 
 @models_app.command("promote")
@@ -162,41 +165,74 @@ def models_archive(ref: Annotated[str, typer.Argument(help="NAME:VERSION")]) -> 
 def train(
     synthetic: Annotated[bool, typer.Option("--synthetic", help="Train on generator data.")] = False,
     file: Annotated[Path | None, typer.Option(help="Labeled events, JSONL or CSV.")] = None,
-    label: Annotated[str | None, typer.Option(help="--file: the label field.")] = None,
+    label: Annotated[
+        str | None, typer.Option("--label", "--label-field", help="--file: the label field.")
+    ] = None,
     name: Annotated[str, typer.Option(help="Model name.")] = "fraud",
     estimator: Annotated[str, typer.Option(help="logreg or gbt.")] = "logreg",
     n: Annotated[int, typer.Option(min=100, help="--synthetic: training events.")] = 20_000,
     seed: Annotated[int, typer.Option(help="--synthetic: generator seed.")] = 0,
     stage: Annotated[str, typer.Option(help="production or candidate.")] = "production",
+    feature_view: Annotated[
+        str | None,
+        typer.Option(
+            "--feature-view",
+            help="YAML FeatureView adding aggregates, 'fraud' or 'none' (--file: none, --synthetic: fraud).",
+        ),
+    ] = None,
+    on_wrong_type: Annotated[
+        str, typer.Option(help="Worker, for an input of the wrong kind: dead_letter or missing.")
+    ] = "dead_letter",
+    on_missing: Annotated[
+        str, typer.Option(help="Worker, for an input the event lacks: missing or dead_letter.")
+    ] = "missing",
 ) -> None:
-    """Train a model (scikit-learn), export it to ONNX and register it with its reference data."""
+    """Train a model (scikit-learn), export it to ONNX and register it with its reference data,
+    its feature view and its input contract."""
+    from driftline.model_inputs import check_view_name, inputs_table, parse_view, version_inputs
+    from inference.metadata import InputPolicy
     from inference.training import register_trained, train_model
 
     if synthetic == (file is not None):
         raise typer.BadParameter("give exactly one of --synthetic or --file PATH")
     if file is not None and not label:
-        raise typer.BadParameter("--file needs --label FIELD", param_hint="--label")
+        from driftline.schema import label_field_hint
+
+        hint = label_field_hint(file)
+        raise typer.BadParameter(f"--file needs --label-field FIELD{f' ({hint})' if hint else ''}")
     if estimator not in ("logreg", "gbt"):
         raise typer.BadParameter(f"unknown estimator {estimator!r} (logreg, gbt)", param_hint="--estimator")
     if stage not in ("production", "candidate"):
         raise typer.BadParameter("stage must be production or candidate", param_hint="--stage")
     target: Literal["production", "candidate"] = "production" if stage == "production" else "candidate"
     est: Literal["logreg", "gbt"] = "gbt" if estimator == "gbt" else "logreg"
-    from driftline.wiring import feature_view
-
-    view = feature_view(settings())
+    for option, value in (("--on-wrong-type", on_wrong_type), ("--on-missing", on_missing)):
+        if value not in ("dead_letter", "missing"):
+            raise typer.BadParameter(f"{value!r}: use dead_letter or missing", param_hint=option)
+    policy = InputPolicy.model_validate({"wrong_type": on_wrong_type, "missing": on_missing})
+    view, record = parse_view(feature_view or ("none" if file is not None else "fraud"))
+    registry = _registry()
+    check_view_name(registry, record)
     data: LabeledArrays
     if file is not None:
         assert label is not None
         data, source = file_training_set(file, label, view), str(file)
     else:
         data, source = synthetic_training_set(n, seed, view=view), f"synthetic fraud n={n} seed={seed}"
+    err_console.print(inputs_table(data.raw, f"inputs found in {source} (feature view: {record.label})"))
     err_console.print(f"training {est} on {len(data):,} labeled events ...", highlight=False)
     trained = train_model(
-        data.numeric, data.categorical, data.labels, data.ts, estimator=est, seed=seed, source=source
+        data.numeric,
+        data.categorical,
+        data.labels,
+        data.ts,
+        estimator=est,
+        seed=seed,
+        source=source,
+        boolean=data.boolean,
     )
-    registry = _registry()
-    meta = _lookup(lambda: register_trained(registry, name, trained, target))
+    inputs = version_inputs(record, data.raw, policy)
+    meta = _lookup(lambda: register_trained(registry, name, trained, target, inputs=inputs))
     metrics = ", ".join(f"{k} {v:.3f}" for k, v in trained.training.metrics.items())
     console.print(f"registered {meta.ref} as {meta.stage}; holdout: {metrics}", highlight=False)
 
@@ -255,14 +291,19 @@ features_app = typer.Typer(no_args_is_help=True, help="The online feature store.
 def features_get(
     entity_id: Annotated[str, typer.Argument(help="The entity, e.g. card-000317.")],
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
+    model: Annotated[str, typer.Option(help="Whose production version's feature view.")] = "fraud",
 ) -> None:
     """Every feature of an entity, its value, and when it was last updated."""
-    from driftline.wiring import feature_view, online_store
+    from driftline.wiring import feature_view, model_registry, online_store
+    from inference.views import view_of
 
     s = settings()
-    view = feature_view(s)
+    view = feature_view(s)  # a model without production, or from before views were recorded
+    production = model_registry(s, publish=False).deployment(model).production
+    if production is not None:
+        view = view_of(production, view)
     if view is None:
-        raise CliError("the feature store is off (DRIFTLINE_FEATURE_VIEW=none)")
+        raise CliError(f"no feature store: model {model!r} uses its events' own features (no feature view)")
     found = online_store(s, view).describe(entity_id)
     if found is None:
         raise CliError(f"no features for entity {entity_id!r} in view {view.name!r}")
@@ -280,3 +321,36 @@ def features_get(
         f"{found.events} events",
         highlight=False,
     )
+
+
+schema_app = typer.Typer(no_args_is_help=True, help="Your own events: what a model would take from them.")
+
+
+@schema_app.command("infer")
+def schema_infer(
+    file: Annotated[Path, typer.Argument(help="Events, JSONL or CSV (as for produce --file).")],
+    label: Annotated[
+        str | None, typer.Option("--label-field", "--label", help="The label field (not an input).")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Write the starter feature view here.")] = None,
+) -> None:
+    """The inputs a model would use (names, kinds, missing share, distinct values) and a starter
+    feature-view YAML with per-entity aggregates to edit and pass to `train --feature-view`."""
+    from driftline.schema import infer_schema, starter_yaml
+
+    inferred = infer_schema(file, label)
+    table = Table("input", "kind", "missing", "distinct", title=f"{file}: {inferred.events:,} events, "
+                  f"{inferred.entities:,} entities", title_justify="left")  # fmt: skip
+    for i in inferred.inputs:
+        table.add_row(i.name, i.kind, f"{i.missing_share:.1%}", f"{i.distinct:,}")
+    console.print(table)
+    if inferred.empty:
+        console.print(f"never set (left out): {', '.join(inferred.empty)}", highlight=False)
+    if inferred.hint:
+        console.print(f"hint: {inferred.hint} (left out of the view below)", style="yellow", highlight=False)
+    text = starter_yaml(inferred)
+    if out is not None:
+        out.write_text(text)
+        console.print(f"starter feature view written to {out}", highlight=False)
+    else:
+        console.print(text, highlight=False, markup=False)

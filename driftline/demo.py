@@ -35,12 +35,13 @@ from rich.live import Live
 from rich.table import Table
 
 from driftline.errors import DriftlineError
+from driftline.model_inputs import parse_view, version_inputs
 from driftline.produce import produce_generated
 from driftline.report import gather, render
 from driftline.settings import Settings
 from driftline.stack import LocalStack
 from driftline.training_data import synthetic_training_set
-from driftline.wiring import feature_view, model_registry, redis_client
+from driftline.wiring import model_registry, redis_client
 from inference.metadata import ModelVersion
 from inference.training import register_trained, train_model
 from stream.drift import latest_key
@@ -103,9 +104,11 @@ def ensure_model(s: Settings, console: Console) -> ModelVersion:
         "no production model yet: training logistic regression on 20,000 synthetic events with their "
         "online features (replayed through the feature store engine) ..."
     )
-    data = synthetic_training_set(20_000, seed=0, view=feature_view(s))
+    view, record = parse_view("fraud")  # the synthetic stream's view, recorded with the version
+    data = synthetic_training_set(20_000, seed=0, view=view)
     trained = train_model(data.numeric, data.categorical, data.labels, data.ts, source=DEMO_SOURCE)
-    meta = register_trained(registry, MODEL, trained, stage="production")
+    inputs = version_inputs(record, data.raw)
+    meta = register_trained(registry, MODEL, trained, stage="production", inputs=inputs)
     metrics = ", ".join(f"{k} {v:.3f}" for k, v in trained.training.metrics.items())
     console.print(f"registered {meta.ref} (ONNX, sha256 {meta.sha256[:12]}…); holdout {metrics}")
     return meta

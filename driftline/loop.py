@@ -15,6 +15,7 @@ from inference.metadata import ModelVersion
 from inference.retrain_policy import RetrainPolicy
 from inference.retraining import RetrainConfig, retrain
 from inference.rollout import RolloutDecision, RolloutPolicy
+from inference.views import view_of
 from stream.outcomes import JoinConfig, OutcomeJoiner, OutcomeMetrics
 from stream.retrainer import RetrainerConfig, build_app
 from stream.topics import Topics
@@ -50,7 +51,17 @@ def retrain_job(s: Settings, model: str, reason: str) -> dict[str, Any]:
     """Train a candidate on the labeled events in Kafka; if it is not worse, register it and start
     its canary. Blocking: the retrainer runs it in a thread."""
     registry = model_registry(s)
-    data = topic_training_set(s.kafka_client_config(), Topics(s.topic_prefix), feature_view(s))
+    # The candidate keeps production's view and input contract: the features it is trained on
+    # are the ones production serves (a version from before views were recorded: the default).
+    production = registry.deployment(model).production
+    view = view_of(production, feature_view(s)) if production is not None else feature_view(s)
+    data = topic_training_set(s.kafka_client_config(), Topics(s.topic_prefix), view)
+    # Production's view and policy; the raw fields and kinds of the data it was trained on.
+    inputs = (
+        production.inputs.model_copy(update={"raw": data.raw})
+        if production is not None and production.inputs is not None
+        else None
+    )
     cfg = RetrainConfig(
         estimator=s.retrain_estimator,
         recent_rows=s.retrain_recent_rows,
@@ -66,6 +77,8 @@ def retrain_job(s: Settings, model: str, reason: str) -> dict[str, Any]:
         data.ts,
         cfg,
         source=f"{s.topic_prefix}.events + labels ({reason})",
+        boolean=data.boolean,
+        inputs=inputs,
     )
     out: dict[str, Any] = result.model_dump(mode="json")
     if result.registered and result.candidate_version is not None:

@@ -16,6 +16,7 @@ from rich.progress import (
 )
 
 from driftline.errors import DriftlineError
+from driftline.schema import label_field_hint
 from driftline.settings import Settings
 from stream.events import encode_event
 from stream.file_source import FileFormatError, read_events, validate_file
@@ -78,6 +79,10 @@ def produce_file(s: Settings, path: Path, label_field: str | None, console: Cons
     if bad:
         more = f" ({bad} bad lines in all; fix them and re-run)" if bad > 1 else ""
         raise BadInputFile(f"{errors[0]}{more}; nothing was sent")
+    if label_field is None:
+        hint = label_field_hint(path)
+        if hint:  # sent as a feature, the label would leak into the model's inputs
+            console.print(f"hint: {hint}", style="yellow", highlight=False)
     topics = Topics(s.topic_prefix)
     producer = EventProducer(s.kafka_client_config())
     with progress_bar(console, good, f"producing {path.name}") as advance:

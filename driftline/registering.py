@@ -8,10 +8,11 @@ from typing import Literal
 import numpy as np
 
 from driftline.errors import DriftlineError
-from inference.metadata import Distribution, FeatureSpec, ModelVersion
+from inference.metadata import Distribution, FeatureSpec, ModelVersion, RawInput, VersionInputs
 from inference.registry import ModelRegistry
 from inference.session import ModelSession
 from inference.training import describe_columns
+from inference.views import view_record
 from stream.events import FeatureValue
 from stream.file_source import FileFormatError, read_events
 
@@ -73,6 +74,14 @@ def register_external(
             columns, n
         )
         score_reference = Distribution(kind="numeric", sample=scores[:5000].tolist(), count=n)
+    # Its inputs are the events' own fields, as named (no feature view), with their kinds.
+    inputs = VersionInputs(view=view_record(None), raw=[RawInput(name=f.name, kind=f.kind) for f in features])
     return registry.register(
-        name, onnx_bytes, features, reference=reference, score_reference=score_reference, stage=stage
+        name,
+        onnx_bytes,
+        features,
+        reference=reference,
+        score_reference=score_reference,
+        stage=stage,
+        inputs=inputs,
     )

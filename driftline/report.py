@@ -146,7 +146,8 @@ def render(data: ReportData) -> str:
                         col=col,
                     )
             else:
-                seen = [str(v) for v in values if v is not None]
+                # Booleans as their reference's two categories, "true"/"false".
+                seen = [(str(v).lower() if isinstance(v, bool) else str(v)) for v in values if v is not None]
                 cats = sorted(set(ref.frequencies) | set(seen))
                 total = max(len(seen), 1)
                 now_freq = [seen.count(c) / total for c in cats]

@@ -49,7 +49,8 @@ class Settings(BaseSettings):
     partitions: int = Field(6, ge=1)
     replication_factor: int = Field(1, ge=1)
 
-    # The online feature store's view: "fraud" (built in), a path to a YAML FeatureView, or "none".
+    # The feature view of model versions that recorded none of their own (registered before
+    # versions recorded their view): "fraud" (built in), a path to a YAML FeatureView, or "none".
     feature_view: str = "fraud"
     # Entity states a worker keeps in memory after writing them, so most batches skip reading
     # them back from Redis (0 = off; about 2.6 kB each for the fraud view).

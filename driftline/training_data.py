@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,9 @@ from pydantic import ValidationError
 from driftline.errors import DriftlineError
 from feature_store.definitions import FeatureView
 from feature_store.historical import HistoricalEvent, replay
+from inference.contract import KindConflict, column_kinds, raw_inputs
+from inference.metadata import RawInput
+from inference.views import view_sources
 from stream.event_log import read_messages, read_raw_log
 from stream.events import FeatureValue, LabelEvent
 from stream.file_source import FileFormatError, read_events
@@ -26,9 +30,16 @@ class LabeledArrays:
     categorical: dict[str, np.ndarray]
     labels: np.ndarray
     ts: np.ndarray  # epoch seconds
+    boolean: dict[str, np.ndarray] = field(default_factory=dict)  # 1.0 / 0.0, NaN = missing
+    # The raw event fields the inputs come from, with their kinds (the version's input contract).
+    raw: list[RawInput] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def columns(self) -> dict[str, np.ndarray]:
+        """Every feature column by name, whatever its kind."""
+        return {**self.numeric, **self.categorical, **self.boolean}
 
 
 def synthetic_training_set(
@@ -42,11 +53,16 @@ def synthetic_training_set(
     categorical = {k: np.concatenate([b.categorical[k] for b in batches]) for k in CATEGORICAL_FEATURES}
     labels = np.concatenate([b.labels for b in batches]).astype(np.int64)
     ts = np.concatenate([b.ts for b in batches])
+    contract = [RawInput(name=k, kind="numeric") for k in NUMERIC_FEATURES] + [
+        RawInput(name=k, kind="categorical") for k in CATEGORICAL_FEATURES
+    ]
     if view is None:
-        return LabeledArrays(numeric, categorical, labels, ts)
+        return LabeledArrays(numeric, categorical, labels, ts, raw=contract)
     entity_ids = [e for b in batches for e in b.entity_ids]
     raw = {**{k: v.tolist() for k, v in numeric.items()}, **{k: v.tolist() for k, v in categorical.items()}}
-    return with_view_features(view, entity_ids, ts, raw, labels)
+    data = with_view_features(view, entity_ids, ts, raw, labels)
+    data.raw = [r for r in contract if r.name in view_sources(view)]
+    return data
 
 
 def with_view_features(
@@ -55,30 +71,40 @@ def with_view_features(
     ts: np.ndarray,
     raw: dict[str, list[FeatureValue]],
     labels: np.ndarray,
+    boolean: Iterable[str] = (),
 ) -> LabeledArrays:
     """Replay labeled events (in log order) through the feature store's engine."""
     log = [
         HistoricalEvent(entity_id=e, ts=float(t), values={k: raw[k][i] for k in raw}, offset=i)
         for i, (e, t) in enumerate(zip(entity_ids, ts.tolist(), strict=True))
     ]
-    return _replayed(view, log, labels, ts)
+    return _replayed(view, log, labels, ts, boolean)
 
 
 def _replayed(
-    view: FeatureView, log: list[HistoricalEvent], labels: np.ndarray, ts: np.ndarray
+    view: FeatureView,
+    log: list[HistoricalEvent],
+    labels: np.ndarray,
+    ts: np.ndarray,
+    boolean: Iterable[str] = (),
 ) -> LabeledArrays:
     """The view's features of every logged event; rows kept: applied by the store and labeled
-    (label >= 0). Unlabeled events still count in their entity's aggregates."""
+    (label >= 0). Unlabeled events still count in their entity's aggregates. Passthrough
+    features named in `boolean` (the store keeps them as 1.0/0.0) are boolean inputs."""
     result = replay(view, log)
     keep = np.flatnonzero(result.applied & (labels >= 0))  # rejected events are not trained on
+    booleans = set(boolean) & set(view.passthrough)
     numeric_out: dict[str, np.ndarray] = {}
     categorical_out: dict[str, np.ndarray] = {}
+    boolean_out: dict[str, np.ndarray] = {}
     for j, name in enumerate(result.feature_names):
         if name in result.categorical:
             categorical_out[name] = np.array(result.categorical[name], dtype=object)[keep]
+        elif name in booleans:
+            boolean_out[name] = result.features[keep, j]
         else:
             numeric_out[name] = result.features[keep, j]
-    return LabeledArrays(numeric_out, categorical_out, labels[keep], ts[keep])
+    return LabeledArrays(numeric_out, categorical_out, labels[keep], ts[keep], boolean=boolean_out)
 
 
 def topic_training_set(
@@ -110,11 +136,14 @@ def topic_training_set(
         raise DriftlineError(f"{topics.events} holds no events to train on")
     ys = np.array(y, dtype=np.int64)
     ts = np.array([e.ts for e in log], dtype=np.float64)
+    rows = [e.values for e in log]
     if view is not None:
-        return _replayed(view, log, ys, ts)
+        contract = _contract(rows, view_sources(view), str(topics.events))
+        data = _replayed(view, log, ys, ts, _booleans(contract))
+        data.raw = contract
+        return data
     keep = np.flatnonzero(ys >= 0)
-    rows = [log[i].values for i in keep.tolist()]
-    return _raw_arrays(rows, ys[keep], ts[keep], str(topics.events))
+    return _raw_arrays([rows[i] for i in keep.tolist()], ys[keep], ts[keep], str(topics.events))
 
 
 def _binary_labels(values: list[object], path: Path) -> np.ndarray:
@@ -127,8 +156,10 @@ def _binary_labels(values: list[object], path: Path) -> np.ndarray:
 
 
 def file_training_set(path: Path, label_field: str, view: FeatureView | None = None) -> LabeledArrays:
-    """Read labeled events; a feature is numeric when all its values are numbers, else categorical.
-    With a feature view, the features are the view's, computed as the online store would."""
+    """Read labeled events; a feature's kind is its values' JSON type (numbers: numeric, strings:
+    categorical, true/false: boolean; a mix is an error). With a feature view, the features are
+    the view's, computed as the online store would; a view reading fields that no training event
+    carries is refused, with their names."""
     rows: list[dict[str, FeatureValue]] = []
     labels: list[object] = []
     ts: list[float] = []
@@ -144,25 +175,54 @@ def file_training_set(path: Path, label_field: str, view: FeatureView | None = N
     if len(rows) < 50:
         raise DriftlineError(f"{path}: {len(rows)} labeled events; at least 50 are needed to train")
     if view is not None:
+        contract = _contract(rows, view_sources(view), str(path))
+        carried = {r.name for r in contract}
+        lacking = [name for name in view_sources(view) if name not in carried]
+        if lacking:
+            present = sorted({k for row in rows for k in row})
+            raise DriftlineError(
+                f"feature view {view.name!r} reads {', '.join(lacking)}, which no training event in "
+                f"{path} carries (their features: {', '.join(present[:20]) or 'none'})"
+            )
         raw = {name: [row.get(name) for row in rows] for name in sorted({k for row in rows for k in row})}
-        return with_view_features(view, entity_ids, np.array(ts), raw, _binary_labels(labels, path))
+        data = with_view_features(
+            view, entity_ids, np.array(ts), raw, _binary_labels(labels, path), _booleans(contract)
+        )
+        data.raw = contract
+        return data
     return _raw_arrays(rows, _binary_labels(labels, path), np.array(ts), str(path))
+
+
+def _contract(rows: Sequence[Mapping[str, object]], names: Iterable[str], source: str) -> list[RawInput]:
+    try:
+        return raw_inputs(rows, names)
+    except KindConflict as exc:
+        raise DriftlineError(f"{source}: {exc}") from None
+
+
+def _booleans(contract: Iterable[RawInput]) -> list[str]:
+    return [r.name for r in contract if r.kind == "boolean"]
 
 
 def _raw_arrays(
     rows: list[dict[str, FeatureValue]], labels: np.ndarray, ts: np.ndarray, source: str
 ) -> LabeledArrays:
-    """Columns of raw events: numeric when all values are numbers, else categorical."""
+    """Columns of raw events by their values' kind: numbers numeric, strings categorical,
+    true/false boolean (1.0/0.0); a field with no value at all is left out."""
     names = sorted({name for row in rows for name in row})
     numeric: dict[str, np.ndarray] = {}
     categorical: dict[str, np.ndarray] = {}
-    for name in names:
-        values = [row.get(name) for row in rows]
-        present = [v for v in values if v is not None]
-        if all(isinstance(v, int | float) for v in present):
-            numeric[name] = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
-        elif all(isinstance(v, str) for v in present):
+    boolean: dict[str, np.ndarray] = {}
+    try:
+        kinds = list(column_kinds(rows, names))
+    except KindConflict as exc:
+        raise DriftlineError(f"{source}: {exc}") from None
+    for name, values, kind in kinds:
+        if kind == "categorical":
             categorical[name] = np.array(["" if v is None else v for v in values], dtype=object)
-        else:
-            raise DriftlineError(f"{source}: feature {name!r} mixes numbers and strings")
-    return LabeledArrays(numeric, categorical, labels, ts)
+        elif kind is not None:
+            column = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+            (boolean if kind == "boolean" else numeric)[name] = column
+    return LabeledArrays(
+        numeric, categorical, labels, ts, boolean=boolean, raw=_contract(rows, names, source)
+    )

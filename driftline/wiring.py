@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -18,19 +17,21 @@ from pydantic import ValidationError
 from detectors.alerts import DriftAlert
 from detectors.signals import WindowStat
 from driftline.errors import DriftlineError
+from driftline.model_inputs import parse_view
 from driftline.settings import Settings
-from feature_store.definitions import FeatureView, fraud_feature_view
+from feature_store.definitions import FeatureView
 from feature_store.online import OnlineStore
 from inference.api import ApiDeps, DriftStat, create_app
-from inference.metadata import ModelEvent
+from inference.metadata import ModelEvent, ModelVersion
 from inference.registry import ModelRegistry
+from inference.views import view_of
 from stream.decode import InputLimits
 from stream.drift import DriftConfig, DriftStage, alerts_key, latest_key
 from stream.metrics import WorkerMetrics
-from stream.online_features import OnlineFeatures
 from stream.producer import PRODUCER_DEFAULTS
 from stream.scoring import ModelFollower
 from stream.topics import Topics
+from stream.version_features import VersionFeatures
 from stream.worker import Worker, WorkerConfig
 
 log = logging.getLogger("driftline")
@@ -76,15 +77,9 @@ def model_registry(s: Settings, publish: bool = True) -> ModelRegistry:
 
 
 def feature_view(s: Settings) -> FeatureView | None:
-    """The configured feature view: built-in "fraud", a YAML file, or None ("none")."""
-    if s.feature_view == "none":
-        return None
-    if s.feature_view == "fraud":
-        return fraud_feature_view()
-    path = Path(s.feature_view)
-    if not path.is_file():
-        raise DriftlineError(f"feature_view {s.feature_view!r}: not 'fraud', 'none' or a YAML file")
-    return FeatureView.from_file(path)
+    """The settings' default view (`DRIFTLINE_FEATURE_VIEW`): built-in "fraud", a YAML file, or
+    None ("none"). It serves only versions that recorded no view of their own."""
+    return parse_view(s.feature_view, "feature_view")[0]
 
 
 def online_store(s: Settings, view: FeatureView) -> OnlineStore:
@@ -117,12 +112,14 @@ def build_worker(s: Settings, cfg: WorkerConfig, metrics: WorkerMetrics | None =
     follower = ModelFollower(
         model_registry(s, publish=False), cfg.model, s.kafka_client_config(), topics.models
     )
-    view = feature_view(s)
-    features = OnlineFeatures(online_store(s, view), topics.events) if view is not None else None
+    view = feature_view(s)  # for versions that recorded no view of their own
+    # Each version is served through its own feature view (a promotion can change it).
+    features = VersionFeatures(lambda meta: view_of(meta, view), lambda v: online_store(s, v), topics.events)
     metrics = metrics or WorkerMetrics()
     drift = None
     if s.drift_window_seconds:
-        monitored = set(view.passthrough) if view is not None else None  # raw event features + score
+        # Raw event features + score (the default for versions without a recorded view).
+        monitored = set(view.passthrough) if view is not None else None
         drift = DriftStage(
             redis_client(s),
             s.topic_prefix,
@@ -201,8 +198,21 @@ def build_api(s: Settings, model: str = "fraud") -> FastAPI:
         admin.list_topics(timeout=2)  # raises KafkaException when no broker answers in time
         return True
 
+    readers: dict[str, OnlineStore] = {}
+
+    def features_of(meta: ModelVersion) -> OnlineStore | None:
+        """The online store of the version's own view (a YAML view read once per definition)."""
+        own = view_of(meta, view)
+        if own is None:
+            return None
+        key = own.fingerprint()
+        if key not in readers:
+            readers[key] = OnlineStore(client, s.topic_prefix, own, state_cache=0)
+        return readers[key]
+
     deps = ApiDeps(
         registry=registry,
+        features_of=features_of,
         features=OnlineStore(client, s.topic_prefix, view, state_cache=0) if view is not None else None,
         drift=RedisDriftReader(client, s.topic_prefix, registry),
         alerts=RedisAlertReader(client, s.topic_prefix),

@@ -98,12 +98,15 @@ _PLAIN_NUMBERS = {float, int}
 
 
 def as_number(value: object) -> float:
-    """A raw value as a feature number: NaN when missing, not a number (str, bool) or not finite.
+    """A raw value as a feature number: NaN when missing, not a number (str) or not finite;
+    booleans are 1/0, as the model encoding reads them (`inference.encoding`).
 
     >>> as_number(3), as_number("3"), as_number(True), as_number(None)
-    (3.0, nan, nan, nan)
+    (3.0, nan, 1.0, nan)
     """
-    if isinstance(value, _NUMBER_TYPES) and not isinstance(value, bool | np.bool_):
+    if isinstance(value, bool | np.bool_):
+        return 1.0 if value else 0.0
+    if isinstance(value, _NUMBER_TYPES):
         number = float(value)
         return number if math.isfinite(number) else NAN
     return NAN
@@ -125,7 +128,7 @@ def numeric_column(col: Column | None, n: int) -> np.ndarray:
     """A raw column as float64, NaN where missing (see `as_number`).
 
     >>> numeric_column([1, None, "2", True, 2.5], 5).tolist()
-    [1.0, nan, nan, nan, 2.5]
+    [1.0, nan, nan, 1.0, 2.5]
     """
     if col is None:
         return np.full(n, NAN)

@@ -33,11 +33,17 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, computed_field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    computed_field,
+)
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from inference.contract import EXPECTED, FeatureValue, describe_value, kind_of
 from inference.metadata import (
     Deployment,
     FeatureSpec,
@@ -53,7 +59,6 @@ from inference.session import ModelIntegrityError, ModelSession
 log = logging.getLogger("driftline.api")
 
 # Strict, as in the event contract: "1" stays a string, true is not 1, NaN/infinity are refused.
-FeatureValue = StrictInt | Annotated[StrictFloat, Field(allow_inf_nan=False)] | StrictStr | None
 
 
 class ModelSource(Protocol):
@@ -138,6 +143,9 @@ class ApiDeps:
     max_body_bytes: int = 65536
     model: str = "fraud"
     session_cache: int = 8  # loaded ONNX sessions kept (by version and sha256)
+    # The reader of a version's own feature view (None: the version uses no view); when unset,
+    # `features` serves every version.
+    features_of: Callable[[ModelVersion], FeatureReader | None] | None = None
 
 
 # -- request / response models ---------------------------------------------------------------------
@@ -292,7 +300,7 @@ def _validation_response(exc: RequestValidationError) -> JSONResponse:
     where = _field_of(loc)
     if where is not None and where.startswith("features.") and len(loc) > 3:
         # One error per member of the value union: say it once, plainly.
-        message = f"{where}: must be a number, a string or null"
+        message = f"{where}: must be a number, a boolean, a string or null"
     else:
         message = f"{where}: {first.get('msg', 'invalid')}" if where else str(first.get("msg", "invalid"))
     others = {_field_of(tuple(e.get("loc", ()))) for e in errors[1:]} - {where}
@@ -379,22 +387,14 @@ def _check_types(features: Mapping[str, FeatureValue], specs: Mapping[str, Featu
             raise ApiError(
                 422, "unknown_feature", f"features.{name}: not an input of {ref}", f"features.{name}"
             )
-        if value is None:
+        if value is None or kind_of(value) == spec.kind:
             continue
-        if spec.kind == "numeric" and isinstance(value, str):
-            raise ApiError(
-                422,
-                "invalid_feature",
-                f"features.{name}: {ref} expects a number (or null), got a string",
-                f"features.{name}",
-            )
-        if spec.kind == "categorical" and not isinstance(value, str):
-            raise ApiError(
-                422,
-                "invalid_feature",
-                f"features.{name}: {ref} expects a category string (or null), got a number",
-                f"features.{name}",
-            )
+        raise ApiError(
+            422,
+            "invalid_feature",
+            f"features.{name}: {ref} expects {EXPECTED[spec.kind]} (or null), got {describe_value(value)}",
+            f"features.{name}",
+        )
 
 
 def create_app(deps: ApiDeps) -> FastAPI:
@@ -548,7 +548,8 @@ def create_app(deps: ApiDeps) -> FastAPI:
         _check_types(req.features, specs, d.production.ref)
 
         needed = [f.name for f in meta.features if f.name not in req.features]
-        stored = deps.features.describe(req.entity_id) if deps.features is not None and needed else None
+        reader = deps.features_of(meta) if deps.features_of is not None else deps.features
+        stored = reader.describe(req.entity_id) if reader is not None and needed else None
         known: Mapping[str, float | str | None] = stored.values if stored is not None else {}
         inputs: dict[str, float | int | str | None] = {
             f.name: req.features[f.name] if f.name in req.features else known.get(f.name)
@@ -570,10 +571,15 @@ def create_app(deps: ApiDeps) -> FastAPI:
 
     @api.get("/features/{entity_id}", response_model=EntityFeaturesOut, tags=["features"])
     def features(entity_id: str) -> EntityFeaturesOut:
-        """The entity's latest online features, as of its newest event."""
-        if deps.features is None:
+        """The entity's latest online features, as of its newest event, in the view of the default
+        model's production version."""
+        reader = deps.features
+        production = deps.registry.deployment(deps.model).production if deps.features_of else None
+        if deps.features_of is not None and production is not None:
+            reader = deps.features_of(production)
+        if reader is None:
             raise ApiError(404, "no_feature_store", "the online feature store is off (feature_view: none)")
-        record = deps.features.describe(entity_id)
+        record = reader.describe(entity_id)
         if record is None:
             raise ApiError(404, "unknown_entity", f"no features for entity {entity_id}", "entity_id")
         return EntityFeaturesOut(

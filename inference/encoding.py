@@ -1,6 +1,7 @@
 """Feature encoding shared by training and serving: columns of raw values -> float32 matrix.
 
-Each numeric feature is one column (missing -> the spec's ``fill_value``); each categorical
+Each numeric or boolean feature is one column (true = 1, false = 0; missing -> the spec's
+``fill_value``); each categorical
 feature is one one-hot column per category, in the spec's order (unseen or missing -> zeros).
 A feature absent from ``columns`` counts as missing on every row.
 
@@ -59,7 +60,7 @@ def encoded_names(specs: Iterable[FeatureSpec]) -> list[str]:
     """Names of the encoded columns: ``name`` for numeric, ``name=category`` for one-hot columns."""
     out: list[str] = []
     for s in specs:
-        out.extend([s.name] if s.kind == "numeric" else [f"{s.name}={c}" for c in s.categories])
+        out.extend([s.name] if s.kind != "categorical" else [f"{s.name}={c}" for c in s.categories])
     return out
 
 
@@ -108,7 +109,7 @@ def encode_features(specs: Sequence[FeatureSpec], columns: Mapping[str, Column],
         col = columns.get(spec.name)
         if col is not None:
             _check_length(spec.name, col, n)
-        if spec.kind == "numeric":
+        if spec.kind != "categorical":  # numeric, or boolean as 0/1
             if col is None:
                 out[:, offset] = spec.fill_value
             else:

@@ -57,15 +57,20 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+FeatureKind = Literal["numeric", "categorical", "boolean"]
+
+
 class FeatureSpec(_Model):
     """One input feature and how it is encoded.
 
     numeric: one float32 column, missing (None/NaN/non-number) -> `fill_value` (the training median).
     categorical: one one-hot float32 column per entry of `categories`, in order; unseen/None -> zeros.
+    boolean: one float32 column, true -> 1, false -> 0, missing -> `fill_value` (the training
+    majority), exactly like a 0/1 numeric column.
     """
 
     name: str = Field(min_length=1)
-    kind: Literal["numeric", "categorical"]
+    kind: FeatureKind
     categories: list[str] = Field(default_factory=list)
     fill_value: float = 0.0
 
@@ -78,8 +83,8 @@ class FeatureSpec(_Model):
 
     @model_validator(mode="after")
     def _categories_fit_kind(self) -> Self:
-        if self.kind == "numeric" and self.categories:
-            raise ValueError(f"numeric feature {self.name!r} cannot have categories")
+        if self.kind != "categorical" and self.categories:
+            raise ValueError(f"{self.kind} feature {self.name!r} cannot have categories")
         if len(set(self.categories)) != len(self.categories):
             raise ValueError(f"feature {self.name!r} has duplicate categories")
         return self
@@ -87,7 +92,7 @@ class FeatureSpec(_Model):
     @property
     def width(self) -> int:
         """Number of encoded columns."""
-        return 1 if self.kind == "numeric" else len(self.categories)
+        return len(self.categories) if self.kind == "categorical" else 1
 
 
 class Distribution(_Model):
@@ -118,6 +123,65 @@ class TrainingInfo(_Model):
     calibration: ScoreCalibration | None = None
 
 
+class FeatureViewRecord(_Model):
+    """Which feature view built a version's inputs: none (the event's own features), a built-in
+    view, or a YAML definition, stored whole (`definition`, the `FeatureView` as JSON) with its
+    fingerprint, so the worker, the API and a retrain compute exactly what training computed.
+
+    >>> print(FeatureViewRecord(kind="none").label)
+    none (the events' own features)
+    """
+
+    kind: Literal["none", "builtin", "yaml"]
+    name: str = ""
+    source: str = ""  # the YAML file it was read from, for people (the definition is what counts)
+    definition: dict[str, Any] | None = None
+    fingerprint: str = ""
+
+    @model_validator(mode="after")
+    def _definition_fits_kind(self) -> Self:
+        if (self.kind == "none") != (self.definition is None):
+            raise ValueError("a feature view record has a definition unless its kind is none")
+        return self
+
+    @property
+    def label(self) -> str:
+        if self.kind == "none":
+            return "none (the events' own features)"
+        where = f", from {self.source}" if self.source else ""
+        return f"{self.name} ({self.kind}{where}, fingerprint {self.fingerprint})"
+
+
+class RawInput(_Model):
+    """One field of the raw event a version reads (directly, or through its view's aggregates),
+    with the kind training saw and the share of training events that lacked it."""
+
+    name: str = Field(min_length=1)
+    kind: FeatureKind
+    missing_share: float = Field(0.0, ge=0.0, le=1.0)
+
+
+class InputPolicy(_Model):
+    """What the worker does with an event whose input breaks the contract (always counted in
+    ``driftline_input_problems_total``): ``dead_letter`` it (reason code ``feature_type`` or
+    ``feature_missing``), or score it with the value treated as ``missing``."""
+
+    wrong_type: Literal["dead_letter", "missing"] = "dead_letter"
+    missing: Literal["dead_letter", "missing"] = "missing"
+
+
+class VersionInputs(_Model):
+    """A version's input contract: the view that builds its inputs, the raw event fields it reads
+    and their kinds, and the policy for events that break it."""
+
+    view: FeatureViewRecord
+    raw: list[RawInput] = Field(default_factory=list)
+    policy: InputPolicy = InputPolicy()
+
+    def kinds(self) -> dict[str, str]:
+        return {r.name: r.kind for r in self.raw}
+
+
 class ModelVersion(_Model):
     """One registered version of a model: its artifact hash, features, stage and references."""
 
@@ -133,6 +197,8 @@ class ModelVersion(_Model):
     reference: dict[str, Distribution] = Field(default_factory=dict)
     score_reference: Distribution | None = None
     threshold: float = Field(0.5, ge=0.0, le=1.0)
+    # None: registered before versions recorded their view; served with the settings' default view.
+    inputs: VersionInputs | None = None
 
     @field_validator("features")
     @classmethod

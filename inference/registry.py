@@ -43,6 +43,7 @@ from inference.metadata import (
     ModelVersion,
     Stage,
     TrainingInfo,
+    VersionInputs,
     check_model_name,
 )
 from inference.session import ModelIntegrityError, ModelSession, sha256_hex
@@ -265,6 +266,7 @@ class ModelRegistry:
         stage: Stage = "candidate",
         threshold: float = 0.5,
         detail: Mapping[str, Any] | None = None,
+        inputs: VersionInputs | None = None,
     ) -> ModelVersion:
         """Store a new version (checked to load as ONNX with the features' width) and return it.
 
@@ -290,6 +292,7 @@ class ModelRegistry:
             reference=dict(reference or {}),
             score_reference=score_reference,
             threshold=threshold,
+            inputs=inputs,
         )
         version = int(self._r.incr(self._model_key(name, "next_version")))
         meta = draft.model_copy(update={"version": version})

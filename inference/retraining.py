@@ -17,7 +17,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from inference.metadata import ModelVersion, check_model_name
+from inference.metadata import ModelVersion, VersionInputs, check_model_name
 from inference.registry import ModelRegistry
 from inference.training import (
     Estimator,
@@ -95,11 +95,14 @@ def _check_inputs(
 
 
 def _not_comparable(
-    production: ModelVersion, numeric: Mapping[str, np.ndarray], categorical: Mapping[str, np.ndarray]
+    production: ModelVersion,
+    numeric: Mapping[str, np.ndarray],
+    categorical: Mapping[str, np.ndarray],
+    boolean: Mapping[str, np.ndarray],
 ) -> list[str]:
     """Production features the data lacks (or has as the other kind): scoring them as all-missing
     would make production look worse than it is, so such a comparison means nothing."""
-    columns = {"numeric": numeric, "categorical": categorical}
+    columns = {"numeric": numeric, "categorical": categorical, "boolean": boolean}
     return [f.name for f in production.features if f.name not in columns[f.kind]]
 
 
@@ -122,12 +125,15 @@ def retrain(
     ts: np.ndarray,
     config: RetrainConfig = RetrainConfig(),  # frozen: a shared default is safe
     source: str = "",
+    boolean: Mapping[str, np.ndarray] | None = None,
+    inputs: VersionInputs | None = None,
 ) -> RetrainResult:
     """Train a candidate for `name` on the rows `config` selects; register it (stage "candidate")
     unless it is worse than the production version on the same holdout rows.
 
     Raises ValueError for inconsistent inputs; too few rows or a single class in the training or
-    holdout rows return ``registered=False`` with the reason.
+    holdout rows return ``registered=False`` with the reason. `inputs` (the production
+    version's feature view and input contract) is registered with the candidate.
     """
     check_model_name(name)
     y_all = _labels(labels)
@@ -138,6 +144,7 @@ def retrain(
     y, secs = y_all[sel], secs_all[sel]
     sub_numeric = {k: np.asarray(v)[sel] for k, v in numeric.items()}
     sub_categorical = {k: np.asarray(v)[sel] for k, v in categorical.items()}
+    sub_boolean = {k: np.asarray(v)[sel] for k, v in (boolean or {}).items()}
     start, end = _span(secs)
     production = registry.deployment(name).production
     prod_version = production.version if production is not None else None
@@ -178,6 +185,7 @@ def retrain(
         holdout_fraction=config.holdout_fraction,
         seed=config.seed,
         source=source,
+        boolean=sub_boolean,
     )
     if trained.training.holdout_rows != hold_idx.size:  # the shared split must agree with training
         raise RuntimeError(
@@ -206,7 +214,7 @@ def retrain(
 
     if production is None:
         verdict = f"model {name!r} has no production version to compare with"
-    elif missing := _not_comparable(production, sub_numeric, sub_categorical):
+    elif missing := _not_comparable(production, sub_numeric, sub_categorical, sub_boolean):
         verdict = (
             f"production {production.ref} is not comparable: the data lacks its feature(s) "
             f"{', '.join(missing)} (candidate {metric} {cand:.4f} on {hold_idx.size:,} holdout rows)"
@@ -216,7 +224,10 @@ def retrain(
         production_metrics = evaluate(
             session,
             {k: v[hold_idx] for k, v in sub_numeric.items()},
-            {k: v[hold_idx] for k, v in sub_categorical.items()},
+            {
+                **{k: v[hold_idx] for k, v in sub_categorical.items()},
+                **{k: v[hold_idx] for k, v in sub_boolean.items()},
+            },
             y[hold_idx],
         )
         prod = production_metrics[metric]
@@ -237,5 +248,5 @@ def retrain(
             else f"{comparison}, worse by {worse_by:.4f} but within the margin {config.margin:.4f}"
         )
 
-    mv = register_trained(registry, name, trained, "candidate")
+    mv = register_trained(registry, name, trained, "candidate", inputs=inputs)
     return outcome(mv.version, f"registered {mv.ref} as candidate: {verdict}.")

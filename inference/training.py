@@ -33,7 +33,14 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from inference.encoding import Column, encode_features, numeric_values
-from inference.metadata import MAX_REFERENCE_SAMPLE, Distribution, FeatureSpec, ModelVersion, TrainingInfo
+from inference.metadata import (
+    MAX_REFERENCE_SAMPLE,
+    Distribution,
+    FeatureSpec,
+    ModelVersion,
+    TrainingInfo,
+    VersionInputs,
+)
 from inference.performance import ScoreCalibration
 from inference.registry import ModelRegistry
 from inference.session import ModelSession, sha256_hex
@@ -185,9 +192,14 @@ def _make_estimator(estimator: Estimator, seed: int) -> tuple[Any, Any]:
 
 
 def register_trained(
-    registry: ModelRegistry, name: str, trained: TrainedModel, stage: Literal["candidate", "production"]
+    registry: ModelRegistry,
+    name: str,
+    trained: TrainedModel,
+    stage: Literal["candidate", "production"],
+    inputs: VersionInputs | None = None,
 ) -> ModelVersion:
-    """Register a trained model with its training info and reference distributions."""
+    """Register a trained model with its training info, reference distributions and, when given,
+    its input contract (the feature view that built its inputs, the raw fields' kinds)."""
     return registry.register(
         name,
         trained.onnx_bytes,
@@ -196,15 +208,50 @@ def register_trained(
         reference=trained.reference,
         score_reference=trained.score_reference,
         stage=stage,
+        inputs=inputs,
+    )
+
+
+def boolean_values(col: Column) -> np.ndarray:
+    """float64 1/0 of a boolean column (True/False, or the 1.0/0.0 the feature store makes of
+    them), NaN where missing.
+
+    >>> boolean_values([True, False, None, 1.0]).tolist()
+    [1.0, 0.0, nan, 1.0]
+    """
+    return numeric_values(col, len(col))
+
+
+def boolean_reference(values: np.ndarray) -> Distribution:
+    """The two-bin categorical reference of a boolean column (``"true"``/``"false"`` shares of
+    the present values): the drift detectors see a boolean as a two-level category."""
+    n = values.size
+    present = values[~np.isnan(values)]
+    share = float(present.mean()) if present.size else 0.0
+    return Distribution(
+        kind="categorical",
+        frequencies={"false": 1.0 - share, "true": share} if present.size else {},
+        missing_rate=1.0 - present.size / max(n, 1),
+        count=n,
     )
 
 
 def describe_columns(
-    numeric: Mapping[str, Column], categorical: Mapping[str, Column], rng: np.random.Generator
+    numeric: Mapping[str, Column],
+    categorical: Mapping[str, Column],
+    rng: np.random.Generator,
+    boolean: Mapping[str, Column] | None = None,
 ) -> tuple[list[FeatureSpec], dict[str, Distribution]]:
-    """Feature specs (median fill values, top categories) and reference distributions of columns."""
+    """Feature specs (median fill values, top categories, majority booleans) and reference
+    distributions of columns."""
     features: list[FeatureSpec] = []
     reference: dict[str, Distribution] = {}
+    for name, col in (boolean or {}).items():
+        values = boolean_values(col)
+        present = values[~np.isnan(values)]
+        fill = 1.0 if present.size and present.mean() >= 0.5 else 0.0
+        features.append(FeatureSpec(name=name, kind="boolean", fill_value=fill))
+        reference[name] = boolean_reference(values)
     for name, col in numeric.items():
         n = len(col)
         values = numeric_values(col, n)
@@ -236,22 +283,25 @@ def train_model(
     holdout_fraction: float = 0.2,
     seed: int = 0,
     source: str = "",
+    boolean: Mapping[str, np.ndarray] | None = None,
 ) -> TrainedModel:
     """Fit `estimator` on the earliest rows, export to ONNX, measure the ONNX model on the rest.
 
-    `numeric` columns: numbers, NaN/None = missing; `categorical` columns: strings, None = missing.
+    `numeric` columns: numbers, NaN/None = missing; `categorical` columns: strings, None = missing;
+    `boolean` columns: True/False (or 1/0), None/NaN = missing, encoded as one 0/1 column.
     `ts`: datetime64, epoch seconds or datetime objects (naive = UTC), one per row.
     """
     y = _labels(labels)
     n = y.size
     if not 0.0 < holdout_fraction < 1.0:
         raise ValueError(f"holdout_fraction must be in (0, 1), got {holdout_fraction}")
-    clash = set(numeric) & set(categorical)
+    boolean = dict(boolean or {})
+    clash = (set(numeric) & set(categorical)) | (set(boolean) & (set(numeric) | set(categorical)))
     if clash:
-        raise ValueError(f"features both numeric and categorical: {sorted(clash)}")
-    if not numeric and not categorical:
+        raise ValueError(f"features both numeric and categorical (or boolean): {sorted(clash)}")
+    if not numeric and not categorical and not boolean:
         raise ValueError("no features given")
-    for name, col in {**numeric, **categorical}.items():
+    for name, col in {**numeric, **categorical, **boolean}.items():
         if len(col) != n:
             raise ValueError(f"feature {name!r} has {len(col)} values, labels have {n}")
 
@@ -265,9 +315,10 @@ def train_model(
     rng = np.random.default_rng(seed)
     train_numeric = {name: np.asarray(col)[train_idx] for name, col in numeric.items()}
     train_categorical = {name: np.asarray(col)[train_idx] for name, col in categorical.items()}
-    features, reference = describe_columns(train_numeric, train_categorical, rng)
+    train_boolean = {name: np.asarray(col)[train_idx] for name, col in boolean.items()}
+    features, reference = describe_columns(train_numeric, train_categorical, rng, train_boolean)
 
-    columns: dict[str, Column] = {**numeric, **categorical}
+    columns: dict[str, Column] = {**numeric, **categorical, **boolean}
     X = encode_features(features, columns, n)
     if X.shape[1] == 0:
         raise ValueError("the features encode to 0 columns (categoricals with no values in training?)")

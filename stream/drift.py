@@ -58,6 +58,7 @@ from detectors.signals import SCORE_FEATURE, DriftSignal, WindowStat
 from detectors.window_store import WINDOWED_DETECTORS, WindowStore, fault_point
 from inference.encoding import numeric_values
 from inference.metadata import Distribution, ModelVersion
+from inference.views import view_from_record
 
 OTHER_CATEGORY = "__other__"  # training's catch-all share of rare categories
 HISTORY_WINDOWS = 20_000  # closed-window statistics kept per version for reports
@@ -88,6 +89,20 @@ def to_reference(d: Distribution) -> Reference:
         count=d.count,
         other_category=OTHER_CATEGORY if d.kind == "categorical" else None,
     )
+
+
+def boolean_categories(values: Sequence[Any]) -> np.ndarray:
+    """Boolean inputs (True/False, or the feature store's 1.0/0.0) as the categories of their
+    reference, ``"true"``/``"false"``; missing stays None.
+
+    >>> boolean_categories([True, 0.0, None, float("nan")]).tolist()
+    ['true', 'false', None, None]
+    """
+    numbers = numeric_values(values, len(values))
+    out = np.full(len(values), None, dtype=object)
+    out[numbers == 1.0] = "true"
+    out[numbers == 0.0] = "false"
+    return out
 
 
 class DriftConfig(BaseModel):
@@ -191,6 +206,7 @@ class _Version:
     cusum_refs: dict[str, Reference] = field(default_factory=dict)
     cusum_ert: float = 1e8
     partitions: dict[int, _Adwins] = field(default_factory=dict)
+    boolean: set[str] = field(default_factory=set)
     dirty: set[int] = field(default_factory=set)
 
 
@@ -244,10 +260,11 @@ class DriftStage:
             return self._current
         if not meta.reference:
             return None  # a model registered without reference data: nothing to compare with
+        monitored = self._monitored_of(meta)
         refs = {
             name: to_reference(d)
             for name, d in meta.reference.items()
-            if self.monitored is None or name in self.monitored
+            if monitored is None or name in monitored
         }
         score = to_reference(meta.score_reference) if meta.score_reference else None
         cfg = self.config
@@ -286,9 +303,24 @@ class DriftStage:
             history_key=alerts_key(self.namespace),
         )
         self._current = _Version(
-            meta, store, policy, adwin_refs, numeric, cusum_refs=cusum_refs, cusum_ert=cusum_ert
+            meta,
+            store,
+            policy,
+            adwin_refs,
+            numeric,
+            cusum_refs=cusum_refs,
+            cusum_ert=cusum_ert,
+            boolean={f.name for f in meta.features if f.kind == "boolean"},
         )
         return self._current
+
+    def _monitored_of(self, meta: ModelVersion) -> set[str] | None:
+        """The inputs of `meta` that get detectors: its own view's raw features (every input
+        without a view), or the stage's setting for a version that recorded no view."""
+        if meta.inputs is None:
+            return self.monitored
+        view = view_from_record(meta.inputs.view)
+        return None if view is None else set(view.passthrough)
 
     def observe(
         self,
@@ -334,7 +366,9 @@ class DriftStage:
                 continue
             col = columns[name]
             values = [col[i] for i in picked]
-            if ref.kind == "numeric":
+            if name in v.boolean:  # a two-level category to the detectors
+                batch[name] = boolean_categories(values)
+            elif ref.kind == "numeric":
                 batch[name] = numeric_values(values, len(values))  # None/strings -> NaN (missing)
             else:
                 batch[name] = np.array(values, dtype=object)

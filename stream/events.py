@@ -22,17 +22,15 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    StrictFloat,
-    StrictInt,
-    StrictStr,
     StringConstraints,
     ValidationError,
     field_validator,
 )
 
-# Strict: "1" stays a string, true is refused (not 1) and NaN/infinity are refused (send null).
-# All checks run inside pydantic-core: no Python callback per event on the worker's hot path.
-FeatureValue = StrictInt | Annotated[StrictFloat, Field(allow_inf_nan=False)] | StrictStr | None
+# The values of `features` (strict: "1" stays a string, true a boolean, NaN is refused; all checks
+# inside pydantic-core, no Python callback per event on the worker's hot path).
+from inference.contract import FeatureValue
+
 NonEmptyStr = Annotated[str, StringConstraints(min_length=1, max_length=256)]
 
 SCHEMA_VERSION = 1
@@ -75,7 +73,7 @@ def explain(exc: ValidationError) -> tuple[str, str]:
     """(one-line reason, stable reason code) of a failed event validation.
 
     >>> explain(pydantic_error(b'{"event_id":"e","entity_id":"x","ts":"2026-01-01","features":{"a":[1]}}'))
-    ('features.a: must be a number, a string or null, not list', 'schema_feature_type')
+    ('features.a: must be a number, a boolean, a string or null, not list', 'schema_feature_type')
     """
     errors = exc.errors(include_url=False)
     first = errors[0]
@@ -87,12 +85,10 @@ def explain(exc: ValidationError) -> tuple[str, str]:
         value = first["input"]
         distinct = {tuple(str(p) for p in e["loc"][:2]) for e in errors}
         more = f" (+{len(distinct) - 1} more)" if len(distinct) > 1 else ""
-        if isinstance(value, bool):
-            why = "booleans are not features, use 0/1"
-        elif isinstance(value, float):
+        if isinstance(value, float):
             why = "NaN and infinity are not allowed, send null"
         else:
-            why = f"must be a number, a string or null, not {type(value).__name__}"
+            why = f"must be a number, a boolean, a string or null, not {type(value).__name__}"
         return f"features.{loc[1]}: {why}{more}", "schema_feature_type"
     where = ".".join(loc)
     return f"{where + ': ' if where else ''}{first['msg']}{more}", f"schema_{first['type']}"

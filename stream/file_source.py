@@ -3,14 +3,15 @@
 A JSONL line is either the full contract (``{"event_id", "entity_id", "ts", "features"}``) or a
 flat object whose keys other than ``event_id``/``entity_id``/``ts`` are the features. A CSV file
 has a header row with ``entity_id`` and ``ts`` columns (``event_id`` optional); every other
-column is a feature, numbers are parsed as numbers and empty cells as null. A missing
+column is a feature, numbers are parsed as numbers, ``true``/``false`` (any of true, True, TRUE)
+as booleans and empty cells as null. A missing
 ``event_id`` becomes ``<file name>:<line>``, so re-sending a file reuses the same ids.
 """
 
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,9 +37,28 @@ class FileRecord:
     label: LabelEvent | None
 
 
-def _number_or_text(cell: str) -> float | int | str | None:
+_BOOLEANS = {"true": True, "false": False, "True": True, "False": False, "TRUE": True, "FALSE": False}
+LABEL_LIKE = frozenset({"label", "labels", "target", "y", "class", "outcome", "is_fraud", "fraud"})
+
+
+def label_hint(names: Iterable[str], label_field: str | None) -> str | None:
+    """A hint when a field looks like a label but is not the one named with --label-field.
+
+    >>> label_hint(["amount", "label"], None)
+    "field 'label' looks like a label: pass --label-field label to send it as one"
+    """
+    for name in names:
+        if name != label_field and (name.lower() in LABEL_LIKE or "label" in name.lower()):
+            return f"field {name!r} looks like a label: pass --label-field {name} to send it as one"
+    return None
+
+
+def _number_or_text(cell: str) -> float | int | bool | str | None:
+    """A CSV cell: empty -> null, true/false -> a boolean, a number -> the number, else text."""
     if cell == "":
         return None
+    if cell in _BOOLEANS:
+        return _BOOLEANS[cell]
     try:
         return int(cell)
     except ValueError:
@@ -66,7 +86,10 @@ def _to_record(path: Path, line: int, raw: dict[str, Any], label_field: str | No
                 raise FileFormatError(path, line, f"label field {label_field!r} is missing")
             label = LabelEvent(event_id=event.event_id, label=label_value, ts=event.ts)
     except ValidationError as exc:
-        raise FileFormatError(path, line, explain(exc)[0]) from None
+        reason = explain(exc)[0]
+        extra = [str(e["loc"][0]) for e in exc.errors() if e["type"] == "extra_forbidden" and e["loc"]]
+        hint = label_hint(extra, label_field)
+        raise FileFormatError(path, line, f"{reason} ({hint})" if hint else reason) from None
     return FileRecord(line, event, label)
 
 

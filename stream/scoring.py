@@ -68,7 +68,15 @@ class Scorer:
     encoding_keys: Mapping[str, tuple[str, ...]] = field(init=False)
 
     def __post_init__(self) -> None:
-        keys = {meta.ref: tuple(f.model_dump_json() for f in meta.features) for meta, _ in self.versions()}
+        keys = {
+            # A version's view is part of its encoding: the same specs over another view's
+            # features are other inputs.
+            meta.ref: (
+                meta.inputs.view.fingerprint if meta.inputs else "",
+                *(f.model_dump_json() for f in meta.features),
+            )
+            for meta, _ in self.versions()
+        }
         object.__setattr__(self, "encoding_keys", keys)
 
     @property
@@ -90,8 +98,11 @@ class Scorer:
             names.update((f.name, None) for f in meta.features)
         return list(names)
 
-    def score(self, entity_ids: Sequence[str], columns: Columns) -> list[ScoredArm]:
-        """One ONNX call per model version over the rows routed to it."""
+    def score(
+        self, entity_ids: Sequence[str], columns: Columns, per_version: Mapping[str, Columns] | None = None
+    ) -> list[ScoredArm]:
+        """One ONNX call per model version over the rows routed to it. `per_version`: the columns
+        of versions whose feature view differs from production's, by ref (default `columns`)."""
         n = len(entity_ids)
         d = self.deployment
         assert d.production is not None, "a Scorer always has a production version"
@@ -110,7 +121,8 @@ class Scorer:
                 continue
             key = self.encoding_keys[meta.ref]
             if key not in encoded:
-                encoded[key] = encode_features(meta.features, columns, n)
+                own = (per_version or {}).get(meta.ref, columns)
+                encoded[key] = encode_features(meta.features, own, n)
             started = time.perf_counter()
             scores = self.sessions[meta.ref].predict(encoded[key][rows])
             out.append(ScoredArm(meta, arm, rows, scores, time.perf_counter() - started))

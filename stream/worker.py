@@ -39,6 +39,7 @@ from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPa
 from stream.dead_letter import DeadLetter
 from stream.decode import EventBatch, InputLimits, decode_batch
 from stream.drift import DriftStage
+from stream.input_gate import InputGate
 from stream.metrics import WorkerMetrics
 from stream.offsets import first_offsets, next_offsets
 from stream.outputs import BatchOutputs, GaveUp, Output
@@ -51,10 +52,22 @@ log = logging.getLogger("driftline.worker")
 
 @dataclass
 class FeatureColumns:
-    """A batch's model inputs by feature name, and the events refused (batch index -> reason)."""
+    """A batch's model inputs by feature name, and the events refused (batch index -> reason).
+
+    ``per_version``: the inputs of versions whose feature view is not production's, by ref.
+    """
 
     columns: Mapping[str, Sequence[Any]]
     rejected: Mapping[int, str] = field(default_factory=dict)
+    per_version: Mapping[str, Mapping[str, Sequence[Any]]] = field(default_factory=dict)
+
+    def subset(self, keep: Sequence[int]) -> FeatureColumns:
+        """The columns of rows `keep` only (nothing rejected)."""
+
+        def pick(columns: Mapping[str, Sequence[Any]]) -> dict[str, list[Any]]:
+            return {name: [col[i] for i in keep] for name, col in columns.items()}
+
+        return FeatureColumns(pick(self.columns), {}, {ref: pick(c) for ref, c in self.per_version.items()})
 
 
 class FeatureSource(Protocol):
@@ -68,6 +81,16 @@ class RawFeatures:
 
     def columns(self, batch: EventBatch, names: Sequence[str]) -> FeatureColumns:
         return FeatureColumns(batch.columns(names))
+
+
+def feature_columns(source: FeatureSource, batch: EventBatch, scorer: Scorer) -> FeatureColumns:
+    """A batch's inputs from `source`: per deployed version when it knows each version's view
+    (`stream.version_features.VersionFeatures.columns_for`), else one set for all."""
+    columns_for = getattr(source, "columns_for", None)
+    if columns_for is not None:
+        result: FeatureColumns = columns_for(batch, scorer)
+        return result
+    return source.columns(batch, scorer.feature_names())
 
 
 @dataclass
@@ -117,6 +140,7 @@ class Worker:
         features: FeatureSource | None = None,
         metrics: WorkerMetrics | None = None,
         drift: DriftStage | None = None,
+        inputs: InputGate | None = None,
     ) -> None:
         self.cfg = cfg
         self.topics = topics
@@ -124,6 +148,7 @@ class Worker:
         self.features = features or RawFeatures()
         self.metrics = metrics or WorkerMetrics()
         self.drift = drift
+        self.inputs = inputs or InputGate(self.metrics.registry, cfg.worker_id)
         self._stopping = False
         self.consumer = Consumer(
             {
@@ -253,10 +278,10 @@ class Worker:
         limits = self.cfg.limits
         batch, dead = decode_batch(msgs, self.cfg.worker_id, limits)
         outputs: list[Output] = []
+        batch, refused = self.inputs.check(batch, self.scorer)  # the input contract
+        dead += refused
         if len(batch):
-            names = self.scorer.feature_names()
-            features = self.features.columns(batch, names)
-            columns = features.columns
+            features = feature_columns(self.features, batch, self.scorer)
             if features.rejected:  # e.g. later than the feature store's allowed lateness
                 dead += [
                     batch.dead_letter(i, r, "late_event", self.cfg.worker_id)
@@ -264,9 +289,9 @@ class Worker:
                 ]
                 keep = [i for i in range(len(batch)) if i not in features.rejected]
                 batch = batch.subset(keep)
-                columns = {name: [col[i] for i in keep] for name, col in columns.items()}
+                features = features.subset(keep)
             if len(batch):
-                self._predict(batch, names, columns, started, outputs)
+                self._predict(batch, features, started, outputs)
         for letter in dead:
             key = letter.key.encode() if letter.key else None
             outputs.append(Output(self.topics.dlq, key, letter.to_json(), letter=letter))
@@ -275,15 +300,11 @@ class Worker:
         return outputs, dead
 
     def _predict(
-        self,
-        batch: EventBatch,
-        names: list[str],
-        columns: Mapping[str, Sequence[Any]],
-        started: float,
-        outputs: list[Output],
+        self, batch: EventBatch, features: FeatureColumns, started: float, outputs: list[Output]
     ) -> None:
         assert self.scorer is not None
-        scored = self.scorer.score(batch.entity_ids, columns)
+        columns = features.columns
+        scored = self.scorer.score(batch.entity_ids, columns, features.per_version)
         now = time.time()
         events = batch.events
         event_times = batch.event_times()
@@ -320,7 +341,8 @@ class Worker:
                     "source_offset": batch.offsets[i],
                 }
                 if self.cfg.attach_features:
-                    record["features"] = {name: columns[name][i] for name in names}
+                    own = features.per_version.get(meta.ref, columns)
+                    record["features"] = {f.name: own[f.name][i] for f in meta.features}
                 value = orjson.dumps(record, option=orjson.OPT_UTC_Z)
                 outputs.append(Output(topic, e.entity_id.encode(), value, source=batch.messages[i]))
         self.metrics.event_lag.observe_many(now - event_times)

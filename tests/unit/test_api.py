@@ -238,12 +238,18 @@ def test_number_where_a_category_belongs_is_a_422(api: Api) -> None:
     assert assert_error(resp, 422, "invalid_feature")["field"] == "features.country"
 
 
-@pytest.mark.parametrize("value", [True, [1, 2], {"x": 1}])
+def test_boolean_where_a_number_belongs_is_a_422(api: Api) -> None:
+    resp = api.client.post("/predict", json={"entity_id": "card-1", "features": {"amount": True}})
+    error = assert_error(resp, 422, "invalid_feature")
+    assert error["message"] == "features.amount: fraud:1 expects a number (or null), got a boolean"
+
+
+@pytest.mark.parametrize("value", [[1, 2], {"x": 1}])
 def test_values_outside_the_contract_are_refused(api: Api, value: object) -> None:
     resp = api.client.post("/predict", json={"entity_id": "card-1", "features": {"amount": value}})
     error = assert_error(resp, 422, "invalid_request")
     assert error["field"] == "features.amount"
-    assert error["message"] == "features.amount: must be a number, a string or null"
+    assert error["message"] == "features.amount: must be a number, a boolean, a string or null"
 
 
 def test_unknown_feature_and_unknown_top_level_field_are_refused(api: Api) -> None:

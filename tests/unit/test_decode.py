@@ -54,15 +54,15 @@ def test_invalid_events_become_dead_letters_with_source_and_bytes() -> None:
     values: list[bytes | None] = [
         GOOD % (1, 1, 1, 1),
         b"\x00\x01 nope",
-        b'{"event_id":"2","entity_id":"e","ts":"2026-01-01T00:00:00Z","features":{"a":true}}',
+        b'{"event_id":"2","entity_id":"e","ts":"2026-01-01T00:00:00Z","features":{"a":[1]}}',
         None,
         b'{"event_id":"3","entity_id":"e","ts":"2026-01-01T00:00:00Z"}',
     ]
     batch, dead = decode_batch(_msgs(values), worker="w-1")
     assert len(batch) == 1 and [d.source_offset for d in dead] == [1, 2, 3, 4]
-    binary, boolean, empty, missing = dead
+    binary, listed, empty, missing = dead
     assert binary.reason_code == "invalid_json" and binary.original() == b"\x00\x01 nope"
-    assert "booleans are not features" in boolean.reason and boolean.reason_code.startswith("schema_")
+    assert "not list" in listed.reason and listed.reason_code == "schema_feature_type"
     assert empty.reason_code == "empty" and empty.original() == b""
     assert missing.reason.startswith("features: Field required") and missing.reason_code == "schema_missing"
     for d in dead:

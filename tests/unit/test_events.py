@@ -37,10 +37,6 @@ def test_naive_and_offset_timestamps_become_utc() -> None:
             b'{"event_id":"a","entity_id":"b","ts":"2026-01-01T00:00:00Z","features":{"x":[1]}}',
             "features",
         ),
-        (
-            b'{"event_id":"a","entity_id":"b","ts":"2026-01-01T00:00:00Z","features":{"x":true}}',
-            "booleans",
-        ),
         (b'{"event_id":"a","entity_id":"b","ts":"2026-01-01T00:00:00Z","features":{},"y":1}', "y"),
         (b"not json", "json"),
     ],
@@ -62,6 +58,15 @@ def test_nan_and_infinity_are_rejected(value: float) -> None:
     wire = b'{"event_id":"a","entity_id":"b","ts":"2026-01-01T00:00:00Z","features":{"x":NaN}}'
     with pytest.raises(ValidationError):
         decode_event(wire)
+
+
+def test_booleans_are_features_and_stay_booleans() -> None:
+    event = decode_event(
+        b'{"event_id":"a","entity_id":"b","ts":"2026-01-01T00:00:00Z","features":{"x":true,"y":false,"z":1}}'
+    )
+    assert event.features == {"x": True, "y": False, "z": 1}
+    assert [type(v) for v in event.features.values()] == [bool, bool, int]
+    assert decode_event(encode_event(event)) == event
 
 
 def test_strict_types_are_not_coerced() -> None:

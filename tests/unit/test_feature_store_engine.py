@@ -135,10 +135,17 @@ def test_missing_and_non_numeric_values() -> None:
         Aggregation(function="count"),
         passthrough=["x"],
     )
-    f = _run(view, [T0, T0 + 1, T0 + 2], {"x": [None, "3", True]})
+    f = _run(view, [T0, T0 + 1, T0 + 2], {"x": [None, "3", None]})
     assert f[2, 1] == 0.0 and math.isnan(f[2, 2]) and math.isnan(f[2, 3])  # sum, mean, min
     assert f[2, 4:].tolist() == [0.0, 3.0]  # count of x, count of events
     assert np.isnan(f[:, 0]).all()  # passthrough of a missing or non-numeric value
+
+
+def test_booleans_are_one_and_zero_as_in_the_model_encoding() -> None:
+    view = _view(Aggregation(function="sum", source="x", windows=["10m"]), passthrough=["x"])
+    f = _run(view, [T0, T0 + 1, T0 + 2], {"x": [True, False, True]})
+    assert f[:, 0].tolist() == [1.0, 0.0, 1.0]  # passthrough, as inference.encoding reads it
+    assert f[:, 1].tolist() == [1.0, 1.0, 2.0]  # sum over 10 minutes
 
 
 def test_distinct_count_is_exact_up_to_capacity_then_a_lower_bound() -> None:

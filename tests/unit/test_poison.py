@@ -40,7 +40,7 @@ HOSTILE: list[tuple[bytes | None, str]] = [
     (b"{not json", "invalid_json"),
     (event(ts="9999-12-31T23:59:59Z"), "future_event"),
     (event(ts="2026-01-01T00:01:01Z"), "future_event"),  # 61 s ahead: just past the skew
-    (event('{"a":true}'), "schema_feature_type"),
+    (event('{"a":[1]}'), "schema_feature_type"),  # booleans are features; lists are not
     (b'{"event_id":"e","ts":"2026-01-01T00:00:00Z","features":{}}', "schema_missing"),
 ]
 
