@@ -159,6 +159,33 @@ def models_archive(ref: Annotated[str, typer.Argument(help="NAME:VERSION")]) -> 
     console.print(f"{name}:{version} archived")
 
 
+@models_app.command("restore")
+def models_restore() -> None:
+    """Rebuild the registry in Redis from its durable copy (<prefix>.registry), e.g. after a FLUSHALL,
+    an eviction or a restore of an old snapshot: every version with its stage, its artifact
+    (verified by sha256), the deployment and the lifecycle events; counters never go back."""
+    from driftline.wiring import model_registry, registry_archive
+    from inference.registry_log import RegistryArchiveError, RegistrySnapshot
+
+    s = settings()
+    try:
+        snap = RegistrySnapshot.fold(registry_archive(s).read())
+    except RegistryArchiveError as exc:
+        raise CliError(f"cannot read the durable copy: {exc}") from None
+    if not snap.names():
+        raise CliError(f"the durable copy ({registry_archive(s).topic}) holds no model: nothing to restore")
+    restored = model_registry(s, publish=False).restore(snap)
+    table = Table("model", "versions", "artifacts (sha256 ok)", "events", "production")
+    for m in restored:
+        table.add_row(m.name, str(m.versions), str(m.artifacts), str(m.events), str(m.production or "-"))
+    console.print(table)
+    problems = [*snap.problems] + [
+        f"{ref}: its artifact is not in the durable copy" for m in restored for ref in m.missing_artifacts
+    ]
+    if problems:
+        raise CliError(f"restored with {len(problems)} problem(s): {'; '.join(problems[:5])}")
+
+
 def train(
     synthetic: Annotated[bool, typer.Option("--synthetic", help="Train on generator data.")] = False,
     file: Annotated[Path | None, typer.Option(help="Labeled events, JSONL or CSV.")] = None,
