@@ -172,5 +172,7 @@ def prunable(
     """
     keep = set(protected)
     archived = sorted((v for v in versions if v.stage == "archived"), key=lambda v: v.version)
-    retained = {v.version for v in archived[len(archived) - keep_archived :]} if keep_archived else set()
+    retained = (
+        {v.version for v in archived[max(len(archived) - keep_archived, 0) :]} if keep_archived else set()
+    )
     return [v for v in archived if v.version not in keep and v.version not in retained]
