@@ -29,14 +29,14 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from driftline.demo import settings_env
+from driftline.demo import Children, settings_env
 from driftline.settings import Settings
 from driftline.training_data import synthetic_training_set
 from driftline.wiring import feature_view, model_registry, redis_client
@@ -55,34 +55,6 @@ class Sample:
     rss_mb: dict[str, float]
     redis_mb: float
     lag: int | None
-
-
-@dataclass
-class Soak:
-    s: Settings
-    logs: Path
-    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-
-    def start(self, name: str, *args: str) -> None:
-        env = {**os.environ, **settings_env(self.s)}
-        with (self.logs / f"{name}.log").open("ab") as out:
-            self.procs[name] = subprocess.Popen(
-                [sys.executable, "-c", "from driftline.cli import main; main()", *args],
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
-
-    def stop(self) -> None:
-        for p in self.procs.values():
-            if p.poll() is None:
-                p.terminate()
-        for p in self.procs.values():
-            try:
-                p.wait(30)
-            except subprocess.TimeoutExpired:
-                p.kill()
 
 
 def rss_mb(pid: int) -> float:
@@ -153,6 +125,7 @@ def main() -> None:
         }
     )
     logs = Path(tempfile.mkdtemp(prefix="driftline-soak-"))
+    s = s.model_copy(update={"stack_dir": logs})  # the children's logs: <logs>/demo-<name>.log
     topics = Topics(s.topic_prefix)
     print(f"prefix {s.topic_prefix}; logs in {logs}", flush=True)
     create_topics(AdminClient(s.kafka_client_config()), topics, s.partitions)
@@ -160,7 +133,7 @@ def main() -> None:
     trained = train_model(data.numeric, data.categorical, data.labels, data.ts, source="soak")
     print(f"registered {register_trained(model_registry(s), 'fraud', trained, 'production').ref}", flush=True)
 
-    soak = Soak(s, logs)
+    soak = Children(s)
     n = int(args.rate * args.minutes * 60)
     soak.start("worker", "worker", "--batch-size", "1000")
     soak.start("outcomes", "outcomes")
