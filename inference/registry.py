@@ -56,6 +56,7 @@ from inference.metadata import (
     check_model_name,
 )
 from inference.registry_log import (
+    Record,
     RegistryArchive,
     RegistrySnapshot,
     artifact_records,
@@ -64,6 +65,7 @@ from inference.registry_log import (
     deployment_record,
     event_record,
     prunable,
+    split_large,
     version_record,
 )
 from inference.session import ModelIntegrityError, ModelSession, sha256_hex
@@ -384,7 +386,7 @@ class ModelRegistry:
         if self.durable is not None:  # durable first: a version in Redis is always in the archive
             seq = self._next_seq(name, floor_seq)
             records = [*artifact_records(onnx_bytes), version_record(meta)]
-            self.durable.write([*records, event_record(event, seq, self.max_events)])
+            self._durable_write([*records, event_record(event, seq, self.max_events)])
         pipe = self._r.pipeline(transaction=True)
         pipe.set(self.artifact_key(sha), onnx_bytes, nx=True)
         pipe.set(self._meta_key(name, version), meta.model_dump_json())
@@ -577,6 +579,36 @@ class ModelRegistry:
             out.append(RestoredModel(name, len(versions), restored, len(events), production, missing))
         return out
 
+    def backfill(self, snap: RegistrySnapshot) -> list[str]:
+        """Copy to the durable copy what only Redis holds (versions registered before it existed):
+        their metadata and artifacts, and a model's deployment and events when it has none there.
+        Returns the refs copied. Needs `durable`."""
+        if self.durable is None:
+            raise ValueError("backfill needs the registry's durable copy")
+        copied: list[str] = []
+        for name in self.names():
+            known = snap.versions.get(name, {})
+            records: list[Record] = []
+            for meta in self.versions(name):
+                if meta.version in known:
+                    continue
+                data = self._r.get(self.artifact_key(meta.sha256))
+                if data is not None and meta.sha256 not in snap.artifacts:
+                    records += artifact_records(data if isinstance(data, bytes) else data.encode())
+                records.append(version_record(meta))
+                copied.append(meta.ref)
+            if not records:
+                continue
+            dep = {_text(k): _text(v) for k, v in self._r.hgetall(self._deployment_key(name)).items()}
+            if dep and name not in snap.deployments:
+                records.append(deployment_record(name, dep))
+            if name not in snap.events:
+                records += [
+                    event_record(e, self._next_seq(name, 0), self.max_events) for e in self.history(name)
+                ]
+            self._durable_write(records)
+        return copied
+
     # -- internals --------------------------------------------------------------------------------
 
     def _change(
@@ -614,12 +646,16 @@ class ModelRegistry:
             _, floor_seq = self._durable_floors(name)
             records = [version_record(meta) for meta in change.changed.values()]
             records.append(deployment_record(name, {**dep, "generation": str(generation)}))
-            self.durable.write(
+            self._durable_write(
                 [*records, event_record(event, self._next_seq(name, floor_seq), self.max_events)]
             )
         self._emit(event)
         self.prune(name)
         return event
+
+    def _durable_write(self, records: Sequence[Record]) -> None:
+        assert self.durable is not None
+        self.durable.write(split_large(records))
 
     def _durable_floors(self, name: str) -> tuple[int, int]:
         """The highest version and event number the durable copy holds for `name` (0, 0 without)."""
@@ -645,7 +681,7 @@ class ModelRegistry:
             return []
         if self.durable is not None:  # the durable copy first: a restore must not bring them back
             sizes = [int(self._r.strlen(self.artifact_key(sha))) for sha in present]
-            self.durable.write(
+            self._durable_write(
                 [
                     t
                     for sha, size in zip(present, sizes, strict=True)

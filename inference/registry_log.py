@@ -14,8 +14,11 @@ an older one (log compaction keeps the newest), a ``None`` value deletes the key
 ``artifact/<sha256>/manifest``      ``{"chunks": n, "size": bytes}``, written after the chunks
 ==================================  ===========================================================
 
-Chunks keep every record below a broker's default 1 MB message limit. `RegistrySnapshot.fold`
-rebuilds the state from records read in log order; artifacts are verified by sha256 there.
+Chunks keep every record below a broker's default 1 MB message limit: artifacts as above, and
+any other value over `CHUNK_BYTES` (a version's metadata carries reference samples of every
+feature and can exceed 1 MB) is written by `split_large` as parts ``<key>#<i>`` followed by
+``<key>`` holding a parts manifest. `RegistrySnapshot.fold` rebuilds the state from records read
+in log order; artifacts and split values are verified by sha256 there.
 
 >>> recs = artifact_records(b"x" * 5, chunk_bytes=2)
 >>> [k for k, _ in recs][-1], len(recs)
@@ -35,6 +38,7 @@ from inference.metadata import ModelEvent, ModelVersion
 from inference.session import sha256_hex
 
 CHUNK_BYTES = 512 * 1024
+_PARTS = b"\x00parts:"  # starts a split value's manifest (a JSON value never starts with NUL)
 
 Record = tuple[str, bytes | None]
 
@@ -76,6 +80,33 @@ def artifact_records(data: bytes, chunk_bytes: int = CHUNK_BYTES) -> list[Record
     return [*records, (f"artifact/{sha}/manifest", manifest)]
 
 
+def split_large(records: Sequence[Record], chunk_bytes: int = CHUNK_BYTES) -> list[Record]:
+    """`records` with every value over `chunk_bytes` cut into parts (the manifest last).
+
+    >>> [k for k, _ in split_large([("a", b"x" * 5), ("b", b"y")], chunk_bytes=2)]
+    ['a#0', 'a#1', 'a#2', 'a', 'b']
+    """
+    out: list[Record] = []
+    for key, value in records:
+        if value is None or len(value) <= chunk_bytes:
+            out.append((key, value))
+            continue
+        parts = [value[i : i + chunk_bytes] for i in range(0, len(value), chunk_bytes)]
+        out += [(f"{key}#{i}", part) for i, part in enumerate(parts)]
+        out.append((key, _PARTS + orjson.dumps({"parts": len(parts), "sha256": sha256_hex(value)})))
+    return out
+
+
+def _joined(key: str, manifest: bytes, latest: Mapping[str, bytes | None]) -> bytes:
+    """The value `split_large` cut into parts; ValueError if a part is missing or altered."""
+    info = orjson.loads(manifest[len(_PARTS) :])
+    parts = [latest.get(f"{key}#{i}") for i in range(int(info["parts"]))]
+    data = b"".join(p for p in parts if p is not None)
+    if any(p is None for p in parts) or sha256_hex(data) != info["sha256"]:
+        raise ValueError("its parts are missing or do not match their sha256")
+    return data
+
+
 def artifact_tombstones(sha: str, chunks: int) -> list[Record]:
     """Deletes an artifact (manifest first, so a half-deleted artifact is never taken as whole)."""
     return [(f"artifact/{sha}/manifest", None), *((f"artifact/{sha}/{i}", None) for i in range(chunks))]
@@ -114,10 +145,12 @@ class RegistrySnapshot:
         events: dict[str, dict[int, ModelEvent]] = {}
         manifests: dict[str, dict[str, int]] = {}
         for key, value in latest.items():
-            if value is None:
+            if value is None or "#" in key:  # deleted, or a part of a split value
                 continue
             kind, _, rest = key.partition("/")
             try:
+                if value.startswith(_PARTS):
+                    value = _joined(key, value, latest)
                 if kind == "version":
                     meta = ModelVersion.model_validate_json(value)
                     snap.versions.setdefault(meta.name, {})[meta.version] = meta

@@ -15,9 +15,12 @@ from confluent_kafka.admin import AdminClient
 from prometheus_client import CollectorRegistry, Gauge
 
 from driftline.settings import Settings
+from driftline.training_data import synthetic_training_set
 from driftline.wiring import model_registry, redis_client
+from feature_store.definitions import fraud_feature_view
 from inference.registry import ModelRegistry
 from inference.registry_log import RegistrySnapshot
+from inference.training import TrainedModel, train_model
 from stream.scoring import ModelFollower
 from stream.topics import Topics, create_topics
 from tests.helpers import run_cli
@@ -27,10 +30,16 @@ from tests.private_stack import PrivateStack
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-def _register(reg: ModelRegistry, seed: int) -> int:
-    m = trained(seed)
+def _register(reg: ModelRegistry, seed: int, m: TrainedModel | None = None) -> int:
+    m = m or trained(seed)
     mv = reg.register("fraud", m.onnx_bytes, m.features, m.training, m.reference, m.score_reference)
     return mv.version
+
+
+def _view_model() -> TrainedModel:
+    """A model on the fraud view's 28 features: its metadata (reference samples) is over 1 MB."""
+    data = synthetic_training_set(20_000, seed=9, view=fraud_feature_view())
+    return train_model(data.numeric, data.categorical, data.labels, data.ts, seed=9)
 
 
 def _cli_env(s: Settings) -> dict[str, str]:
@@ -49,8 +58,10 @@ def test_flushall_then_models_restore_brings_every_version_back(tmp_path: Path) 
         s = ps.settings.model_copy(update={"registry_keep_archived": 1})
         create_topics(AdminClient(s.kafka_client_config()), Topics(s.topic_prefix), partitions=2)
         reg = model_registry(s)
-        versions = [_register(reg, seed) for seed in range(5)]
+        big = _view_model()
+        versions = [*(_register(reg, seed) for seed in range(4)), _register(reg, 4, big)]
         assert versions == [1, 2, 3, 4, 5]
+        assert len(reg.get("fraud", 5).model_dump_json()) > 1_000_000  # over the message limit
         reg.promote("fraud", 1)
         reg.promote("fraud", 2)  # 1 archived
         reg.promote("fraud", 3)  # 2 archived (previous production), 1 beyond the retention
@@ -112,3 +123,15 @@ def test_flushall_then_models_restore_brings_every_version_back(tmp_path: Path) 
         assert sorted(snap.versions["fraud"]) == list(range(1, 9))
         assert before[1].sha256 not in snap.artifacts  # pruned from the durable copy too
         assert not snap.problems
+
+        # A version registered without the durable copy (before it existed) is copied there by
+        # `models restore`, so the next FLUSHALL does not lose it either.
+        legacy = ModelRegistry(client, s.topic_prefix)
+        m = trained(8)
+        old = legacy.register("churn", m.onnx_bytes, m.features, m.training, m.reference, m.score_reference)
+        out = run_cli("models", "restore", env=_cli_env(s))
+        assert out.returncode == 0 and "churn:1" in out.stdout, out.stderr
+        client.flushall()
+        assert run_cli("models", "restore", env=_cli_env(s)).returncode == 0
+        assert legacy.get("churn", 1) == old and legacy.load("churn", 1)[0].sha256 == m.sha256
+        assert [e.kind for e in legacy.history("churn")] == ["registered"]

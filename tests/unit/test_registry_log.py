@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from inference import registry_log as rl
-from inference.metadata import FeatureSpec, ModelEvent, ModelVersion, Stage
+from inference.metadata import Distribution, FeatureSpec, ModelEvent, ModelVersion, Stage
 from inference.registry_log import Record, RegistrySnapshot
 from inference.session import sha256_hex
 
@@ -99,3 +99,23 @@ def test_retention_keeps_the_newest_archived_and_every_protected_version() -> No
     assert dropped == [1, 3, 4]
     assert [v.version for v in rl.prunable(versions, {7, 9}, keep_archived=0)] == [1, 2, 3, 4, 5, 6]
     assert rl.prunable(versions, {7, 9}, keep_archived=10) == []
+
+
+def test_a_version_record_over_the_message_limit_is_split_and_joined() -> None:
+    big = _version(1, "candidate").model_copy(
+        update={"reference": {f"f{i}": _sample(i) for i in range(30)}}  # ~1.4 MB of JSON
+    )
+    record = rl.version_record(big)
+    assert len(record[1] or b"") > 1024 * 1024
+    split = rl.split_large([record])
+    assert len(split) > 2 and all(len(v or b"") <= 512 * 1024 for _, v in split)
+    assert RegistrySnapshot.fold(split).versions["fraud"][1] == big
+    # A part lost or altered: reported, not restored as something else.
+    damaged = [(k, b"{}" if k.endswith("#1") else v) for k, v in split]
+    snap = RegistrySnapshot.fold(damaged)
+    assert "fraud" not in snap.versions and "do not match their sha256" in snap.problems[0]
+
+
+def _sample(seed: int) -> Distribution:
+    values = [(seed * 7919 + i) / 3.0 for i in range(5000)]
+    return Distribution(kind="numeric", sample=values, count=5000)
