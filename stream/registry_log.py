@@ -9,6 +9,7 @@ reaches the brokers, unlike Redis (often a cache) or a local directory.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -22,24 +23,33 @@ from stream.producer import PRODUCER_DEFAULTS
 class KafkaRegistryArchive:
     """`RegistryArchive` on one compacted topic (created by `driftline topics create`)."""
 
-    def __init__(self, kafka_config: dict[str, Any], topic: str, timeout: float = 30.0) -> None:
+    def __init__(
+        self, kafka_config: dict[str, Any], topic: str, timeout: float = 30.0, topic_wait: float = 10.0
+    ) -> None:
         self.config = kafka_config
         self.topic = topic
         self.timeout = timeout
+        self.topic_wait = topic_wait
         self._producer: Producer | None = None
 
     def _checked_producer(self) -> Producer:
         if self._producer is None:
             producer = Producer({**self.config, **PRODUCER_DEFAULTS, "linger.ms": 0})
-            try:
-                meta = producer.list_topics(self.topic, timeout=self.timeout).topics.get(self.topic)
-            except KafkaException as exc:
-                raise RegistryArchiveError(f"cannot reach Kafka for {self.topic}: {exc}") from None
-            if meta is None or meta.error is not None:
-                raise RegistryArchiveError(
-                    f"topic {self.topic} does not exist: run `driftline topics create` (the registry "
-                    "keeps its durable copy there)"
-                )
+            # A topic created a moment ago may still be electing its leader: retry a while.
+            deadline = time.monotonic() + self.topic_wait
+            while True:
+                try:
+                    meta = producer.list_topics(self.topic, timeout=self.timeout).topics.get(self.topic)
+                except KafkaException as exc:
+                    raise RegistryArchiveError(f"cannot reach Kafka for {self.topic}: {exc}") from None
+                if meta is not None and meta.error is None and meta.partitions:
+                    break
+                if time.monotonic() > deadline:
+                    raise RegistryArchiveError(
+                        f"topic {self.topic} does not exist: run `driftline topics create` (the "
+                        "registry keeps its durable copy there)"
+                    )
+                time.sleep(0.2)
             self._producer = producer
         return self._producer
 
@@ -61,6 +71,7 @@ class KafkaRegistryArchive:
             raise RegistryArchiveError(f"{self.topic}: {'; '.join(errors[:3]) or 'not acknowledged in time'}")
 
     def read(self) -> Iterator[Record]:
+        self._checked_producer()  # waits for a just-created topic's leader, as a write does
         try:
             for msg in read_messages(self.config, self.topic):
                 key = msg.key()
