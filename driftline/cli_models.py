@@ -162,6 +162,38 @@ def models_archive(ref: Annotated[str, typer.Argument(help="NAME:VERSION")]) -> 
     console.print(f"{name}:{version} archived")
 
 
+@models_app.command("restore")
+def models_restore() -> None:
+    """Rebuild the registry in Redis from its durable copy (<prefix>.registry), e.g. after a FLUSHALL,
+    an eviction or a restore of an old snapshot: every version with its stage, its artifact
+    (verified by sha256), the deployment and the lifecycle events; counters never go back.
+    Versions only Redis holds (registered before the durable copy existed) are copied to it."""
+    from driftline.wiring import model_registry
+    from inference.registry_log import RegistryArchiveError, RegistrySnapshot
+
+    registry = model_registry(settings())
+    assert registry.durable is not None
+    try:
+        snap = RegistrySnapshot.fold(registry.durable.read())
+        restored = registry.restore(snap)
+        backfilled = registry.backfill(snap)
+    except RegistryArchiveError as exc:
+        raise CliError(f"the registry's durable copy: {exc}") from None
+    if not restored and not backfilled:
+        raise CliError("neither the durable copy nor Redis holds a model: nothing to restore")
+    table = Table("model", "versions", "artifacts (sha256 ok)", "events", "production")
+    for m in restored:
+        table.add_row(m.name, str(m.versions), str(m.artifacts), str(m.events), str(m.production or "-"))
+    console.print(table)
+    if backfilled:
+        console.print(f"copied to the durable copy (only Redis had them): {', '.join(backfilled)}")
+    problems = [*snap.problems] + [
+        f"{ref}: its artifact is not in the durable copy" for m in restored for ref in m.missing_artifacts
+    ]
+    if problems:
+        raise CliError(f"restored with {len(problems)} problem(s): {'; '.join(problems[:5])}")
+
+
 def train(
     synthetic: Annotated[bool, typer.Option("--synthetic", help="Train on generator data.")] = False,
     file: Annotated[Path | None, typer.Option(help="Labeled events, JSONL or CSV.")] = None,

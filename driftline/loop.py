@@ -9,7 +9,7 @@ import faust
 from prometheus_client import CollectorRegistry
 
 from driftline.settings import Settings
-from driftline.training_data import topic_training_set
+from driftline.training_data import topic_training_window
 from driftline.wiring import feature_view, model_registry, redis_client
 from inference.metadata import ModelVersion
 from inference.retrain_policy import RetrainPolicy
@@ -51,22 +51,23 @@ def retrain_job(s: Settings, model: str, reason: str) -> dict[str, Any]:
     """Train a candidate on the labeled events in Kafka; if it is not worse, register it and start
     its canary. Blocking: the retrainer runs it in a thread."""
     registry = model_registry(s)
-    # The candidate keeps production's view and input contract: the features it is trained on
-    # are the ones production serves (a version from before views were recorded: the default).
-    production = registry.deployment(model).production
-    view = view_of(production, feature_view(s)) if production is not None else feature_view(s)
-    data = topic_training_set(s.kafka_client_config(), Topics(s.topic_prefix), view)
-    # Production's view and policy; the raw fields and kinds of the data it was trained on.
-    inputs = (
-        production.inputs.model_copy(update={"raw": data.raw})
-        if production is not None and production.inputs is not None
-        else None
-    )
     cfg = RetrainConfig(
         estimator=s.retrain_estimator,
         recent_rows=s.retrain_recent_rows,
         older_share=s.retrain_older_share,
         min_rows=s.retrain_min_rows,
+    )
+    # The candidate keeps production's view and input contract: the features it is trained on
+    # are the ones production serves (a version from before views were recorded: the default).
+    production = registry.deployment(model).production
+    view = view_of(production, feature_view(s)) if production is not None else feature_view(s)
+    # Only the rows the job trains on are kept (the log is replayed in chunks for their features).
+    data = topic_training_window(s.kafka_client_config(), Topics(s.topic_prefix), view, cfg)
+    # Production's view and policy; the raw fields and kinds of the data it was trained on.
+    inputs = (
+        production.inputs.model_copy(update={"raw": data.raw})
+        if production is not None and production.inputs is not None
+        else None
     )
     result = retrain(
         registry,

@@ -92,6 +92,12 @@ class Settings(BaseSettings):
     rollout_min_outcomes: int = Field(300, ge=1)
     max_error_rate: float | None = Field(None, gt=0, lt=1)
 
+    # The model registry: archived versions that keep their artifact (older ones keep metadata and
+    # events only; production, canary, shadow and the previous production always keep theirs),
+    # and lifecycle events kept per model (in Redis and in the durable copy on <prefix>.registry).
+    registry_keep_archived: int = Field(5, ge=0)
+    registry_max_events: int = Field(1000, ge=1)
+
     # Prometheus metrics of the worker/retrainer processes, and the HTTP API.
     metrics_port: int = Field(9108, ge=0, le=65535)  # 0 = no metrics endpoint
     api_host: str = "127.0.0.1"

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +13,10 @@ from pydantic import ValidationError
 
 from driftline.errors import DriftlineError
 from feature_store.definitions import FeatureView
-from feature_store.historical import HistoricalEvent, replay
+from feature_store.historical import EventLog, HistoricalEvent, replay, replay_chunks
 from inference.contract import KindConflict, column_kinds, raw_inputs
 from inference.metadata import RawInput
+from inference.retraining import RetrainConfig, RowWindow
 from inference.views import view_sources
 from stream.event_log import read_messages, read_raw_log
 from stream.events import FeatureValue, LabelEvent
@@ -107,43 +109,124 @@ def _replayed(
     return LabeledArrays(numeric_out, categorical_out, labels[keep], ts[keep], boolean=boolean_out)
 
 
-def topic_training_set(
-    kafka_config: dict[str, Any], topics: Topics, view: FeatureView | None
-) -> LabeledArrays:
-    """Every labeled event in the events topic, with its label from the labels topic and, with a
-    view, its point-in-time features replayed from the whole log (the online store's engine)."""
-    labels: dict[str, int] = {}
-    for msg in read_messages(kafka_config, topics.labels):
+class LabelIndex:
+    """Every label of the labels topic, compactly: a sorted array of event-id hashes (Python's
+    64-bit ``hash``, stable within the process) and the labels, 9 bytes a label instead of a
+    dict's ~100. The newest label of an event wins, as in the outcome joiner."""
+
+    def __init__(self, hashes: np.ndarray, labels: np.ndarray) -> None:
+        order = np.argsort(hashes, kind="stable")  # stable: the newest of equal hashes comes last
+        hashes, labels = hashes[order], labels[order]
+        last = np.r_[hashes[1:] != hashes[:-1], True] if hashes.size else np.zeros(0, dtype=bool)
+        self.hashes, self.labels = hashes[last], labels[last]
+
+    def __len__(self) -> int:
+        return int(self.hashes.size)
+
+    @classmethod
+    def of(cls, pairs: Iterable[tuple[str, int]], chunk: int = 50_000) -> LabelIndex:
+        hashes: list[np.ndarray] = []
+        labels: list[np.ndarray] = []
+        it = iter(pairs)
+        while batch := list(islice(it, chunk)):
+            hashes.append(np.fromiter((hash(e) for e, _ in batch), dtype=np.int64, count=len(batch)))
+            labels.append(np.fromiter((y for _, y in batch), dtype=np.int8, count=len(batch)))
+        if not hashes:
+            return cls(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int8))
+        return cls(np.concatenate(hashes), np.concatenate(labels))
+
+    def lookup(self, event_ids: Sequence[str]) -> np.ndarray:
+        """The label of each event (int64), -1 for an unlabeled one."""
+        h = np.fromiter((hash(e) for e in event_ids), dtype=np.int64, count=len(event_ids))
+        if self.hashes.size == 0:
+            return np.full(len(event_ids), -1, dtype=np.int64)
+        at = np.minimum(np.searchsorted(self.hashes, h), self.hashes.size - 1)
+        return np.where(self.hashes[at] == h, self.labels[at].astype(np.int64), -1)
+
+
+def _topic_labels(kafka_config: dict[str, Any], topic: str) -> Iterator[tuple[str, int]]:
+    for msg in read_messages(kafka_config, topic):
         try:
             label = LabelEvent.model_validate_json(msg.value() or b"")
-            labels[label.event_id] = binary_label(label.label)
+            yield label.event_id, binary_label(label.label)
         except (ValidationError, ValueError):
             continue  # the outcome joiner dead-letters these
-    log: list[HistoricalEvent] = []
-    y: list[int] = []
-    for event, partition, offset in read_raw_log(kafka_config, topics.events):
-        log.append(
-            HistoricalEvent(
-                entity_id=event.entity_id,
-                ts=event.ts,
-                values=dict(event.features),
-                partition=partition,
-                offset=offset,
-            )
+
+
+def _log_chunks(
+    kafka_config: dict[str, Any], topic: str, size: int
+) -> Iterator[tuple[EventLog, list[str], list[dict[str, FeatureValue]]]]:
+    """The events topic in log order, `size` events at a time: columns, event ids, raw features."""
+    it = read_raw_log(kafka_config, topic)
+    while batch := list(islice(it, size)):
+        raw = [dict(event.features) for event, _, _ in batch]
+        names = {name for row in raw for name in row}
+        log = EventLog(
+            [event.entity_id for event, _, _ in batch],
+            np.array([event.ts.timestamp() for event, _, _ in batch], dtype=np.float64),
+            {name: [row.get(name) for row in raw] for name in names},
+            np.array([p for _, p, _ in batch], dtype=np.int64),
+            np.array([o for _, _, o in batch], dtype=np.int64),
         )
-        y.append(labels.get(event.event_id, -1))
-    if not log:
+        yield log, [event.event_id for event, _, _ in batch], raw
+
+
+def topic_training_window(
+    kafka_config: dict[str, Any],
+    topics: Topics,
+    view: FeatureView | None,
+    config: RetrainConfig,
+    chunk_size: int = 20_000,
+) -> LabeledArrays:
+    """The labeled events of the events topic a retrain uses (`config`: the newest
+    ``recent_rows`` plus the older share), with their labels and, with a view, their
+    point-in-time features: the whole log is replayed through the online store's engine in
+    chunks, and only the entity states, one chunk and the window's rows stay in memory."""
+    labels = LabelIndex.of(_topic_labels(kafka_config, topics.labels))
+    window = RowWindow(config)
+    events = 0
+    chunks = _log_chunks(kafka_config, topics.events, chunk_size)
+    if view is None:
+        for log, event_ids, raw in chunks:
+            events += len(log)
+            y = labels.lookup(event_ids)
+            keep = np.flatnonzero(y >= 0)
+            window.add(log.ts[keep], {"~label": y[keep], "~raw": np.array(raw, dtype=object)[keep]})
+    else:
+        logs: dict[int, tuple[list[str], list[dict[str, FeatureValue]]]] = {}
+
+        def remembered() -> Iterator[EventLog]:
+            for log, event_ids, raw in chunks:
+                logs[id(log)] = event_ids, raw
+                yield log
+
+        for chunk in replay_chunks(view, remembered()):
+            events += len(chunk.log)
+            event_ids, raw = logs.pop(id(chunk.log))
+            y = labels.lookup(event_ids)
+            keep = np.flatnonzero(chunk.applied & (y >= 0))  # rejected events are not trained on
+            # The window's raw rows too: its input contract (raw fields and kinds) comes from them.
+            columns: dict[str, np.ndarray] = {"~label": y[keep], "~raw": np.array(raw, dtype=object)[keep]}
+            for j, name in enumerate(chunk.feature_names):
+                if name in chunk.categorical:
+                    columns[name] = np.array(chunk.categorical[name], dtype=object)[keep]
+                else:
+                    columns[name] = chunk.features[keep, j]
+            window.add(chunk.log.ts[keep], columns)
+    if not events:
         raise DriftlineError(f"{topics.events} holds no events to train on")
-    ys = np.array(y, dtype=np.int64)
-    ts = np.array([e.ts for e in log], dtype=np.float64)
-    rows = [e.values for e in log]
-    if view is not None:
-        contract = _contract(rows, view_sources(view), str(topics.events))
-        data = _replayed(view, log, ys, ts, _booleans(contract))
-        data.raw = contract
-        return data
-    keep = np.flatnonzero(ys >= 0)
-    return _raw_arrays([rows[i] for i in keep.tolist()], ys[keep], ts[keep], str(topics.events))
+    ts, cols = window.rows()
+    y = cols.pop("~label", np.zeros(0, dtype=np.int64))
+    rows = list(cols.pop("~raw", []))
+    source = str(topics.events)
+    if view is None:
+        return _raw_arrays(rows, y, ts, source)
+    contract = _contract(rows, view_sources(view), source)
+    booleans = set(_booleans(contract)) & set(view.passthrough)  # the store keeps them as 1.0/0.0
+    numeric = {k: v.astype(np.float64) for k, v in cols.items() if v.dtype != object and k not in booleans}
+    boolean = {k: cols[k].astype(np.float64) for k in booleans if k in cols}
+    categorical = {k: v for k, v in cols.items() if v.dtype == object}
+    return LabeledArrays(numeric, categorical, y, ts, boolean=boolean, raw=contract)
 
 
 def _binary_labels(values: list[object], path: Path) -> np.ndarray:

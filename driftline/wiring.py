@@ -29,6 +29,7 @@ from stream.decode import InputLimits
 from stream.drift import DriftConfig, DriftStage, alerts_key, latest_key
 from stream.metrics import WorkerMetrics
 from stream.producer import PRODUCER_DEFAULTS
+from stream.registry_log import KafkaRegistryArchive
 from stream.scoring import ModelFollower
 from stream.topics import Topics
 from stream.version_features import VersionFeatures
@@ -70,9 +71,21 @@ class ModelEventPublisher:
             )
 
 
+def registry_archive(s: Settings) -> KafkaRegistryArchive:
+    """The registry's durable copy: the compacted ``<prefix>.registry`` topic."""
+    return KafkaRegistryArchive(s.kafka_client_config(), Topics(s.topic_prefix).registry)
+
+
 def model_registry(s: Settings, publish: bool = True) -> ModelRegistry:
+    """The registry; with `publish` (every writer), changes also go to ``<prefix>.models`` and to
+    the durable copy. Readers (workers, joiner, API) skip both."""
     return ModelRegistry(
-        redis_client(s), namespace=s.topic_prefix, on_event=ModelEventPublisher(s) if publish else None
+        redis_client(s),
+        namespace=s.topic_prefix,
+        on_event=ModelEventPublisher(s) if publish else None,
+        durable=registry_archive(s) if publish else None,
+        keep_archived=s.registry_keep_archived,
+        max_events=s.registry_max_events,
     )
 
 
@@ -109,13 +122,17 @@ def input_limits(s: Settings) -> InputLimits:
 def build_worker(s: Settings, cfg: WorkerConfig, metrics: WorkerMetrics | None = None) -> Worker:
     topics = Topics(s.topic_prefix)
     cfg = dataclasses.replace(cfg, limits=input_limits(s))
+    metrics = metrics or WorkerMetrics()
     follower = ModelFollower(
-        model_registry(s, publish=False), cfg.model, s.kafka_client_config(), topics.models
+        model_registry(s, publish=False),
+        cfg.model,
+        s.kafka_client_config(),
+        topics.models,
+        missing_gauge=metrics.metadata_missing,
     )
     view = feature_view(s)  # for versions that recorded no view of their own
     # Each version is served through its own feature view (a promotion can change it).
     features = VersionFeatures(lambda meta: view_of(meta, view), lambda v: online_store(s, v), topics.events)
-    metrics = metrics or WorkerMetrics()
     drift = None
     if s.drift_window_seconds:
         # Raw event features + score (the default for versions without a recorded view).

@@ -47,8 +47,10 @@ __all__ = [
     "HistoricalEvent",
     "HistoricalFeatures",
     "ReplayResult",
+    "ReplayedChunk",
     "get_historical_features",
     "replay",
+    "replay_chunks",
 ]
 
 
@@ -194,6 +196,31 @@ def _chunks(
         yield EventLog.of(chunk, names)
 
 
+@dataclass
+class ReplayedChunk:
+    """One chunk of the log and what the online path computed for each of its events."""
+
+    log: EventLog
+    feature_names: list[str]
+    features: np.ndarray  # float64 [events, features]; NaN rows for rejected and duplicate events
+    categorical: dict[str, list[str | None]]
+    applied: np.ndarray
+    duplicate: np.ndarray
+    rejected: dict[int, str]  # by position in this chunk
+
+
+def replay_chunks(view: FeatureView, chunks: Iterable[EventLog]) -> Iterator[ReplayedChunk]:
+    """`replay`, one chunk at a time: memory holds the entity states and the current chunk only,
+    so a caller that keeps a bounded share of the rows replays a log of any length."""
+    engine = Engine(view)
+    memory = _Memory(engine)
+    marks: dict[int, int] = {}
+    for log in chunks:
+        seen = _seen(log.partitions, log.offsets, marks)
+        out = memory.run(log.entity_ids, log.ts, log.values, active=~seen)
+        yield ReplayedChunk(log, engine.names, out.features, out.categorical, out.applied, seen, out.rejected)
+
+
 def replay(
     view: FeatureView, events: Iterable[HistoricalEvent] | EventLog, chunk_size: int = 50_000
 ) -> ReplayResult:
@@ -202,24 +229,20 @@ def replay(
     ``events``: the log, in log order within each partition (partitions may be interleaved).
     """
     engine = Engine(view)
-    memory = _Memory(engine)
-    marks: dict[int, int] = {}
     parts, offs, features, applied, duplicate = [], [], [], [], []
     categorical: dict[str, list[str | None]] = {name: [] for name in engine.pt_categorical}
     rejected: dict[int, str] = {}
     done = 0
-    for log in _chunks(events, engine.inputs, chunk_size):
-        seen = _seen(log.partitions, log.offsets, marks)
-        out = memory.run(log.entity_ids, log.ts, log.values, active=~seen)
-        parts.append(log.partitions)
-        offs.append(log.offsets)
-        features.append(out.features)
-        applied.append(out.applied)
-        duplicate.append(seen)
-        for name, values in out.categorical.items():
+    for chunk in replay_chunks(view, _chunks(events, engine.inputs, chunk_size)):
+        parts.append(chunk.log.partitions)
+        offs.append(chunk.log.offsets)
+        features.append(chunk.features)
+        applied.append(chunk.applied)
+        duplicate.append(chunk.duplicate)
+        for name, values in chunk.categorical.items():
             categorical[name] += values
-        rejected.update({done + i: reason for i, reason in out.rejected.items()})
-        done += len(log)
+        rejected.update({done + i: reason for i, reason in chunk.rejected.items()})
+        done += len(chunk.log)
     width = len(engine.names)
     return ReplayResult(
         engine.names,

@@ -12,8 +12,17 @@ namespace ``<ns>``:
 ``<ns>:model:<name>:deployment``            hash: production, canary, canary_fraction, shadow,
                                             previous_production (version numbers, "" = none),
                                             generation (bumped by every lifecycle change)
-``<ns>:model:<name>:events``                list of `ModelEvent` JSON, oldest first
+``<ns>:model:<name>:events``                list of `ModelEvent` JSON, oldest first (the newest
+                                            ``max_events`` kept)
+``<ns>:model:<name>:event_seq``             counter numbering the events in the durable copy
 ==========================================  ======================================================
+
+With a `durable` archive (the durable copy, `inference.registry_log`), a registration is written there
+before Redis, and every lifecycle change right after its MULTI/EXEC; a version number is never
+reused, even after Redis lost the counter: the next is ``max(counter, highest durable) + 1``.
+`restore` rebuilds the Redis copy from the archive. Retention: the artifacts of archived
+versions beyond the newest ``keep_archived`` (never production, canary, shadow or the previous
+production) are deleted from Redis and the archive; their metadata and events stay.
 
 Every lifecycle change (promote, rollback, canary, shadow, archive) reads the deployment under
 WATCH and writes the affected versions' metadata, the deployment hash and the event in one
@@ -28,6 +37,7 @@ MULTI/EXEC, retrying if another process changed the deployment meanwhile; then i
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -46,10 +56,38 @@ from inference.metadata import (
     VersionInputs,
     check_model_name,
 )
+from inference.registry_log import (
+    Record,
+    RegistryArchive,
+    RegistrySnapshot,
+    artifact_records,
+    artifact_tombstones,
+    chunk_count,
+    deployment_record,
+    event_record,
+    prunable,
+    split_large,
+    version_record,
+)
 from inference.session import ModelIntegrityError, ModelSession, sha256_hex
 
 _SLOTS = ("production", "canary", "shadow", "previous_production")
 _MAX_ATTEMPTS = 50
+
+# INCR that first raises the counter to a floor (the durable copy's highest number): atomic, so
+# concurrent registrations after a FLUSHALL still get distinct, never-used numbers.
+_ALLOCATE = """
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+local floor = tonumber(ARGV[1])
+if current < floor then redis.call('SET', KEYS[1], floor) end
+return redis.call('INCR', KEYS[1])
+"""
+# SET to the floor if the counter is below it (restore: never move a counter back).
+_RAISE = """
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+if current < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end
+return 0
+"""
 
 
 def parse_ref(ref: str) -> tuple[str, int | None]:
@@ -76,6 +114,18 @@ def _text(value: bytes | str | None) -> str:
     if value is None:
         return ""
     return value.decode() if isinstance(value, bytes) else value
+
+
+@dataclass(frozen=True)
+class RestoredModel:
+    """What `ModelRegistry.restore` brought back for one model."""
+
+    name: str
+    versions: int
+    artifacts: int  # versions whose artifact was restored (verified by sha256)
+    events: int
+    production: int | None
+    missing_artifacts: list[str]  # refs whose artifact the durable copy lacks (beyond retention: fine)
 
 
 class _Change:
@@ -109,6 +159,16 @@ class _Change:
         if raw is None:
             raise self.registry._missing_version(self.name, version)
         return ModelVersion.model_validate_json(raw)
+
+    def servable(self, version: int) -> ModelVersion:
+        """The metadata of `version`, checked to still have its artifact (retention may drop it)."""
+        mv = self.meta(version)
+        if not self.pipe.exists(self.registry.artifact_key(mv.sha256)):
+            raise ValueError(
+                f"{mv.ref} has no artifact any more (archived versions beyond "
+                f"keep_archived={self.registry.keep_archived} lose theirs): it cannot serve"
+            )
+        return mv
 
     def set_stage(self, version: int, stage: Stage, fraction: float | None = None) -> None:
         self.changed[version] = self.meta(version).model_copy(
@@ -145,14 +205,24 @@ class ModelRegistry:
         redis_client: redis.Redis,
         namespace: str,
         on_event: Callable[[ModelEvent], None] | None = None,
+        durable: RegistryArchive | None = None,
+        keep_archived: int = 5,
+        max_events: int = 1000,
     ) -> None:
         if not namespace or any(c.isspace() for c in namespace):
             raise ValueError(f"invalid registry namespace {namespace!r}: non-empty, no whitespace")
         if redis_client.get_connection_kwargs().get("decode_responses"):
             raise ValueError("the model registry needs a Redis client with decode_responses=False")
+        if keep_archived < 0 or max_events < 1:
+            raise ValueError("keep_archived must be >= 0 and max_events >= 1")
         self._r = redis_client
         self.namespace = namespace
         self.on_event = on_event
+        self.durable = durable
+        self.keep_archived = keep_archived
+        self.max_events = max_events
+        self._allocate = redis_client.register_script(_ALLOCATE)
+        self._raise = redis_client.register_script(_RAISE)
 
     # -- keys -------------------------------------------------------------------------------------
 
@@ -217,7 +287,11 @@ class ModelRegistry:
         meta = self.get(name, version)
         data = self._r.get(self.artifact_key(meta.sha256))
         if data is None:
-            raise ModelIntegrityError(f"{meta.ref}: artifact {meta.sha256} is missing from Redis")
+            raise ModelIntegrityError(
+                f"{meta.ref}: artifact {meta.sha256} is missing from Redis (archived beyond the "
+                "retention, or Redis lost it: `driftline models restore` brings back what the "
+                "durable copy holds)"
+            )
         return meta, ModelSession.load(meta, data if isinstance(data, bytes) else data.encode())
 
     def deployment(self, name: str) -> Deployment:
@@ -294,7 +368,8 @@ class ModelRegistry:
             threshold=threshold,
             inputs=inputs,
         )
-        version = int(self._r.incr(self._model_key(name, "next_version")))
+        floor_version, floor_seq = self._durable_floors(name)
+        version = int(self._allocate([self._model_key(name, "next_version")], [floor_version]))
         meta = draft.model_copy(update={"version": version})
         event = ModelEvent(
             kind="registered",
@@ -311,12 +386,17 @@ class ModelRegistry:
                 **(detail or {}),
             },
         )
+        if self.durable is not None:  # durable first: a version in Redis is always in the archive
+            seq = self._next_seq(name, floor_seq)
+            records = [*artifact_records(onnx_bytes), version_record(meta)]
+            self._durable_write([*records, event_record(event, seq, self.max_events)])
         pipe = self._r.pipeline(transaction=True)
         pipe.set(self.artifact_key(sha), onnx_bytes, nx=True)
         pipe.set(self._meta_key(name, version), meta.model_dump_json())
         pipe.zadd(self._model_key(name, "versions"), {str(version): version})
         pipe.sadd(self._models_key(), name)
         pipe.rpush(self._model_key(name, "events"), event.model_dump_json())
+        pipe.ltrim(self._model_key(name, "events"), -self.max_events, -1)
         pipe.execute()
         self._emit(event)
         if stage == "production":
@@ -331,7 +411,7 @@ class ModelRegistry:
         """Make `version` production; the previous production is archived and kept for `rollback`."""
 
         def plan(c: _Change) -> ModelEvent:
-            mv = c.meta(version)
+            mv = c.servable(version)
             if mv.stage == "production":
                 raise ValueError(f"{mv.ref} is already in production")
             old = c.slot("production")
@@ -390,7 +470,7 @@ class ModelRegistry:
             raise ValueError(f"canary fraction must be strictly between 0 and 1, got {fraction}")
 
         def plan(c: _Change) -> ModelEvent:
-            mv = c.meta(version)
+            mv = c.servable(version)
             if mv.stage == "production":
                 raise ValueError(f"{mv.ref} is in production: it cannot also be the canary")
             production = c.slot("production")
@@ -422,7 +502,7 @@ class ModelRegistry:
         """Score every event with `version` too, without serving it; a previous shadow is archived."""
 
         def plan(c: _Change) -> ModelEvent:
-            mv = c.meta(version)
+            mv = c.servable(version)
             if mv.stage in ("production", "shadow"):
                 raise ValueError(f"{mv.ref} is already {mv.stage}")
             if c.slot("canary") == version:
@@ -461,6 +541,77 @@ class ModelRegistry:
 
         return self._change(name, plan, detail)
 
+    # -- durable copy -----------------------------------------------------------------------------
+
+    def restore(self, snap: RegistrySnapshot) -> list[RestoredModel]:
+        """Rebuild the Redis copy of every model in `snap` (the durable copy): versions with their
+        stages, artifacts (verified by sha256 when the snapshot was folded), the deployment, the
+        lifecycle events and the counters (never moved back). Versions only Redis knows are kept."""
+        out = []
+        for name in snap.names():
+            versions = snap.versions.get(name, {})
+            dep = dict(snap.deployments.get(name, {}))
+            current = _text(self._r.hget(self._deployment_key(name), "generation"))
+            generation = max(int(current or 0), int(dep.get("generation") or 0)) + 1
+            protected = {int(dep[s]) for s in _SLOTS if dep.get(s)}
+            pruned = {v.version for v in prunable(list(versions.values()), protected, self.keep_archived)}
+            missing = [
+                m.ref
+                for v, m in sorted(versions.items())
+                if m.sha256 not in snap.artifacts and v not in pruned
+            ]
+            events = [e for _, e in snap.events.get(name, [])][-self.max_events :]
+            pipe = self._r.pipeline(transaction=True)
+            for sha in sorted({m.sha256 for m in versions.values()} & set(snap.artifacts)):
+                pipe.set(self.artifact_key(sha), snap.artifacts[sha])
+            for v, meta in versions.items():
+                pipe.set(self._meta_key(name, v), meta.model_dump_json())
+                pipe.zadd(self._model_key(name, "versions"), {str(v): v})
+            pipe.sadd(self._models_key(), name)
+            if dep:
+                slots: dict[Any, str] = {f: dep.get(f, "") for f in (*_SLOTS, "canary_fraction")}
+                pipe.hset(self._deployment_key(name), mapping={**slots, "generation": str(generation)})
+            if events:
+                pipe.delete(self._model_key(name, "events"))
+                pipe.rpush(self._model_key(name, "events"), *(e.model_dump_json() for e in events))
+            self._raise([self._model_key(name, "next_version")], [snap.highest_version(name)], client=pipe)
+            self._raise([self._model_key(name, "event_seq")], [snap.highest_event_seq(name)], client=pipe)
+            pipe.execute()
+            production = int(dep["production"]) if dep.get("production") else None
+            restored = sum(1 for m in versions.values() if m.sha256 in snap.artifacts)
+            out.append(RestoredModel(name, len(versions), restored, len(events), production, missing))
+        return out
+
+    def backfill(self, snap: RegistrySnapshot) -> list[str]:
+        """Copy to the durable copy what only Redis holds (versions registered before it existed):
+        their metadata and artifacts, and a model's deployment and events when it has none there.
+        Returns the refs copied. Needs `durable`."""
+        if self.durable is None:
+            raise ValueError("backfill needs the registry's durable copy")
+        copied: list[str] = []
+        for name in self.names():
+            known = snap.versions.get(name, {})
+            records: list[Record] = []
+            for meta in self.versions(name):
+                if meta.version in known:
+                    continue
+                data = self._r.get(self.artifact_key(meta.sha256))
+                if data is not None and meta.sha256 not in snap.artifacts:
+                    records += artifact_records(data if isinstance(data, bytes) else data.encode())
+                records.append(version_record(meta))
+                copied.append(meta.ref)
+            if not records:
+                continue
+            dep = {_text(k): _text(v) for k, v in self._r.hgetall(self._deployment_key(name)).items()}
+            if dep and name not in snap.deployments:
+                records.append(deployment_record(name, dep))
+            if name not in snap.events:
+                records += [
+                    event_record(e, self._next_seq(name, 0), self.max_events) for e in self.history(name)
+                ]
+            self._durable_write(records)
+        return copied
+
     # -- internals --------------------------------------------------------------------------------
 
     def _change(
@@ -485,7 +636,8 @@ class ModelRegistry:
                     pipe.hset(key, mapping=dep)
                     pipe.hincrby(key, "generation", 1)
                     pipe.rpush(self._model_key(name, "events"), event.model_dump_json())
-                    pipe.execute()
+                    pipe.ltrim(self._model_key(name, "events"), -self.max_events, -1)
+                    generation = pipe.execute()[len(change.changed) + 1]
                     break
                 except redis.WatchError:
                     continue  # another process changed this deployment: plan again on the new state
@@ -493,8 +645,60 @@ class ModelRegistry:
                     pipe.reset()
             else:
                 raise RuntimeError(f"gave up changing {name!r}: its deployment kept changing concurrently")
+        if self.durable is not None:
+            _, floor_seq = self._durable_floors(name)
+            records = [version_record(meta) for meta in change.changed.values()]
+            records.append(deployment_record(name, {**dep, "generation": str(generation)}))
+            self._durable_write(
+                [*records, event_record(event, self._next_seq(name, floor_seq), self.max_events)]
+            )
         self._emit(event)
+        self.prune(name)
         return event
+
+    def _durable_write(self, records: Sequence[Record]) -> None:
+        assert self.durable is not None
+        self.durable.write(split_large(records))
+
+    def _durable_floors(self, name: str) -> tuple[int, int]:
+        """The highest version and event number the durable copy holds for `name` (0, 0 without)."""
+        if self.durable is None:
+            return 0, 0
+        snap = RegistrySnapshot.fold(self.durable.read())
+        return snap.highest_version(name), snap.highest_event_seq(name)
+
+    def _next_seq(self, name: str, floor: int) -> int:
+        return int(self._allocate([self._model_key(name, "event_seq")], [floor]))
+
+    def prune(self, name: str) -> list[int]:
+        """Apply the retention to `name`: delete the artifacts of archived versions beyond the newest
+        ``keep_archived`` (from Redis and the durable copy). Returns the versions pruned now."""
+        dep = {_text(k): _text(v) for k, v in self._r.hgetall(self._deployment_key(name)).items()}
+        protected = {int(dep[s]) for s in _SLOTS if dep.get(s)}
+        versions = self.versions(name)
+        dropped = prunable(versions, protected, self.keep_archived)
+        kept = {v.sha256 for v in versions} - {v.sha256 for v in dropped}
+        doomed = sorted({v.sha256 for v in dropped} - kept)
+        present = [sha for sha, there in zip(doomed, self._exists(doomed), strict=True) if there]
+        if not present:
+            return []
+        if self.durable is not None:  # the durable copy first: a restore must not bring them back
+            sizes = [int(self._r.strlen(self.artifact_key(sha))) for sha in present]
+            self._durable_write(
+                [
+                    t
+                    for sha, size in zip(present, sizes, strict=True)
+                    for t in artifact_tombstones(sha, chunk_count(size))
+                ]
+            )
+        self._r.delete(*(self.artifact_key(sha) for sha in present))
+        return [v.version for v in dropped if v.sha256 in present]
+
+    def _exists(self, shas: Sequence[str]) -> list[bool]:
+        pipe = self._r.pipeline(transaction=False)
+        for sha in shas:
+            pipe.exists(self.artifact_key(sha))
+        return [bool(n) for n in pipe.execute()]
 
     def _emit(self, event: ModelEvent) -> None:
         if self.on_event is not None:

@@ -79,6 +79,81 @@ def select_rows(ts: np.ndarray, config: RetrainConfig) -> np.ndarray:
     return np.sort(recent)
 
 
+class RowWindow:
+    """The rows `select_rows` picks, kept while rows stream in, in memory bounded by the window.
+
+    Rows arrive in chunks (`add`); it keeps the newest ``recent_rows`` by ``(ts, arrival)`` (the
+    order `select_rows`' stable sort gives) and, among the others, the ``round(older_share *
+    recent_rows)`` with the smallest random keys drawn at arrival: a uniform sample without
+    replacement of the older rows. A row pushed out of the newest ones can never come back (only
+    newer rows arrive), so each decision is final and nothing else needs keeping. `rows` returns
+    them in arrival order; `select_rows` on them picks them all.
+
+    >>> w = RowWindow(RetrainConfig(recent_rows=2, older_share=0.5))
+    >>> w.add(np.array([5.0, 1.0, 7.0]), {"x": np.array([50, 10, 70])})
+    >>> w.add(np.array([6.0, 2.0]), {"x": np.array([60, 20])})
+    >>> ts, cols = w.rows()  # the newest two (7, 6) and one of the three older, in arrival order
+    >>> sorted(ts.tolist())[-2:], len(ts), cols["x"].tolist() == (ts * 10).astype(int).tolist()
+    ([6.0, 7.0], 3, True)
+    """
+
+    def __init__(self, config: RetrainConfig) -> None:
+        self.n_recent = config.recent_rows
+        self.n_older = round(config.older_share * config.recent_rows)
+        self._rng = np.random.default_rng(config.seed)
+        self._arrived = 0
+        self._recent: dict[str, np.ndarray] | None = None  # columns + "~ts", "~seq", "~key"
+        self._older: dict[str, np.ndarray] | None = None
+
+    def __len__(self) -> int:
+        return sum(len(part["~ts"]) for part in (self._recent, self._older) if part is not None)
+
+    def add(self, ts: np.ndarray, columns: Mapping[str, np.ndarray]) -> None:
+        """Offer rows (event times in epoch seconds or datetime64, and their columns)."""
+        n = len(ts)
+        if n == 0:
+            return
+        new = {
+            **{k: np.asarray(v) for k, v in columns.items()},
+            "~ts": _epoch_seconds(np.asarray(ts)),
+            "~seq": np.arange(self._arrived, self._arrived + n, dtype=np.int64),
+            "~key": self._rng.random(n),
+        }
+        self._arrived += n
+        rows = _stack(self._recent, new)
+        order = np.lexsort((rows["~seq"], rows["~ts"]))
+        cut = max(order.size - self.n_recent, 0)
+        self._recent = _take(rows, order[cut:])
+        if self.n_older and cut:
+            older = _stack(self._older, _take(rows, order[:cut]))
+            keep = np.argsort(older["~key"], kind="stable")[: self.n_older]
+            self._older = _take(older, keep)
+
+    def rows(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Event times (epoch seconds) and columns of the kept rows, in arrival order."""
+        parts = [p for p in (self._recent, self._older) if p is not None]
+        if not parts:
+            return np.zeros(0), {}
+        rows = parts[0] if len(parts) == 1 else _stack(parts[0], parts[1])
+        rows = _take(rows, np.argsort(rows["~seq"], kind="stable"))
+        return rows["~ts"], {k: v for k, v in rows.items() if k not in _WINDOW_KEYS}
+
+
+_WINDOW_KEYS = frozenset({"~ts", "~seq", "~key"})
+
+
+def _stack(a: dict[str, np.ndarray] | None, b: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    if a is None:
+        return b
+    if set(a) != set(b):
+        raise ValueError(f"rows with different columns: {sorted(set(a) ^ set(b))}")
+    return {k: np.concatenate([a[k], b[k]]) for k in a}
+
+
+def _take(rows: dict[str, np.ndarray], idx: np.ndarray) -> dict[str, np.ndarray]:
+    return {k: v[idx] for k, v in rows.items()}
+
+
 def _check_inputs(
     numeric: Mapping[str, np.ndarray], categorical: Mapping[str, np.ndarray], n: int, n_ts: int
 ) -> None:

@@ -59,7 +59,14 @@ def read_recent(config: dict[str, Any], topic: str, n: int, poll_timeout: float 
 
 def _read(config: dict[str, Any], topic: str, last: int | None, poll_timeout: float) -> Iterator[Message]:
     consumer = Consumer(
-        {**config, "group.id": f"driftline-log-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False}
+        {
+            **config,
+            "group.id": f"driftline-log-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+            # Prefetch at most ~16 MB (librdkafka's default is 64 MB): a reader of a whole topic,
+            # like the retrain job, stays small; it consumes as fast as it processes anyway.
+            "queued.max.messages.kbytes": 16384,
+        }
     )
     try:
         ends = {tp.partition: tp.offset for tp in end_offsets(consumer, topic)}

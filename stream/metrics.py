@@ -107,6 +107,12 @@ class WorkerMetrics:
             registry=r,
         )
         self.swaps = Counter("driftline_model_swaps", "Hot swaps of the deployment", registry=r)
+        self.metadata_missing = Gauge(
+            "driftline_model_metadata_missing",
+            "1 while the registry lacks the metadata of the production version this worker serves",
+            ["model"],
+            registry=r,
+        )
         self.retries = Counter(
             "driftline_batch_retries",
             "Failed attempts at making a batch's outputs durable (each one redone once)",

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 import numpy as np
 import orjson
 from confluent_kafka import Consumer
+from prometheus_client import Gauge
 
 from inference.encoding import encode_features
 from inference.metadata import Deployment, ModelVersion
@@ -139,6 +140,7 @@ class ModelFollower:
         consumer_config: dict[str, Any],
         models_topic: str,
         poll_interval: float = 10.0,
+        missing_gauge: Gauge | None = None,
     ) -> None:
         self.registry = registry
         self.model = model
@@ -153,6 +155,12 @@ class ModelFollower:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.last_error: str | None = None
+        # The registry lost the production metadata we serve (Redis flushed or evicted): 1 on
+        # `missing_gauge`, one log line per change; the loaded deployment keeps serving.
+        self.metadata_missing = False
+        self.missing_gauge = missing_gauge
+        if missing_gauge is not None:
+            missing_gauge.labels(model).set(0)
 
     def build(self) -> Scorer | None:
         """Snapshot the registry's current deployment (None: no production version yet)."""
@@ -175,6 +183,8 @@ class ModelFollower:
             if generation == self._generation:
                 return
             d = self.registry.deployment(self.model)
+            serving = self._current_signature is not None and self._current_signature[0] is not None
+            self._production_missing(serving and d.production is None)
             scorer = None
             if d.production is not None and _signature(d) != self._current_signature:
                 scorer = self.build()
@@ -187,6 +197,23 @@ class ModelFollower:
             with self._lock:
                 self._pending = scorer
                 self._current_signature = scorer.signature
+
+    def _production_missing(self, missing: bool) -> None:
+        if missing == self.metadata_missing:
+            return
+        self.metadata_missing = missing
+        if self.missing_gauge is not None:
+            self.missing_gauge.labels(self.model).set(int(missing))
+        serving = self._current_signature[0] if self._current_signature else None
+        if missing:
+            log.error(
+                "the registry has no production version of %r any more (Redis flushed, evicted or "
+                "restored from an old snapshot?); still serving %s: run `driftline models restore`",
+                self.model,
+                serving,
+            )
+        else:
+            log.info("the registry has the production version of %r again", self.model)
 
     def take(self) -> Scorer | None:
         """The newest snapshot not yet taken, if any (called by the worker between batches)."""
@@ -252,7 +279,11 @@ def wait_for_scorer(
             follower.mark_current(scorer)
             return scorer
         if not announced:
-            log.warning("no production version of %r yet; waiting (events stay in Kafka)", follower.model)
+            log.warning(
+                "no production version of %r yet; waiting (events stay in Kafka). If Redis lost the "
+                "registry, `driftline models restore` brings it back from <prefix>.registry",
+                follower.model,
+            )
             announced = True
         time.sleep(every)
     return None

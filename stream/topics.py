@@ -23,7 +23,11 @@ TOPIC_CONFIGS: dict[str, dict[str, str]] = {
     "dlq": {},
     "outcomes": {},  # labels joined to predictions (key = model name)
     "retrain": {},  # retrain triggers for the retrainer (key = model name)
+    # The model registry's durable copy (stream/registry_log.py): compacted, never expired.
+    "registry": {"cleanup.policy": "compact", "retention.ms": "-1"},
 }
+# Topics whose order matters across keys get one partition, whatever `partitions` says.
+TOPIC_PARTITIONS: dict[str, int] = {"registry": 1}
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,10 @@ class Topics:
     def retrain(self) -> str:
         return self.name("retrain")
 
+    @property
+    def registry(self) -> str:
+        return self.name("registry")
+
     def all(self) -> list[str]:
         return [self.name(short) for short in TOPIC_CONFIGS]
 
@@ -92,7 +100,7 @@ def create_topics(
     wanted = [
         NewTopic(
             topics.name(short),
-            num_partitions=partitions,
+            num_partitions=TOPIC_PARTITIONS.get(short, partitions),
             replication_factor=replication_factor,
             config=config,
         )
