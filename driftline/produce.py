@@ -16,6 +16,7 @@ from rich.progress import (
 )
 
 from driftline.errors import DriftlineError
+from driftline.services import require
 from driftline.settings import Settings
 from stream.events import encode_event
 from stream.file_source import FileFormatError, read_events, validate_file
@@ -79,7 +80,7 @@ def produce_file(s: Settings, path: Path, label_field: str | None, console: Cons
         more = f" ({bad} bad lines in all; fix them and re-run)" if bad > 1 else ""
         raise BadInputFile(f"{errors[0]}{more}; nothing was sent")
     topics = Topics(s.topic_prefix)
-    producer = EventProducer(s.kafka_client_config())
+    producer = EventProducer(require(s, "kafka").kafka_client_config())
     with progress_bar(console, good, f"producing {path.name}") as advance:
         for record in read_events(path, label_field):
             if isinstance(record, FileFormatError):  # the file changed under us
