@@ -9,7 +9,7 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
@@ -131,11 +131,9 @@ def test_readyz_follows_redis_down_and_back(
 
 
 def test_predict_reads_the_online_store_and_drift_and_alerts_come_from_redis(
-    stack_settings: Settings, trained: TrainedModel
+    stack_settings: Settings, trained: TrainedModel, new_prefix: Callable[[str], str]
 ) -> None:
-    s = stack_settings.model_copy(
-        update={"topic_prefix": f"{stack_settings.topic_prefix}-api{uuid.uuid4().hex[:6]}"}
-    )
+    s = stack_settings.model_copy(update={"topic_prefix": new_prefix("api")})
     meta = register(s, trained)
     r = redis.Redis.from_url(s.redis_url)
     t0 = 1_700_000_040.0

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import threading
-import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
@@ -57,13 +56,10 @@ def events() -> list[ModelEvent]:
 
 
 @pytest.fixture
-def registry(client: redis.Redis, events: list[ModelEvent]) -> Iterator[ModelRegistry]:
-    ns = f"test-registry-{uuid.uuid4().hex}"
-    yield ModelRegistry(client, ns, on_event=events.append)
-    keys = list(client.scan_iter(match=f"{ns}:*", count=1000))
-    if keys:
-        client.delete(*keys)
-    assert not list(client.scan_iter(match=f"{ns}:*"))
+def registry(
+    client: redis.Redis, events: list[ModelEvent], new_prefix: Callable[[str], str]
+) -> ModelRegistry:
+    return ModelRegistry(client, new_prefix("registry"), on_event=events.append)
 
 
 def _register(registry: ModelRegistry, model: TrainedModel, name: str = "fraud", **kwargs: object) -> int:
