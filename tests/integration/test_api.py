@@ -109,9 +109,7 @@ def test_readyz_follows_redis_down_and_back(
     assert ready.json()["checks"] == {"redis": "ok", "kafka": "ok", "model fraud": "ok: fraud:1"}
 
     private_redis.stop()
-    started = time.monotonic()
-    down = client.get("/readyz")
-    assert time.monotonic() - started < 10  # the checks time out quickly, they do not hang
+    down = client.get("/readyz")  # answers (the checks time out; the test's timeout catches a hang)
     assert down.status_code == 503, down.text
     body = down.json()
     assert body["error"]["code"] == "not_ready" and "redis failed" in body["error"]["message"]
