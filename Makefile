@@ -31,8 +31,9 @@ lint: setup
 unit: setup
 	$(BIN)/pytest -m "not integration" -q
 
+# On every core (pytest-xdist); tests marked xdist_group("cpu-heavy") run one after another.
 test: lint stack
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n auto --dist loadgroup
 
 stack-down: setup
 	$(DL) stack down

@@ -22,6 +22,7 @@ from stream.topics import Topics
 from tests.helpers import committed_total, consume_all, run_cli, topic_size
 from tests.integration.worker_support import (
     dlq,
+    drain,
     predictions,
     produce_events,
     produce_raw,
@@ -58,8 +59,7 @@ def test_50k_events_one_prediction_each_and_invalid_ones_in_dlq(own_settings: Se
     produce_raw(s, [(key, value) for key, value, _ in INVALID[3:]])
 
     running = start_worker(s, exit_when_idle=4.0, batch_size=1000)
-    running.thread.join(180)
-    running.stop()
+    drain(s, running)
 
     preds = predictions(s, n)
     counts = served_counts(preds)
@@ -103,9 +103,7 @@ def test_two_workers_split_partitions_and_cover_every_event(own_settings: Settin
     wait_until(lambda: bool(a.worker.assigned) and bool(b.worker.assigned))
     n = 12_000
     produce_events(s, n, rate=6000)
-    for w in (a, b):
-        w.thread.join(120)
-        w.stop()
+    drain(s, a, b)
     counts = served_counts(predictions(s, n))
     assert len(counts) == n  # the union has no gaps
     assert max(counts.values()) == 1
@@ -235,8 +233,7 @@ def test_shadow_scores_beside_production_without_serving(own_settings: Settings)
     registry(s).shadow("fraud", v2.version)
     running = start_worker(s, exit_when_idle=4.0)
     produce_events(s, 3000)
-    running.thread.join(60)
-    running.stop()
+    drain(s, running)
     preds = predictions(s, 6000)
     served = [p for p in preds if p["served"]]
     shadow = [p for p in preds if p["shadow"]]
@@ -334,8 +331,7 @@ def test_covariate_drift_raises_one_alert_per_drifted_feature(own_settings: Sett
         label_delay=10, start_ts=start, console=Console(quiet=True),
     )  # fmt: skip
     assert tally.failed == 0
-    running.thread.join(120)
-    running.stop()
+    drain(s, running)
     alerts = [
         DriftAlert.model_validate_json(r.value) for r in consume_all(s, Topics(s.topic_prefix).alerts, 6, 20)
     ]

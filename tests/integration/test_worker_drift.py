@@ -25,9 +25,10 @@ from stream.synthetic import DRIFTED_FEATURES, DriftSchedule
 from stream.topics import Topics, create_topics, delete_topics
 from tests.helpers import consume_all
 from tests.integration.test_worker import _spawn_worker
-from tests.integration.worker_support import register, start_worker, wait_until
+from tests.integration.worker_support import drain, register, start_worker, wait_until
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+# CPU-heavy (up to three workers at once): under xdist, never beside the other heavy tests.
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.xdist_group("cpu-heavy")]
 
 START = 1.7e9  # aligned to the 1000 s windows
 WINDOW = 1000.0  # event-time seconds: the generator makes 2 events/s, so ~2,000 events a window
@@ -84,10 +85,7 @@ def _psi(s: Settings, feature: str, counts: dict[bytes, bytes]) -> float:
 
 def _run_workers(s: Settings, workers: int) -> None:
     running = [start_worker(s, worker_id=f"w{i}", exit_when_idle=6.0) for i in range(workers)]
-    for w in running:
-        w.thread.join(240)
-    for w in running:
-        w.stop()
+    drain(s, *running)
 
 
 def _drift_state(s: Settings, version: int = 1) -> dict[str, Any]:
