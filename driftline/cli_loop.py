@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 import time
 from typing import Annotated
@@ -9,6 +10,7 @@ from typing import Annotated
 import typer
 
 from driftline.cli_common import CliError, configure_logging, console, err_console, serve_metrics, settings
+from stream.client_logs import quiet_library_logs
 
 
 def outcomes(
@@ -53,6 +55,8 @@ def retrainer(
             f"{log_level!r}: use debug, info, warning or error", param_hint="--log-level"
         )
     from prometheus_client import CollectorRegistry
+
+    quiet_library_logs(logging.getLevelName(level))  # --log-level is Faust's level too
 
     s = settings("kafka", "redis")
     registry = CollectorRegistry()
