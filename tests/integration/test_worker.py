@@ -269,7 +269,7 @@ def test_worker_exits_cleanly_on_sigterm(own_settings: Settings) -> None:
     register(s)
     proc = _spawn_worker(s, "--worker-id", "term")
     produce_events(s, 2000)
-    wait_until(lambda: len(consume_all(s, Topics(s.topic_prefix).predictions, 2000, timeout=2)) >= 2000, 60)
+    wait_until(lambda: topic_size(s, Topics(s.topic_prefix).predictions) >= 2000, 60)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=15)
     assert proc.returncode == 0, err

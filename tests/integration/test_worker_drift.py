@@ -23,7 +23,7 @@ from driftline.wiring import redis_client
 from stream.drift import to_reference
 from stream.synthetic import DRIFTED_FEATURES, DriftSchedule
 from stream.topics import Topics, create_topics, delete_topics
-from tests.helpers import consume_all
+from tests.helpers import committed_total, consume_all
 from tests.integration.test_worker import _spawn_worker
 from tests.integration.worker_support import drain, register, start_worker, wait_until
 
@@ -179,6 +179,8 @@ def test_sigkill_mid_window_closes_it_once_with_the_full_count(own_settings: Set
     wait_until(lambda: len(_closed_starts(r, s)) >= 2, 120)
     first.send_signal(signal.SIGKILL)
     first.wait(30)
+    committed = committed_total(s, f"{s.topic_prefix}-worker", topics.events)
+    assert 0 < committed < 9_000, f"the kill should land mid-stream ({committed} of 9,000 committed)"
     before = [DriftAlert.model_validate_json(x.value) for x in consume_all(s, topics.alerts, 0, 5)]
     second = _spawn_worker(s, "--batch-size", "200", "--exit-when-idle", "5")
     try:
