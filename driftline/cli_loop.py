@@ -20,10 +20,10 @@ def outcomes(
     ] = None,
 ) -> None:
     """Join labels to predictions: outcomes, live accuracy, error-rate (concept drift) alerts."""
-    from driftline.loop import build_joiner
-
     configure_logging()
     s = settings("kafka", "redis")
+    from driftline.loop import build_joiner
+
     joiner = build_joiner(s)
     joiner.cfg.exit_when_idle = exit_when_idle
     metrics_port = s.metrics_port if metrics_port is None else metrics_port
@@ -45,20 +45,19 @@ def retrainer(
     ] = None,
 ) -> None:
     """Run the retraining consumer (a Faust worker) until SIGTERM: drift -> train -> canary -> promote."""
-    from faust import Worker
-
-    from driftline.loop import build_retrainer
-
     level = log_level.upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise typer.BadParameter(
             f"{log_level!r}: use debug, info, warning or error", param_hint="--log-level"
         )
+    s = settings("kafka", "redis")  # before Faust's slow import: a stack that is down fails at once
+    from faust import Worker
     from prometheus_client import CollectorRegistry
+
+    from driftline.loop import build_retrainer
 
     quiet_library_logs(logging.getLevelName(level))  # --log-level is Faust's level too
 
-    s = settings("kafka", "redis")
     registry = CollectorRegistry()
     port = s.metrics_port if metrics_port is None else metrics_port
     serve_metrics(port, registry)

@@ -20,9 +20,9 @@ from driftline.cli_common import (
     settings,
 )
 from driftline.services import require_free_port
-from driftline.training_data import LabeledArrays, file_training_set, synthetic_training_set
 
 if TYPE_CHECKING:
+    from driftline.training_data import LabeledArrays
     from inference.registry import ModelRegistry
 
 T = TypeVar("T")
@@ -179,8 +179,6 @@ def train(
     stage: Annotated[str, typer.Option(help="production or candidate.")] = "production",
 ) -> None:
     """Train a model (scikit-learn), export it to ONNX and register it with its reference data."""
-    from inference.training import register_trained, train_model
-
     if synthetic == (file is not None):
         raise typer.BadParameter("give exactly one of --synthetic or --file PATH")
     if file is not None and not label:
@@ -194,6 +192,9 @@ def train(
     from driftline.wiring import feature_view
 
     view = feature_view(settings("kafka", "redis"))
+    from driftline.training_data import file_training_set, synthetic_training_set
+    from inference.training import register_trained, train_model
+
     data: LabeledArrays
     if file is not None:
         assert label is not None
@@ -225,13 +226,13 @@ def worker(
     metrics_port: Annotated[int | None, typer.Option(min=0, max=65535, help="0 = off.")] = None,
 ) -> None:
     """Run the streaming inference worker until SIGTERM."""
-    from driftline.wiring import build_worker
-    from stream.worker import WorkerConfig
-
     configure_logging()
     s = settings("kafka", "redis")
     port = s.metrics_port if metrics_port is None else metrics_port
     require_free_port(port, "metrics", "--metrics-port (0 = off)")  # before loading anything
+    from driftline.wiring import build_worker
+    from stream.worker import WorkerConfig
+
     cfg = WorkerConfig(
         model=model,
         group_id=group or f"{s.topic_prefix}-worker",
