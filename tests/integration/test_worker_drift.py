@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import signal
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -50,9 +51,9 @@ def _settings(s: Settings) -> Settings:
     return s.model_copy(update={"drift_window_seconds": WINDOW, "drift_ks_sample_rate": 0.2})
 
 
-def _produce(s: Settings, n: int, drift_at: int | None = None, seed: int = 4) -> None:
+def _produce(s: Settings, n: int, drift_at: int | None = None, seed: int = 4, rate: float = 0) -> None:
     tally = produce_generated(
-        s, n, 0, seed=seed, entities=600, schedule=DriftSchedule(covariate_at=drift_at),
+        s, n, rate, seed=seed, entities=600, schedule=DriftSchedule(covariate_at=drift_at),
         label_delay=10, start_ts=START, console=Console(quiet=True),
     )  # fmt: skip
     assert tally.failed == 0 and tally.delivered == tally.sent
@@ -168,21 +169,37 @@ def _window_count(r: redis.Redis, s: Settings, feature: str, ws: float) -> int:
     return sum(int(v) for v in raw.values())
 
 
+def _group_stable(s: Settings, group: str) -> bool:
+    from confluent_kafka import ConsumerGroupState
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient(s.kafka_client_config())  # kept alive until its future resolves
+    described = admin.describe_consumer_groups([group])[group].result(10)
+    return bool(described.state == ConsumerGroupState.STABLE and described.members)
+
+
 def test_sigkill_mid_window_closes_it_once_with_the_full_count(own_settings: Settings) -> None:
     s = _settings(own_settings)
     register(s)
     r = redis_client(s)
     topics = Topics(s.topic_prefix)
-    _produce(s, 9_000, drift_at=3_000)  # windows close as event time passes; drift -> alerts
+    # Windows close as event time passes; drift -> alerts. Sent while the worker runs (~6 s), so
+    # that the kill lands mid-stream, not after the worker caught up.
+    producer = threading.Thread(target=_produce, args=(s, 9_000, 3_000), kwargs={"rate": 1000})
     first = _spawn_worker(s, "--batch-size", "200")
-    # Kill it once some windows closed and alerts went out, while later windows are open.
-    wait_until(lambda: len(_closed_starts(r, s)) >= 2, 120)
+    wait_until(lambda: _group_stable(s, f"{s.topic_prefix}-worker"), 60, 0.5)  # it owns the partitions
+    producer.start()
+    # Kill it once a third of the stream is committed, while events are still coming and windows
+    # are open. (Waiting for two closed windows instead let the worker finish first: 9,000 of
+    # 9,000 committed at the kill.)
+    wait_until(lambda: committed_total(s, f"{s.topic_prefix}-worker", topics.events) >= 3_000, 120)
     first.send_signal(signal.SIGKILL)
     first.wait(30)
     committed = committed_total(s, f"{s.topic_prefix}-worker", topics.events)
     assert 0 < committed < 9_000, f"the kill should land mid-stream ({committed} of 9,000 committed)"
     before = [DriftAlert.model_validate_json(x.value) for x in consume_all(s, topics.alerts, 0, 5)]
     second = _spawn_worker(s, "--batch-size", "200", "--exit-when-idle", "5")
+    producer.join(120)
     try:
         assert second.wait(180) == 0, second.stderr.read() if second.stderr else ""
     finally:
