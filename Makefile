@@ -9,10 +9,11 @@ DL     := $(BIN)/driftline
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
-	touch $@
+	@echo "setting up $(VENV): installing Driftline and its dependencies (a minute on a fresh machine) ..."
+	@$(PYTHON) -m venv $(VENV)
+	@$(BIN)/pip install -q --disable-pip-version-check --upgrade pip
+	@$(BIN)/pip install -q --disable-pip-version-check -e '.[dev]'
+	@touch $@
 
 stack: setup
 	$(DL) stack up
@@ -30,8 +31,9 @@ lint: setup
 unit: setup
 	$(BIN)/pytest -m "not integration" -q
 
+# On every core (pytest-xdist); tests marked xdist_group("cpu-heavy") run one after another.
 test: lint stack
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n auto --dist loadgroup
 
 stack-down: setup
 	$(DL) stack down

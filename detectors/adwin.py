@@ -20,7 +20,7 @@ Cost: river's ADWIN window is Rust; we call it directly (``ADWIN._helper.update`
 value) rather than through ``ADWIN.update``'s Python wrapper (0.45-0.7 us), and do what the wrapper
 does after a drift (start a fresh window). With the rank transform and our bookkeeping,
 `AdwinDetector.update` costs **0.33 us per value** on the CI box (``clock=32``; printed by
-``tests/unit/test_detectors_adwin.py::test_adwin_cost_per_value``): 0.33 ms per 1000-event batch
+``benchmarks/detector_throughput.py``): 0.33 ms per 1000-event batch
 per stream. `detectors.monitor.ModelMonitor` runs it on the score (and the errors) by default and
 on every numeric feature only on request.
 

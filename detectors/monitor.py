@@ -25,7 +25,7 @@ assignment is shared by all detectors; the per-batch work is vectorised (``searc
 binning, ``bincount`` per pane) except the categorical dict lookups and ADWIN's per-value loop;
 a KS window costs ~0.2 ms when it closes. These figures predate the CUSUMs, which add about
 0.3 us per value and numeric stream (``drift_eval.py``: 3.4 -> 7.6 us per event for 13 streams). Printed by
-``tests/unit/test_detectors_monitor.py::test_monitor_throughput``.
+``benchmarks/detector_throughput.py``.
 
 >>> import numpy as np
 >>> rng = np.random.default_rng(0)

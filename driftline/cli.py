@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,11 +14,12 @@ from confluent_kafka.admin import AdminClient
 from rich.table import Table
 
 from driftline.cli_api import api
-from driftline.cli_common import CliError, console, err_console, settings
+from driftline.cli_common import CliError, configure_logging, console, err_console, reading, settings
 from driftline.cli_loop import outcomes, retrain, retrainer
 from driftline.cli_models import features_app, models_app, schema_app, train, worker
 from driftline.cli_report import report
 from driftline.errors import DriftlineError
+from driftline.services import require
 from driftline.settings import Settings
 from driftline.stack import LocalStack, ServiceStatus
 
@@ -90,7 +92,7 @@ def topics_create(
     """Create the prefix's topics (idempotent; existing topics are kept)."""
     from stream.topics import Topics, create_topics
 
-    s = settings()
+    s = settings("kafka")
     statuses = create_topics(
         _admin(s),
         Topics(s.topic_prefix),
@@ -108,7 +110,7 @@ def topics_list() -> None:
     """Show the prefix's topics with their partition counts."""
     from stream.topics import Topics, describe_topics
 
-    s = settings()
+    s = settings("kafka")
     table = Table("topic", "partitions")
     for t in describe_topics(_admin(s), Topics(s.topic_prefix).all()):
         table.add_row(t.name, str(t.partitions) if t.partitions else "[red]missing[/red]")
@@ -141,7 +143,8 @@ def produce(
         raise typer.BadParameter("give exactly one of --file PATH or --synthetic fraud")
     s = settings()
     if file is not None:
-        tally = produce_file(s, file, label_field, console)
+        with reading(file):
+            tally = produce_file(s, file, label_field, console)  # checks the broker after the file
     else:
         if synthetic != "fraud":
             raise typer.BadParameter(
@@ -157,7 +160,9 @@ def produce(
             # Synthetic event time runs at 2 events/s, usually far ahead of the wall clock: end
             # the stream now, so no event is refused as future_event (DRIFTLINE_MAX_FUTURE_SECONDS).
             start = datetime.now(UTC).timestamp() - n * FraudGenerator.mean_gap_s
-        tally = produce_generated(s, n, rate, seed, entities, schedule, label_delay, start, console)
+        tally = produce_generated(
+            require(s, "kafka"), n, rate, seed, entities, schedule, label_delay, start, console
+        )
     console.print(
         f"sent {tally.sent}, delivered {tally.delivered}, failed {tally.failed + tally.pending}",
         highlight=False,
@@ -181,7 +186,7 @@ def tail(
     from stream.tail import tail as tail_topic
     from stream.topics import Topics
 
-    s = settings()
+    s = settings("kafka")
     name = Topics(s.topic_prefix).resolve(topic)
     try:
         for msg in tail_topic(s.kafka_client_config(), name, from_beginning, max_messages, idle_timeout):
@@ -214,7 +219,7 @@ def alerts_tail(
     from stream.tail import tail as tail_topic
     from stream.topics import Topics
 
-    s = settings()
+    s = settings("kafka")
     topic = Topics(s.topic_prefix).alerts
     try:
         for msg in tail_topic(s.kafka_client_config(), topic, from_beginning, max_messages, idle_timeout):
@@ -253,12 +258,18 @@ def demo(
 
 def main() -> None:
     """Entry point: one-line errors instead of tracebacks or usage boxes."""
+    configure_logging(logging.WARNING)  # long-running commands raise it to info for our loggers
     try:
         code = app(standalone_mode=False, prog_name="driftline")
     except typer.Abort:
         _fail("aborted", 130)
-    except (DriftlineError, FileNotFoundError) as exc:
+    except DriftlineError as exc:
         _fail(str(exc), 1)
+    except OSError as exc:  # an unreadable or unwritable file, a port, a socket
+        where = f"{exc.filename}: " if exc.filename else ""
+        _fail(f"{where}{exc.strerror or exc}", 1)
+    except UnicodeDecodeError as exc:
+        _fail(f"not a UTF-8 text file ({exc.reason} at byte {exc.start})", 1)
     except Exception as exc:
         ctx = getattr(exc, "ctx", None)
         if type(exc).__name__ == "NoArgsIsHelpError":  # bare `driftline` or `driftline stack`
@@ -268,7 +279,9 @@ def main() -> None:
             hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
             _fail(exc.format_message().replace("\n", " ") + hint, exc.exit_code)
         if type(exc).__module__.startswith(("confluent_kafka", "cimpl", "redis")):
-            _fail(f"{type(exc).__name__}: {exc}", 1)  # broker/Redis errors: a line, not a traceback
+            # Broker/Redis failures after start-up: a line, not a traceback.
+            detail = str(exc).strip() or repr(exc)
+            _fail(f"{type(exc).__name__}: {detail} (check `driftline stack status`)", 1)
         raise
     sys.exit(code if isinstance(code, int) else 0)
 

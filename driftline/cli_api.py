@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 from typing import Annotated
 
@@ -19,7 +20,7 @@ def api(
 
     from driftline.wiring import build_api
 
-    s = settings()
+    s = settings("redis")
     host = host or s.api_host
     port = port or s.api_port
     app = build_api(s)
@@ -28,7 +29,10 @@ def api(
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.create_server((host, port), family=family)
     except OSError as exc:
-        raise CliError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise CliError(
+            f"cannot listen on {host}:{port} ({reason}): another process uses it? pick one with --port"
+        ) from None
     err_console.print(
         f"api: http://{host}:{port} (docs /docs), prefix {s.topic_prefix}, "
         f"token {'required' if s.api_token else 'off'}",

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
 from pydantic import ValidationError
 from rich.console import Console
 
 from driftline.errors import DriftlineError
+from driftline.services import require
 from driftline.settings import Settings
+from stream.client_logs import quiet_library_logs
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
 console = Console()
 err_console = Console(stderr=True)
@@ -16,9 +27,46 @@ class CliError(DriftlineError):
     """An expected failure: printed as one line, exit code 1."""
 
 
-def settings() -> Settings:
+def settings(*services: Literal["kafka", "redis"]) -> Settings:
+    """The settings, after checking that each of ``services`` answers (one-line error if not)."""
     try:
-        return Settings()
+        s = Settings()
     except ValidationError as exc:
         first = exc.errors()[0]
         raise CliError(f"bad setting {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+    return require(s, *services)
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    """Our log lines at ``level``; Kafka clients', Faust's and aiokafka's at warning, rate-limited."""
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger().setLevel(level)
+    quiet_library_logs()
+
+
+def serve_metrics(port: int, registry: CollectorRegistry) -> None:
+    """Prometheus metrics on ``port`` (0: off); a taken port is a one-line error, not a traceback."""
+    if not port:
+        return
+    from prometheus_client import start_http_server
+
+    try:
+        start_http_server(port, registry=registry)
+    except OSError as exc:
+        raise CliError(
+            f"cannot serve metrics on port {port} ({exc.strerror or exc}): another process uses it; "
+            "pick a free one with --metrics-port (0 = off)"
+        ) from None
+
+
+@contextmanager
+def reading(path: Path | None) -> Iterator[None]:
+    """A file that cannot be read or decoded is a one-line error naming it."""
+    try:
+        yield
+    except UnicodeDecodeError as exc:
+        raise CliError(f"{path}: not a UTF-8 text file ({exc.reason} at byte {exc.start})") from None
+    except IsADirectoryError:
+        raise CliError(f"{path}: is a directory, not a file") from None
+    except PermissionError as exc:
+        raise CliError(f"{exc.filename or path}: {exc.strerror} (check its permissions)") from None

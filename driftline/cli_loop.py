@@ -5,14 +5,12 @@ from __future__ import annotations
 import logging
 import signal
 import time
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
-from driftline.cli_common import CliError, console, err_console, settings
-
-if TYPE_CHECKING:
-    from prometheus_client import CollectorRegistry
+from driftline.cli_common import CliError, configure_logging, console, err_console, serve_metrics, settings
+from stream.client_logs import quiet_library_logs
 
 
 def outcomes(
@@ -22,10 +20,10 @@ def outcomes(
     ] = None,
 ) -> None:
     """Join labels to predictions: outcomes, live accuracy, error-rate (concept drift) alerts."""
+    configure_logging()
+    s = settings("kafka", "redis")
     from driftline.loop import build_joiner
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    s = settings()
     joiner = build_joiner(s)
     joiner.cfg.exit_when_idle = exit_when_idle
     metrics_port = s.metrics_port if metrics_port is None else metrics_port
@@ -47,18 +45,19 @@ def retrainer(
     ] = None,
 ) -> None:
     """Run the retraining consumer (a Faust worker) until SIGTERM: drift -> train -> canary -> promote."""
-    from faust import Worker
-
-    from driftline.loop import build_retrainer
-
     level = log_level.upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise typer.BadParameter(
             f"{log_level!r}: use debug, info, warning or error", param_hint="--log-level"
         )
+    s = settings("kafka", "redis")  # before Faust's slow import: a stack that is down fails at once
+    from faust import Worker
     from prometheus_client import CollectorRegistry
 
-    s = settings()
+    from driftline.loop import build_retrainer
+
+    quiet_library_logs(logging.getLevelName(level))  # --log-level is Faust's level too
+
     registry = CollectorRegistry()
     port = s.metrics_port if metrics_port is None else metrics_port
     serve_metrics(port, registry)
@@ -86,7 +85,7 @@ def retrain(
         check_model_name(model)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="MODEL") from None
-    s = settings()
+    s = settings("kafka")
     topic = Topics(s.topic_prefix).retrain
     trigger = RetrainTrigger(model=model, kind="manual", reason=reason, ts=time.time())
     errors: list[str] = []
@@ -100,15 +99,3 @@ def retrain(
     if producer.flush(15) or errors:
         raise CliError(f"could not send the request to {topic}: {'; '.join(errors) or 'not acknowledged'}")
     console.print(f"retrain of {model} requested on {topic}; watch `driftline tail models`", highlight=False)
-
-
-def serve_metrics(port: int, registry: CollectorRegistry) -> None:
-    """Prometheus metrics on ``port`` (0: off); a taken port is a one-line error, not a traceback."""
-    if not port:
-        return
-    from prometheus_client import start_http_server
-
-    try:
-        start_http_server(port, registry=registry)
-    except OSError as exc:
-        raise CliError(f"cannot serve metrics on port {port} ({exc.strerror}): use --metrics-port") from None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -11,10 +10,19 @@ from typing import TYPE_CHECKING, Annotated, Literal, TypeVar
 import typer
 from rich.table import Table
 
-from driftline.cli_common import CliError, console, err_console, settings
-from driftline.training_data import LabeledArrays, file_training_set, synthetic_training_set
+from driftline.cli_common import (
+    CliError,
+    configure_logging,
+    console,
+    err_console,
+    reading,
+    serve_metrics,
+    settings,
+)
+from driftline.services import require_free_port
 
 if TYPE_CHECKING:
+    from driftline.training_data import LabeledArrays
     from inference.registry import ModelRegistry
 
 T = TypeVar("T")
@@ -42,7 +50,7 @@ def _versioned(ref: str) -> tuple[str, int]:
 def _registry() -> ModelRegistry:
     from driftline.wiring import model_registry
 
-    return model_registry(settings())
+    return model_registry(settings("kafka", "redis"))
 
 
 def _lookup(call: Callable[[], T]) -> T:
@@ -77,7 +85,8 @@ def models_register(
     target: Literal["production", "candidate"] = "production" if stage == "production" else "candidate"
     if not file.is_file():
         raise CliError(f"{file}: no such file")
-    meta = _lookup(lambda: register_external(_registry(), file, name, features, reference, target))
+    with reading(reference):
+        meta = _lookup(lambda: register_external(_registry(), file, name, features, reference, target))
     console.print(f"registered {meta.ref} ({meta.stage}), sha256 {meta.sha256[:12]}…", highlight=False)
 
 
@@ -245,10 +254,13 @@ def train(
     view, record = parse_view(feature_view or ("none" if file is not None else "fraud"))
     registry = _registry()
     check_view_name(registry, record)
+    from driftline.training_data import file_training_set, synthetic_training_set
+
     data: LabeledArrays
     if file is not None:
         assert label is not None
-        data, source = file_training_set(file, label, view), str(file)
+        with reading(file):
+            data, source = file_training_set(file, label, view), str(file)
     else:
         data, source = synthetic_training_set(n, seed, view=view), f"synthetic fraud n={n} seed={seed}"
     err_console.print(inputs_table(data.raw, f"inputs found in {source} (feature view: {record.label})"))
@@ -283,11 +295,13 @@ def worker(
     metrics_port: Annotated[int | None, typer.Option(min=0, max=65535, help="0 = off.")] = None,
 ) -> None:
     """Run the streaming inference worker until SIGTERM."""
+    configure_logging()
+    s = settings("kafka", "redis")
+    port = s.metrics_port if metrics_port is None else metrics_port
+    require_free_port(port, "metrics", "--metrics-port (0 = off)")  # before loading anything
     from driftline.wiring import build_worker
     from stream.worker import WorkerConfig
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    s = settings()
     cfg = WorkerConfig(
         model=model,
         group_id=group or f"{s.topic_prefix}-worker",
@@ -300,8 +314,7 @@ def worker(
     if worker_id:
         cfg.worker_id = worker_id
     w = build_worker(s, cfg)
-    port = s.metrics_port if metrics_port is None else metrics_port
-    w.metrics.serve(port)
+    serve_metrics(port, w.metrics.registry)
     w.install_signal_handlers()
     err_console.print(
         f"worker {cfg.worker_id}: model {model}, group {cfg.group_id}, "
@@ -329,7 +342,7 @@ def features_get(
     from driftline.wiring import feature_view, model_registry, online_store
     from inference.views import view_of
 
-    s = settings()
+    s = settings("redis")
     view = feature_view(s)  # a model without production, or from before views were recorded
     production = model_registry(s, publish=False).deployment(model).production
     if production is not None:

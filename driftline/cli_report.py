@@ -23,7 +23,7 @@ def report(
     versions, from what the system recorded (Redis and Kafka)."""
     from driftline.report import gather, render
 
-    s = settings()
+    s = settings("kafka", "redis")
     start = since.replace(tzinfo=since.tzinfo or UTC).timestamp() if since else None
     try:
         data = gather(s, model, start, recent)

@@ -17,6 +17,7 @@ from rich.progress import (
 
 from driftline.errors import DriftlineError
 from driftline.schema import label_field_hint
+from driftline.services import require
 from driftline.settings import Settings
 from stream.events import encode_event
 from stream.file_source import FileFormatError, read_events, validate_file
@@ -84,7 +85,7 @@ def produce_file(s: Settings, path: Path, label_field: str | None, console: Cons
         if hint:  # sent as a feature, the label would leak into the model's inputs
             console.print(f"hint: {hint}", style="yellow", highlight=False)
     topics = Topics(s.topic_prefix)
-    producer = EventProducer(s.kafka_client_config())
+    producer = EventProducer(require(s, "kafka").kafka_client_config())
     with progress_bar(console, good, f"producing {path.name}") as advance:
         for record in read_events(path, label_field):
             if isinstance(record, FileFormatError):  # the file changed under us

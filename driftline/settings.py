@@ -132,8 +132,17 @@ class Settings(BaseSettings):
         return (init_settings, env_settings, yaml_source)
 
     def kafka_client_config(self, **overrides: KafkaValue) -> dict[str, Any]:
-        """confluent-kafka configuration: bootstrap + pass-through settings + overrides."""
-        return {"bootstrap.servers": self.kafka_bootstrap, **self.kafka_config, **overrides}
+        """confluent-kafka configuration: bootstrap + pass-through settings + overrides.
+
+        Every client logs through Python logging (`stream.client_logs`), not to stderr."""
+        from stream.client_logs import client_log_config
+
+        return {
+            "bootstrap.servers": self.kafka_bootstrap,
+            **client_log_config(),
+            **self.kafka_config,
+            **overrides,
+        }
 
     @property
     def kafka_host_port(self) -> tuple[str, int]:

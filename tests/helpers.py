@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 from driftline.settings import Settings
 
@@ -41,29 +41,54 @@ class Record:
 
 
 def consume_all(s: Settings, topic: str, expected: int, timeout: float = 120) -> list[Record]:
-    """Read a whole topic from the beginning until `expected` messages (or timeout, then a bit more)."""
+    """Read a whole topic from the beginning until `expected` messages and the end of every
+    partition (so that duplicates beyond `expected` are seen, not hidden), or until timeout."""
     consumer = Consumer(
         {
             **s.kafka_client_config(),
             "group.id": f"test-{uuid.uuid4().hex}",
             "enable.auto.commit": False,
+            "enable.partition.eof": True,
         }
     )
     meta: Any = consumer.list_topics(topic, timeout=10).topics[topic]
     consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in meta.partitions])
+    at_end: set[int] = set()
     out: list[Record] = []
     deadline = time.monotonic() + timeout
-    # Keep reading briefly past `expected` so that duplicates would be seen, not hidden.
-    settle_until: float | None = None
     while time.monotonic() < deadline:
-        batch = consumer.consume(num_messages=5000, timeout=0.5)
-        for msg in batch:
+        for msg in consumer.consume(num_messages=5000, timeout=0.5):
             err = msg.error()
+            if err is not None and err.code() == KafkaError._PARTITION_EOF:
+                at_end.add(msg.partition() or 0)
+                continue
             assert err is None, err
+            at_end.discard(msg.partition() or 0)
             out.append(Record(msg.partition() or 0, msg.offset() or 0, msg.key(), msg.value() or b""))
-        if len(out) >= expected:
-            settle_until = settle_until or time.monotonic() + 1.5
-            if time.monotonic() > settle_until:
-                break
+        if len(out) >= expected and len(at_end) == len(meta.partitions):
+            break
     consumer.close()
     return out
+
+
+def topic_size(s: Settings, topic: str) -> int:
+    """Messages written to `topic` so far: the sum of its high watermarks (no transactions)."""
+    consumer = Consumer({**s.kafka_client_config(), "group.id": f"test-{uuid.uuid4().hex}"})
+    try:
+        meta: Any = consumer.list_topics(topic, timeout=10).topics[topic]
+        return sum(
+            consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in meta.partitions
+        )
+    finally:
+        consumer.close()
+
+
+def committed_total(s: Settings, group: str, topic: str) -> int:
+    """The offsets `group` has committed on `topic`, summed over its partitions."""
+    consumer = Consumer({**s.kafka_client_config(), "group.id": group})
+    try:
+        meta: Any = consumer.list_topics(topic, timeout=10).topics[topic]
+        tps = consumer.committed([TopicPartition(topic, p) for p in meta.partitions], timeout=10)
+        return sum(max(tp.offset, 0) for tp in tps)
+    finally:
+        consumer.close()

@@ -9,7 +9,7 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
@@ -109,9 +109,7 @@ def test_readyz_follows_redis_down_and_back(
     assert ready.json()["checks"] == {"redis": "ok", "kafka": "ok", "model fraud": "ok: fraud:1"}
 
     private_redis.stop()
-    started = time.monotonic()
-    down = client.get("/readyz")
-    assert time.monotonic() - started < 10  # the checks time out quickly, they do not hang
+    down = client.get("/readyz")  # answers (the checks time out; the test's timeout catches a hang)
     assert down.status_code == 503, down.text
     body = down.json()
     assert body["error"]["code"] == "not_ready" and "redis failed" in body["error"]["message"]
@@ -131,11 +129,9 @@ def test_readyz_follows_redis_down_and_back(
 
 
 def test_predict_reads_the_online_store_and_drift_and_alerts_come_from_redis(
-    stack_settings: Settings, trained: TrainedModel
+    stack_settings: Settings, trained: TrainedModel, new_prefix: Callable[[str], str]
 ) -> None:
-    s = stack_settings.model_copy(
-        update={"topic_prefix": f"{stack_settings.topic_prefix}-api{uuid.uuid4().hex[:6]}"}
-    )
+    s = stack_settings.model_copy(update={"topic_prefix": new_prefix("api")})
     meta = register(s, trained)
     r = redis.Redis.from_url(s.redis_url)
     t0 = 1_700_000_040.0

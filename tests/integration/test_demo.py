@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import socket
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,15 @@ import pytest
 from driftline.settings import Settings
 from tests.helpers import run_cli
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+# CPU-heavy (four child processes): under xdist, never beside the other heavy tests.
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.xdist_group("cpu-heavy")]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def test_demo_summary_shows_alerts_a_retrain_and_a_promotion(
@@ -20,7 +29,7 @@ def test_demo_summary_shows_alerts_a_retrain_and_a_promotion(
         **cli_env,
         "DRIFTLINE_TOPIC_PREFIX": own_settings.topic_prefix,
         "DRIFTLINE_CACHE_DIR": str(tmp_path),  # its report goes there
-        "DRIFTLINE_API_PORT": "18765",
+        "DRIFTLINE_API_PORT": str(_free_port()),
         "COLUMNS": "200",
     }
     result = run_cli("demo", "--quick", "--keep", env=env, timeout=900)
@@ -36,3 +45,11 @@ def test_demo_summary_shows_alerts_a_retrain_and_a_promotion(
     assert "concept flip" in summary  # the live-accuracy table
     assert (tmp_path / "report.html").exists()
     assert "the stack keeps running" in out
+    # A quiet run: our progress lines and the live view only, no client library's log lines.
+    for stream in (out, result.stderr):
+        raw = [line for line in stream.splitlines() if line.lstrip().startswith("%")]
+        assert not raw, raw[:5]  # librdkafka's own "%4|...|GETPID|..." lines
+        noisy = [
+            line for line in stream.splitlines() if "Deprecated" in line or "BuildBackendWarning" in line
+        ]
+        assert not noisy, noisy[:5]

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,12 +42,8 @@ def client() -> Iterator[redis.Redis]:
 
 
 @pytest.fixture
-def namespace(client: redis.Redis) -> Iterator[str]:
-    ns = f"test-detectors-{uuid.uuid4().hex[:10]}"
-    yield ns
-    keys = list(client.scan_iter(f"{ns}:*", count=1000))
-    if keys:
-        client.delete(*keys)
+def namespace(new_prefix: Callable[[str], str]) -> str:
+    return new_prefix("detectors")  # its keys are deleted after the test
 
 
 @dataclass

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import json
-import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
 import numpy as np
@@ -22,16 +21,14 @@ T0 = 1_700_000_000.0
 
 
 @pytest.fixture
-def client() -> Iterator[tuple[redis.Redis, str]]:
+def client(new_prefix: Callable[[str], str]) -> Iterator[tuple[redis.Redis, str]]:
     r = redis.Redis.from_url(Settings().redis_url)
     try:
         r.ping()
     except redis.ConnectionError:
         pytest.fail("this test needs the local stack's Redis: `driftline stack up`")
-    ns = f"test-cusum-{uuid.uuid4().hex[:8]}"
-    yield r, ns
-    for key in r.scan_iter(match=f"{ns}*", count=1000):
-        r.delete(key)
+    yield r, new_prefix("cusum")  # its keys are deleted after the test
+    r.close()
 
 
 def _meta() -> ModelVersion:

@@ -1,11 +1,10 @@
 """The online feature store against the real Redis of the local stack (`driftline stack up`).
 
-Each test gets its own namespace and deletes its keys afterwards."""
+Each test gets its own namespace, whose keys are deleted afterwards (tests/conftest.py)."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -46,12 +45,8 @@ def client() -> Iterator[redis.Redis]:
 
 
 @pytest.fixture
-def namespace(client: redis.Redis) -> Iterator[str]:
-    ns = f"test-fs-{uuid.uuid4().hex[:10]}"
-    yield ns
-    keys = list(client.scan_iter(f"{ns}:*", count=1000))
-    for start in range(0, len(keys), 500):
-        client.delete(*keys[start : start + 500])
+def namespace(new_prefix: Callable[[str], str]) -> str:
+    return new_prefix("fs")  # its keys (and those of "<namespace>-x") are deleted after the test
 
 
 def _write(store: OnlineStore, s: Stream, start: int, stop: int, source: str = "events") -> WriteResult:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import threading
-import uuid
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
@@ -57,13 +57,10 @@ def events() -> list[ModelEvent]:
 
 
 @pytest.fixture
-def registry(client: redis.Redis, events: list[ModelEvent]) -> Iterator[ModelRegistry]:
-    ns = f"test-registry-{uuid.uuid4().hex}"
-    yield ModelRegistry(client, ns, on_event=events.append)
-    keys = list(client.scan_iter(match=f"{ns}:*", count=1000))
-    if keys:
-        client.delete(*keys)
-    assert not list(client.scan_iter(match=f"{ns}:*"))
+def registry(
+    client: redis.Redis, events: list[ModelEvent], new_prefix: Callable[[str], str]
+) -> ModelRegistry:
+    return ModelRegistry(client, new_prefix("registry"), on_event=events.append)
 
 
 def _register(registry: ModelRegistry, model: TrainedModel, name: str = "fraud", **kwargs: object) -> int:
@@ -351,20 +348,24 @@ def test_concurrent_lifecycle_changes_stay_consistent(
     registry.promote("fraud", versions[0])
     clients = [redis.Redis.from_url(Settings().redis_url) for _ in range(4)]
     errors: list[BaseException] = []
+    succeeded: Counter[str] = Counter()
+    refused: Counter[str] = Counter()
 
     def churn(i: int) -> None:
         reg = ModelRegistry(clients[i], registry.namespace, on_event=events.append)
         for step in range(15):
             v = versions[(i + step) % len(versions)]
+            kind = ("promote", "canary", "rollback")[step % 3]
             try:
-                if step % 3 == 0:
+                if kind == "promote":
                     reg.promote("fraud", v)
-                elif step % 3 == 1:
+                elif kind == "canary":
                     reg.canary("fraud", v, 0.1 + 0.1 * i)
                 else:
                     reg.rollback("fraud")
+                succeeded[kind] += 1
             except ValueError:
-                pass  # e.g. promoting what another thread just promoted
+                refused[kind] += 1  # e.g. promoting what another thread just promoted
             except BaseException as exc:
                 errors.append(exc)
 
@@ -374,6 +375,9 @@ def test_concurrent_lifecycle_changes_stay_consistent(
     for t in threads:
         t.join()
     assert errors == []
+    # The churn changed things: each kind of operation went through, most of them did.
+    assert all(succeeded[k] >= 1 for k in ("promote", "canary", "rollback")), (succeeded, refused)
+    assert sum(succeeded.values()) > sum(refused.values()), (succeeded, refused)
     stages = _stages(registry)
     d = registry.deployment("fraud")
     assert d.production is not None

@@ -14,7 +14,7 @@ from driftline.report import gather, render
 from driftline.settings import Settings
 from driftline.stack import debian_binary
 from stream.synthetic import DriftSchedule
-from tests.integration.worker_support import register, start_worker
+from tests.integration.worker_support import drain, register, start_worker
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -41,8 +41,7 @@ def test_report_draws_in_headless_chromium_without_script_errors(
         console=Console(quiet=True),
     )
     assert tally.failed == 0
-    running.thread.join(120)
-    running.stop()
+    drain(s, running)
 
     data = gather(s, "fraud")
     psi_windows = [w for v in data.windows for w in v.windows if w.detector == "psi"]

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
@@ -34,12 +33,8 @@ def client() -> Iterator[redis.Redis]:
 
 
 @pytest.fixture
-def registry(client: redis.Redis) -> Iterator[ModelRegistry]:
-    ns = f"test-retraining-{uuid.uuid4().hex}"
-    yield ModelRegistry(client, ns)
-    keys = list(client.scan_iter(match=f"{ns}:*", count=1000))
-    if keys:
-        client.delete(*keys)
+def registry(client: redis.Redis, new_prefix: Callable[[str], str]) -> ModelRegistry:
+    return ModelRegistry(client, new_prefix("retraining"))
 
 
 def _rows(data: LabeledArrays, idx: np.ndarray | slice) -> LabeledArrays:

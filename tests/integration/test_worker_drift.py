@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import json
+import math
 import signal
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
-import orjson
 import pytest
 import redis
-from confluent_kafka import KafkaError, KafkaException
 from rich.console import Console
 
 from detectors.alerts import DriftAlert
@@ -24,11 +24,12 @@ from driftline.wiring import redis_client
 from stream.drift import to_reference
 from stream.synthetic import DRIFTED_FEATURES, DriftSchedule
 from stream.topics import Topics, create_topics, delete_topics
-from tests.helpers import consume_all
+from tests.helpers import committed_total, consume_all
 from tests.integration.test_worker import _spawn_worker
-from tests.integration.worker_support import register, start_worker, wait_until
+from tests.integration.worker_support import drain, register, start_worker, wait_until
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+# CPU-heavy (up to three workers at once): under xdist, never beside the other heavy tests.
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.xdist_group("cpu-heavy")]
 
 START = 1.7e9  # aligned to the 1000 s windows
 WINDOW = 1000.0  # event-time seconds: the generator makes 2 events/s, so ~2,000 events a window
@@ -50,9 +51,9 @@ def _settings(s: Settings) -> Settings:
     return s.model_copy(update={"drift_window_seconds": WINDOW, "drift_ks_sample_rate": 0.2})
 
 
-def _produce(s: Settings, n: int, drift_at: int | None = None, seed: int = 4) -> None:
+def _produce(s: Settings, n: int, drift_at: int | None = None, seed: int = 4, rate: float = 0) -> None:
     tally = produce_generated(
-        s, n, 0, seed=seed, entities=600, schedule=DriftSchedule(covariate_at=drift_at),
+        s, n, rate, seed=seed, entities=600, schedule=DriftSchedule(covariate_at=drift_at),
         label_delay=10, start_ts=START, console=Console(quiet=True),
     )  # fmt: skip
     assert tally.failed == 0 and tally.delivered == tally.sent
@@ -85,10 +86,38 @@ def _psi(s: Settings, feature: str, counts: dict[bytes, bytes]) -> float:
 
 def _run_workers(s: Settings, workers: int) -> None:
     running = [start_worker(s, worker_id=f"w{i}", exit_when_idle=6.0) for i in range(workers)]
-    for w in running:
-        w.thread.join(240)
-    for w in running:
-        w.stop()
+    drain(s, *running)
+
+
+def _drift_state(s: Settings, version: int = 1) -> dict[str, Any]:
+    """Every drift key of a version but the bookkeeping (claims, owners, outbox), by name."""
+    r = redis_client(s)
+    prefix = f"{s.topic_prefix}:drift:fraud:{version}:"
+    out: dict[str, Any] = {}
+    for key in r.scan_iter(f"{prefix}*"):
+        name = key.decode()[len(prefix) :]
+        if name.startswith("~adwin:"):  # a partition's ADWIN and CUSUM detectors, and its offset
+            out[name] = json.loads(r.get(key) or b"{}")
+        elif name == "~history":  # every closed window's statistic, per detector and feature
+            rows = [json.loads(x) for x in r.lrange(key, 0, -1)]
+            out[name] = sorted(rows, key=lambda x: [str(x[k]) for k in sorted(x) if k != "statistic"])
+        elif not name.startswith("~"):  # a merged window of one feature: <feature>:<window start>
+            out[name] = r.hgetall(key) if r.type(key) == b"hash" else r.dump(key)
+    return out
+
+
+def _leaf_diff(a: Any, b: Any, path: str = "") -> list[str]:
+    """Where two JSON-like values differ; floats up to rounding (a CUSUM's running sums depend
+    on how a partition's events were split into batches in the last bits)."""
+    if isinstance(a, float) and isinstance(b, float):
+        return [] if math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12) else [f"{path}: {a} != {b}"]
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for k in a.keys() | b.keys() for d in _leaf_diff(a.get(k), b.get(k), f"{path}.{k}")]
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return [
+            d for i, (x, y) in enumerate(zip(a, b, strict=True)) for d in _leaf_diff(x, y, f"{path}[{i}]")
+        ]
+    return [] if a == b else [f"{path}: {str(a)[:80]} != {str(b)[:80]}"]
 
 
 def test_one_or_three_workers_give_identical_windows(
@@ -102,14 +131,22 @@ def test_one_or_three_workers_give_identical_windows(
             _produce(s, 14_000, drift_at=8_000)  # same seed: the same events, keyed to the same partitions
         _run_workers(one, 1)
         _run_workers(three, 3)
-        a, b = _closed_windows(one), _closed_windows(three)
+        a = _closed_windows(one)
+        state_one, state_three = _drift_state(one), _drift_state(three)
         alerts = consume_all(three, Topics(three.topic_prefix).alerts, 1, 10)
     assert len(a) >= 5, f"only {len(a)} windows closed"
-    assert a.keys() == b.keys()
-    for ws in a:
-        for f in a[ws]:
-            assert a[ws][f] == b[ws][f], f"window {ws} of {f}: counts differ"
-            assert _psi(one, f, a[ws][f]) == _psi(three, f, b[ws][f])
+    # Every feature's merged windows, every windowed statistic (PSI, KS, missing rate of every
+    # feature and the score) and every partition's ADWIN and CUSUM state: the same.
+    assert state_one.keys() == state_three.keys()
+    for name in state_one:
+        differences = _leaf_diff(state_one[name], state_three[name])
+        assert not differences, f"{name} differs between 1 and 3 workers: {differences[:5]}"
+    stats = state_one["~history"]
+    features = {x["feature"] for x in stats}
+    assert len(features) >= 15, features  # 14 features and the score
+    assert {x["detector"] for x in stats} >= set(WINDOWED_DETECTORS), {x["detector"] for x in stats}
+    detectors = [v for k, v in state_one.items() if k.startswith("~adwin:")]
+    assert len(detectors) == 6 and all(d["cusum"] for d in detectors), "one per partition, CUSUMs too"
     total = sum(int(v) for v in a[min(a)]["amount"].values())
     assert 1_800 < total < 2_200  # the window's full count: every event of its 1000 s
     # The drifted feature's PSI jumps in the windows after the drift (event 8,000, ~4,000 s in).
@@ -117,10 +154,8 @@ def test_one_or_three_workers_give_identical_windows(
     psi = {ws: _psi(one, drifted, a[ws][drifted]) for ws in a}
     assert all(v < 0.1 for ws, v in psi.items() if ws + WINDOW <= START + 3_900), psi
     assert all(v > 0.2 for ws, v in psi.items() if ws >= START + 4_100), psi
-    features = [DriftAlert.model_validate_json(x.value).feature for x in alerts]
-    assert drifted in features and len(features) == len(set(features)), (
-        "3 workers, still one alert per feature"
-    )
+    alerted = [DriftAlert.model_validate_json(x.value).feature for x in alerts]
+    assert drifted in alerted and len(alerted) == len(set(alerted)), "3 workers, still one alert per feature"
 
 
 def _closed_starts(r: redis.Redis, s: Settings) -> list[float]:
@@ -134,19 +169,37 @@ def _window_count(r: redis.Redis, s: Settings, feature: str, ws: float) -> int:
     return sum(int(v) for v in raw.values())
 
 
+def _group_stable(s: Settings, group: str) -> bool:
+    from confluent_kafka import ConsumerGroupState
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient(s.kafka_client_config())  # kept alive until its future resolves
+    described = admin.describe_consumer_groups([group])[group].result(10)
+    return bool(described.state == ConsumerGroupState.STABLE and described.members)
+
+
 def test_sigkill_mid_window_closes_it_once_with_the_full_count(own_settings: Settings) -> None:
     s = _settings(own_settings)
     register(s)
     r = redis_client(s)
     topics = Topics(s.topic_prefix)
-    _produce(s, 9_000, drift_at=3_000)  # windows close as event time passes; drift -> alerts
+    # Windows close as event time passes; drift -> alerts. Sent while the worker runs (~6 s), so
+    # that the kill lands mid-stream, not after the worker caught up.
+    producer = threading.Thread(target=_produce, args=(s, 9_000, 3_000), kwargs={"rate": 1000})
     first = _spawn_worker(s, "--batch-size", "200")
-    # Kill it once some windows closed and alerts went out, while later windows are open.
-    wait_until(lambda: len(_closed_starts(r, s)) >= 2, 120)
+    wait_until(lambda: _group_stable(s, f"{s.topic_prefix}-worker"), 60, 0.5)  # it owns the partitions
+    producer.start()
+    # Kill it once a third of the stream is committed, while events are still coming and windows
+    # are open. (Waiting for two closed windows instead let the worker finish first: 9,000 of
+    # 9,000 committed at the kill.)
+    wait_until(lambda: committed_total(s, f"{s.topic_prefix}-worker", topics.events) >= 3_000, 120)
     first.send_signal(signal.SIGKILL)
     first.wait(30)
+    committed = committed_total(s, f"{s.topic_prefix}-worker", topics.events)
+    assert 0 < committed < 9_000, f"the kill should land mid-stream ({committed} of 9,000 committed)"
     before = [DriftAlert.model_validate_json(x.value) for x in consume_all(s, topics.alerts, 0, 5)]
     second = _spawn_worker(s, "--batch-size", "200", "--exit-when-idle", "5")
+    producer.join(120)
     try:
         assert second.wait(180) == 0, second.stderr.read() if second.stderr else ""
     finally:
@@ -250,136 +303,3 @@ def test_sigkill_between_claiming_a_window_and_producing_its_alerts_loses_none(
     # every alert the shared policy decided (ADWIN's too) is on the topic, once
     history: list[bytes] = r.lrange(f"{s.topic_prefix}:alerts", 0, -1)  # type: ignore[assignment]
     assert sorted(json.loads(x)["id"] for x in history) == sorted(ids)
-
-
-class _Msg:
-    """Just what the worker reads of a consumed message."""
-
-    def __init__(self, topic: str, offset: int, key: bytes, value: bytes) -> None:
-        self._topic, self._offset, self._key, self._value = topic, offset, key, value
-
-    def topic(self) -> str:
-        return self._topic
-
-    def partition(self) -> int:
-        return 0
-
-    def offset(self) -> int:
-        return self._offset
-
-    def key(self) -> bytes:
-        return self._key
-
-    def value(self) -> bytes:
-        return self._value
-
-    def error(self) -> None:
-        return None
-
-
-class _FakeKafka:
-    """Producer and consumer in one: produce, flush (the first one with a window's alert fails), commit."""
-
-    def __init__(self, alerts_topic: str) -> None:
-        self.alerts_topic = alerts_topic
-        self.queued: list[tuple[str, bytes, Any]] = []
-        self.delivered: list[tuple[str, bytes]] = []
-        self.failed: list[tuple[str, bytes]] = []
-        self.commits = 0
-        self.seeks = 0
-
-    def produce(self, topic: str, value: bytes, key: bytes | None = None, on_delivery: Any = None) -> None:
-        self.queued.append((topic, value, on_delivery))
-
-    def poll(self, _timeout: float = 0) -> int:
-        return 0
-
-    def flush(self, _timeout: float = 0) -> int:
-        fail = not self.failed and any(
-            topic == self.alerts_topic
-            and DriftAlert.model_validate_json(value).detector in WINDOWED_DETECTORS
-            for topic, value, _ in self.queued
-        )
-        for topic, value, on_delivery in self.queued:
-            (self.failed if fail else self.delivered).append((topic, value))
-            if fail and on_delivery is not None:
-                on_delivery(KafkaError(KafkaError._TRANSPORT, "broker unavailable (fake)"), None)
-        self.queued = []
-        return 0
-
-    def commit(self, offsets: Any = None, asynchronous: bool = True) -> None:
-        self.commits += 1
-
-    def seek(self, _tp: Any) -> None:
-        self.seeks += 1
-
-
-def _fake_worker(s: Settings, fake: _FakeKafka) -> Any:
-    """A real worker (scoring, feature store, drift stage on the real Redis) on a fake Kafka."""
-    from driftline.wiring import build_worker
-    from stream.scoring import wait_for_scorer
-    from stream.worker import WorkerConfig
-
-    register(s)
-    worker = build_worker(
-        s, WorkerConfig(model="fraud", group_id=f"{s.topic_prefix}-fake", worker_id="w-fake")
-    )
-    worker.consumer.close()
-    worker.producer = fake  # type: ignore[assignment]
-    worker.consumer = fake  # type: ignore[assignment]
-    worker.scorer = wait_for_scorer(worker.follower, lambda: False)
-    assert worker.drift is not None
-    worker.drift.set_partitions([0])
-    return worker
-
-
-def _fake_messages(s: Settings, n: int = 9_000) -> list[_Msg]:
-    from stream.synthetic import FraudGenerator
-
-    topics = Topics(s.topic_prefix)
-    gen = FraudGenerator(seed=4, entities=600, schedule=DriftSchedule(covariate_at=3_000), start_ts=START)
-    events = [e for b in gen.batches(n) for e in b.event_dicts()]
-    return [_Msg(topics.events, i, e["entity_id"].encode(), orjson.dumps(e)) for i, e in enumerate(events)]
-
-
-class _RebalancedKafka(_FakeKafka):
-    """The first commit fails as when the group rebalanced during the batch."""
-
-    def commit(self, offsets: Any = None, asynchronous: bool = True) -> None:
-        super().commit(offsets, asynchronous)
-        if self.commits == 1:
-            raise KafkaException(KafkaError(KafkaError.ILLEGAL_GENERATION))
-
-
-def test_a_commit_refused_by_a_rebalance_does_not_stop_the_worker(own_settings: Settings) -> None:
-    s = _settings(own_settings)
-    fake = _RebalancedKafka(Topics(s.topic_prefix).alerts)
-    worker = _fake_worker(s, fake)
-    msgs = _fake_messages(s, 2_000)
-    worker.process(msgs[:1000])
-    worker.process(msgs[1000:])
-    assert fake.commits == 2 and worker.metrics.retries._value.get() == 0
-    assert len([v for t, v in fake.delivered if t == Topics(s.topic_prefix).predictions]) == 2_000
-
-
-def test_a_batch_whose_alerts_failed_is_redone_with_the_same_alerts(own_settings: Settings) -> None:
-    """The worker's own retry (an output failed): the redo produces the window's alerts as decided."""
-    s = _settings(own_settings)
-    r = redis_client(s)
-    topics = Topics(s.topic_prefix)
-    fake = _FakeKafka(topics.alerts)
-    worker = _fake_worker(s, fake)
-    for lo in range(0, 9_000, 500):
-        worker.process(_fake_messages(s)[lo : lo + 500])
-    failed = [DriftAlert.model_validate_json(v) for t, v in fake.failed if t == topics.alerts]
-    sent = [DriftAlert.model_validate_json(v) for t, v in fake.delivered if t == topics.alerts]
-    assert failed and worker.metrics.retries._value.get() == 1
-    assert [a.id for a in sent] == list(dict.fromkeys(a.id for a in sent)), "an alert was sent twice"
-    assert all(a in sent for a in failed)  # the very alerts decided (ADWIN's too), once each
-    windowed = [a for a in failed if a.detector in WINDOWED_DETECTORS]
-    assert windowed
-    prefix = f"{s.topic_prefix}:drift:fraud:1"
-    assert r.zcard(f"{prefix}:~pending") == 0
-    for a in windowed:
-        raw = r.get(f"{prefix}:~closed:{int(a.window_start_ts)}")
-        assert json.loads(raw or b"{}")["state"] == "published"

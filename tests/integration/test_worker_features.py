@@ -20,7 +20,7 @@ from stream.producer import EventProducer
 from stream.synthetic import FraudGenerator
 from stream.topics import Topics
 from tests.helpers import run_cli
-from tests.integration.worker_support import predictions, served_counts, start_worker
+from tests.integration.worker_support import drain, predictions, served_counts, start_worker
 
 pytestmark = pytest.mark.integration
 
@@ -59,8 +59,7 @@ def test_zero_skew_between_serving_and_training_features(own_settings: Settings)
     n = 100_000
     _produce_out_of_order(s, n, seed=3)
     running = start_worker(s, exit_when_idle=5.0, attach_features=True, batch_size=1000)
-    running.thread.join(600)
-    running.stop()
+    drain(s, running, timeout=600)
 
     preds = [p for p in predictions(s, n) if p["served"]]
     assert len(served_counts(preds)) == n
@@ -90,16 +89,14 @@ def test_replayed_events_do_not_double_count(own_settings: Settings) -> None:
     _register_view_model(s)
     _produce_out_of_order(s, 3000, seed=4)
     first = start_worker(s, exit_when_idle=3.0, attach_features=True)
-    first.thread.join(120)
-    first.stop()
+    drain(s, first)
     store = online_store(s, VIEW)
     entities = sorted({p["entity_id"] for p in predictions(s, 3000)})
     before = {e: store.describe(e) for e in entities}
 
     # The same events again, as after a crash before the offsets were committed.
     again = start_worker(s, group_id=f"{s.topic_prefix}-replay", exit_when_idle=3.0, attach_features=True)
-    again.thread.join(120)
-    again.stop()
+    drain(s, again)
     after = {e: store.describe(e) for e in entities}
     for e in entities:
         b, a = before[e], after[e]
@@ -121,8 +118,7 @@ def test_features_get(own_settings: Settings, cli_env: dict[str, str]) -> None:
     _register_view_model(s)
     _produce_out_of_order(s, 500, seed=5, shuffle_share=0)
     running = start_worker(s, exit_when_idle=3.0)
-    running.thread.join(60)
-    running.stop()
+    drain(s, running)
     entity = predictions(s, 500)[0]["entity_id"]
     shown = run_cli("features", "get", entity, "--json", env=env)
     assert shown.returncode == 0, shown.stderr

@@ -22,7 +22,7 @@ from stream.producer import EventProducer
 from stream.synthetic import DriftSchedule
 from stream.topics import Topics
 from stream.worker import Worker, WorkerConfig
-from tests.helpers import Record, consume_all
+from tests.helpers import Record, committed_total, consume_all, topic_size
 
 _TRAINED: dict[int, TrainedModel] = {}
 
@@ -125,3 +125,19 @@ def wait_until(predicate: Any, timeout: float = 60, every: float = 0.2) -> None:
 
 def served_counts(preds: list[dict[str, Any]]) -> Counter[str]:
     return Counter(p["event_id"] for p in preds if p["served"])
+
+
+def drain(s: Settings, *running: RunningWorker, timeout: float = 240) -> None:
+    """Wait until the workers' group has committed every event of the topic (or a worker
+    stopped), then stop them: the condition itself, not an idle timeout."""
+    group, topic = running[0].worker.cfg.group_id, Topics(s.topic_prefix).events
+    wait_until(
+        lambda: (
+            committed_total(s, group, topic) >= topic_size(s, topic)
+            or any(not w.thread.is_alive() for w in running)
+        ),
+        timeout,
+        every=0.5,
+    )
+    for w in running:
+        w.stop()

@@ -33,6 +33,8 @@ def test_env_beats_yaml_beats_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path
     assert s.redis_url == "redis://yaml:6380/1"
     assert s.redis_host_port == ("yaml", 6380)
     client = s.kafka_client_config(**{"group.id": "g"})
+    assert client.pop("logger").name == "driftline.kafka"  # librdkafka logs through Python logging
+    assert client.pop("log_level") == 4
     assert client == {
         "bootstrap.servers": s.kafka_bootstrap,
         "security.protocol": "SASL_SSL",
