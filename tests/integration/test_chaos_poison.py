@@ -48,7 +48,7 @@ SMALL: list[tuple[str, bytes | None, str]] = [
     ("not JSON", b"{not json at all", "invalid_json"),
     ("not an object", b"[1,2,3]", "schema_model_type"),
     ("missing field", b'{"event_id":"m",' + TS + b',"features":{}}', "schema_missing"),
-    ("boolean feature", HEAD + b'{"flag":true}}', "schema_feature_type"),
+    ("list feature", HEAD + b'{"flag":[1,2]}}', "schema_feature_type"),  # booleans are features
     ("NaN feature", HEAD + b'{"amount":NaN}}', "schema_feature_type"),
     ("extra field", HEAD + b'{},"extra":1}', "schema_extra_forbidden"),
     (
