@@ -228,12 +228,13 @@ def worker(
         exactly_once=exactly_once,
         attach_features=attach_features,
         exit_when_idle=exit_when_idle,
+        batch_deadline=s.batch_deadline_seconds,
     )
     if worker_id:
         cfg.worker_id = worker_id
     w = build_worker(s, cfg)
     port = s.metrics_port if metrics_port is None else metrics_port
-    w.metrics.serve(port)
+    w.metrics.serve(port, s.liveness_seconds)
     w.install_signal_handlers()
     err_console.print(
         f"worker {cfg.worker_id}: model {model}, group {cfg.group_id}, "

@@ -81,6 +81,12 @@ class Settings(BaseSettings):
     rollout_min_outcomes: int = Field(300, ge=1)
     max_error_rate: float | None = Field(None, gt=0, lt=1)
 
+    # Outages and liveness: a worker batch running longer than this exits the worker (status 75)
+    # for its supervisor to restart it (0 = no watchdog); the metrics server's /healthz fails when
+    # no batch completed for liveness_seconds while partitions have lag (0 = always healthy).
+    batch_deadline_seconds: float = Field(120.0, ge=0)
+    liveness_seconds: float = Field(300.0, ge=0)
+
     # Prometheus metrics of the worker/retrainer processes, and the HTTP API.
     metrics_port: int = Field(9108, ge=0, le=65535)  # 0 = no metrics endpoint
     api_host: str = "127.0.0.1"

@@ -54,6 +54,16 @@ from detectors.policy_store import SharedAlertPolicy
 from inference.metadata import ModelVersion
 from inference.performance import PerformanceWindow
 from stream.dead_letter import DeadLetter
+from stream.dependency import (
+    Dependency,
+    Name,
+    abort_open_transaction,
+    call_with_retry,
+    dependency_gauge,
+    kafka_error_is_outage,
+    outage_of,
+    wait_out,
+)
 from stream.events import LabelEvent
 from stream.offsets import first_offsets, next_offsets
 from stream.predictions import Arm, Prediction
@@ -174,6 +184,7 @@ class OutcomeMetrics:
             ["severity", "detector"],
             registry=r,
         )
+        self.dependency_up = dependency_gauge(r)
 
 
 @dataclass
@@ -203,6 +214,8 @@ class OutcomeJoiner:
         client: redis.Redis,
         version_meta: Callable[[str, int], ModelVersion | None] = lambda _m, _v: None,
         metrics: OutcomeMetrics | None = None,
+        redis_probe: Callable[[], object] | None = None,
+        redis_address: str = "redis",
     ) -> None:
         self.cfg = cfg
         self.topics = topics
@@ -231,29 +244,65 @@ class OutcomeJoiner:
                 "transactional.id": f"{cfg.group_id}-{cfg.worker_id}",
             }
         )
+        gauge = self.metrics.dependency_up
+        self.deps: dict[Name, Dependency] = {
+            "kafka": Dependency(
+                "kafka",
+                str(kafka_config.get("bootstrap.servers")),
+                gauge,
+                probe=lambda: self.consumer.list_topics(self.topics.predictions, timeout=2),
+                logger=log,
+            ),
+            "redis": Dependency("redis", redis_address, gauge, probe=redis_probe or client.ping, logger=log),
+        }
 
     def stop(self, *_: object) -> None:
         self._stopping = True
 
     def run(self) -> None:
-        self.producer.init_transactions(30)
+        stopping = lambda: self._stopping  # noqa: E731
+        call_with_retry(self.deps, lambda: self.producer.init_transactions(30), stopping)
         self.consumer.subscribe([self.topics.predictions, self.topics.labels])
         idle_since = time.monotonic()
         try:
             while not self._stopping:
                 msgs = [
-                    m for m in self.consumer.consume(self.cfg.batch_size, self.cfg.batch_timeout) if _ok(m)
+                    m
+                    for m in self.consumer.consume(self.cfg.batch_size, self.cfg.batch_timeout)
+                    if _ok(m, self.deps["kafka"])
                 ]
                 if not msgs:
-                    self._sweep(force=False)
+                    self._guarded(lambda _: self._sweep(force=False), [])
                     limit = self.cfg.exit_when_idle
                     if limit and time.monotonic() - idle_since > limit:
                         break
                     continue
                 idle_since = time.monotonic()
-                self.process(msgs)
+                self._guarded(self.process, msgs)
         finally:
             self.consumer.close()
+
+    def _guarded(self, work: Callable[[list[Message]], None], msgs: list[Message]) -> None:
+        """Run `work`; on an outage, abort its transaction and wait the outage out (paused), then
+        rewind to `msgs` so they are joined again (`stream.dependency.wait_out`)."""
+        try:
+            work(msgs)
+        except Exception as exc:
+            name = outage_of(exc)
+            if name is None:
+                raise
+            dep = self.deps[name]
+            dep.down(exc)
+            aborted = abort_open_transaction(self.producer)
+            wait_out(self.consumer, msgs, dep, lambda: self._stopping)
+            if not aborted:
+                call_with_retry(
+                    self.deps, lambda: abort_open_transaction(self.producer), lambda: self._stopping
+                )
+            return
+        if msgs:
+            for dep in self.deps.values():
+                dep.recovered()
 
     # ---- one batch ------------------------------------------------------------------------
     def process(self, msgs: list[Message]) -> None:
@@ -508,13 +557,16 @@ class OutcomeJoiner:
                 self.producer.poll(0.05)
 
 
-def _ok(msg: Message) -> bool:
+def _ok(msg: Message, kafka: Dependency) -> bool:
     err = msg.error()
     if err is None:
         return True
     if err.fatal():
         raise KafkaException(err)
-    log.warning("consumer error: %s", err.str())
+    if kafka_error_is_outage(err):
+        kafka.down(err.str())  # one line per outage, not per reconnect attempt
+    else:
+        log.warning("consumer error: %s", err.str())
     return False
 
 
