@@ -19,11 +19,18 @@ import random
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable
-from typing import Literal
+from collections.abc import Callable, Mapping
+from typing import Any, Literal, cast
 
 import redis
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
 from prometheus_client import CollectorRegistry, Gauge
 
 from stream.offsets import first_offsets
@@ -76,6 +83,20 @@ def outage_of(exc: BaseException) -> Name | None:
     if isinstance(exc, KafkaException) and exc.args and isinstance(exc.args[0], KafkaError):
         return "kafka" if kafka_error_is_outage(exc.args[0]) else None
     return None
+
+
+def redo_after(exc: BaseException) -> Name | None:
+    """The dependency to wait for before redoing a batch that raised `exc` (None: a real error).
+
+    An outage (`outage_of`), or a transactional producer left in a fatal state by a broker
+    restart (``INVALID_TXN_STATE``, a fenced epoch): `reset_transaction` replaces that producer.
+    """
+    name = outage_of(exc)
+    if name is None and isinstance(exc, KafkaException) and exc.args:
+        err = exc.args[0]
+        if isinstance(err, KafkaError) and err.fatal():
+            return "kafka"
+    return name
 
 
 def dependency_gauge(registry: CollectorRegistry) -> Gauge:
@@ -145,6 +166,11 @@ class Dependency:
             self._gauge.set(1)
         self.log.warning("%s at %s is back after %.1f s; resuming", self.name, self.address, downtime)
 
+    def on_kafka_error(self, err: KafkaError) -> None:
+        """librdkafka's ``error_cb``: "all brokers down" and the like mark Kafka down."""
+        if kafka_error_is_outage(err):
+            self.down(err.str())
+
     def next_delay(self) -> float:
         """The wait before the next retry: capped exponential backoff, full jitter."""
         with self._lock:
@@ -184,7 +210,7 @@ class Dependency:
 
 
 def call_with_retry(
-    deps: dict[Name, Dependency], fn: Callable[[], object], should_stop: Callable[[], bool] = lambda: False
+    deps: Mapping[Name, Dependency], fn: Callable[[], object], should_stop: Callable[[], bool] = lambda: False
 ) -> object:
     """``fn()``, retried with backoff while it fails on an outage of one of `deps` (any other
     error is raised). Marks the dependency down on the first failure and up on success."""
@@ -214,44 +240,65 @@ def abort_open_transaction(producer: Producer, timeout: float = 10) -> bool:
         err = exc.args[0]
         if err.code() == KafkaError._STATE:
             return True  # no transaction was open
-        if kafka_error_is_outage(err):
+        if kafka_error_is_outage(err) and err.code() != KafkaError._CONFLICT:
             return False
         raise
 
 
 def wait_out(
     consumer: Consumer,
-    msgs: Iterable[Message],
-    dependency: Dependency,
+    deps: Mapping[Name, Dependency],
+    name: Name,
     should_stop: Callable[[], bool],
+    settle: Callable[[], object] | None = None,
     max_messages: int = 500,
 ) -> None:
-    """Pause consuming, wait for `dependency`, resume and rewind to the batch `msgs`.
+    """Pause consuming, wait for dependency `name`, `settle` (e.g. end the open transaction),
+    then resume and rewind every owned partition to its committed offset.
 
     The consumer is polled between probes (nothing comes from paused partitions), so its group
-    membership and rebalance callbacks stay alive through a long outage. Messages of partitions
-    assigned meanwhile (not paused yet) are put back: those partitions are rewound and paused.
+    membership and rebalance callbacks stay alive through a long outage; messages of partitions
+    assigned meanwhile are dropped and those partitions paused too. Rewinding to the *committed*
+    offsets (not to the failed batch's first ones) is right whatever the failed batch left behind:
+    nothing of it, or (a transaction whose commit was in flight) all of it.
     """
-    rewind = {(tp.topic, tp.partition): tp for tp in first_offsets(list(msgs))}
     _pause(consumer, consumer.assignment())
 
     def idle(seconds: float) -> None:
-        late = consumer.consume(num_messages=max_messages, timeout=seconds)
-        fresh = [m for m in late if m.error() is None]
-        for tp in first_offsets(fresh):
-            rewind.setdefault((tp.topic, tp.partition), tp)
-        if fresh:
-            _pause(consumer, [TopicPartition(tp.topic, tp.partition) for tp in first_offsets(fresh)])
+        late = [m for m in consumer.consume(num_messages=max_messages, timeout=seconds) if m.error() is None]
+        _pause(consumer, [TopicPartition(tp.topic, tp.partition) for tp in first_offsets(late)])
 
-    dependency.wait(should_stop, idle)
-    owned = {(tp.topic, tp.partition) for tp in consumer.assignment()}
-    consumer.resume(consumer.assignment())
-    for key, tp in rewind.items():
-        if key in owned:  # a partition revoked meanwhile is re-read by its new owner
-            try:
-                consumer.seek(tp)
-            except KafkaException as exc:  # revoked between assignment() and here
-                log.debug("no rewind of %s: %s", tp, exc)
+    deps[name].wait(should_stop, idle)
+    if should_stop():
+        return
+    if settle is not None:
+        call_with_retry(deps, settle, should_stop)
+    owned = consumer.assignment()
+    committed = call_with_retry(deps, lambda: consumer.committed(owned, timeout=10), should_stop)
+    consumer.resume(owned)
+    for tp in cast(list[TopicPartition], committed):
+        where = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING  # nothing committed yet: reset
+        try:
+            consumer.seek(TopicPartition(tp.topic, tp.partition, where))
+        except KafkaException as exc:  # revoked meanwhile: its new owner reads from the commit
+            log.debug("no rewind of %s: %s", tp, exc)
+
+
+def reset_transaction(producer: Producer, config: Mapping[str, Any]) -> Producer:
+    """A transactional producer ready for the next batch after an outage: its open transaction
+    aborted, or (a commit still in flight, a fatal state) a new producer with the same
+    ``transactional.id``, whose ``init_transactions`` fences the old one and has the coordinator
+    finish the old transaction. Outage errors are raised (retry once the broker is back)."""
+    try:
+        if abort_open_transaction(producer):
+            return producer
+    except KafkaException as exc:
+        log.warning("replacing the transactional producer (%s)", exc.args[0].str())
+    else:
+        raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "abort_transaction timed out"))
+    new = Producer(dict(config))
+    new.init_transactions(30)
+    return new
 
 
 def _pause(consumer: Consumer, partitions: list[TopicPartition]) -> None:

@@ -57,11 +57,11 @@ from stream.dead_letter import DeadLetter
 from stream.dependency import (
     Dependency,
     Name,
-    abort_open_transaction,
     call_with_retry,
     dependency_gauge,
     kafka_error_is_outage,
-    outage_of,
+    redo_after,
+    reset_transaction,
     wait_out,
 )
 from stream.events import LabelEvent
@@ -226,9 +226,22 @@ class OutcomeJoiner:
         self._stopping = False
         self._versions: dict[tuple[str, int], _VersionState] = {}
         self._last_sweep = 0.0
+        gauge = self.metrics.dependency_up
+        kafka = Dependency(
+            "kafka",
+            str(kafka_config.get("bootstrap.servers")),
+            gauge,
+            probe=lambda: self.consumer.list_topics(self.topics.predictions, timeout=2),
+            logger=log,
+        )
+        self.deps: dict[Name, Dependency] = {
+            "kafka": kafka,
+            "redis": Dependency("redis", redis_address, gauge, probe=redis_probe or client.ping, logger=log),
+        }
         self.consumer = Consumer(
             {
                 **kafka_config,
+                "error_cb": kafka.on_kafka_error,  # one line per outage, not librdkafka's
                 "group.id": cfg.group_id,
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
@@ -236,25 +249,14 @@ class OutcomeJoiner:
                 "session.timeout.ms": 10_000,
             }
         )
-        self.producer = Producer(
-            {
-                **kafka_config,
-                **PRODUCER_DEFAULTS,
-                "linger.ms": 5,
-                "transactional.id": f"{cfg.group_id}-{cfg.worker_id}",
-            }
-        )
-        gauge = self.metrics.dependency_up
-        self.deps: dict[Name, Dependency] = {
-            "kafka": Dependency(
-                "kafka",
-                str(kafka_config.get("bootstrap.servers")),
-                gauge,
-                probe=lambda: self.consumer.list_topics(self.topics.predictions, timeout=2),
-                logger=log,
-            ),
-            "redis": Dependency("redis", redis_address, gauge, probe=redis_probe or client.ping, logger=log),
+        self._producer_config = {
+            **kafka_config,
+            **PRODUCER_DEFAULTS,
+            "linger.ms": 5,
+            "error_cb": kafka.on_kafka_error,
+            "transactional.id": f"{cfg.group_id}-{cfg.worker_id}",
         }
+        self.producer = Producer(self._producer_config)
 
     def stop(self, *_: object) -> None:
         self._stopping = True
@@ -282,23 +284,20 @@ class OutcomeJoiner:
         finally:
             self.consumer.close()
 
+    def _reset_transaction(self) -> None:
+        self.producer = reset_transaction(self.producer, self._producer_config)
+
     def _guarded(self, work: Callable[[list[Message]], None], msgs: list[Message]) -> None:
         """Run `work`; on an outage, abort its transaction and wait the outage out (paused), then
         rewind to `msgs` so they are joined again (`stream.dependency.wait_out`)."""
         try:
             work(msgs)
         except Exception as exc:
-            name = outage_of(exc)
+            name = redo_after(exc)
             if name is None:
                 raise
-            dep = self.deps[name]
-            dep.down(exc)
-            aborted = abort_open_transaction(self.producer)
-            wait_out(self.consumer, msgs, dep, lambda: self._stopping)
-            if not aborted:
-                call_with_retry(
-                    self.deps, lambda: abort_open_transaction(self.producer), lambda: self._stopping
-                )
+            self.deps[name].down(exc)
+            wait_out(self.consumer, self.deps, name, lambda: self._stopping, self._reset_transaction)
             return
         if msgs:
             for dep in self.deps.values():

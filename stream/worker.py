@@ -44,10 +44,10 @@ from stream.decode import EventBatch, decode_batch
 from stream.dependency import (
     Dependency,
     Name,
-    abort_open_transaction,
     call_with_retry,
     kafka_error_is_outage,
-    outage_of,
+    redo_after,
+    reset_transaction,
     wait_out,
 )
 from stream.drift import DriftStage
@@ -128,9 +128,16 @@ class Worker:
         self.metrics = metrics or WorkerMetrics()
         self.drift = drift
         self._stopping = False
+        self.kafka = Dependency(
+            "kafka",
+            str(kafka_config.get("bootstrap.servers")),
+            self.metrics.dependency_up,
+            probe=lambda: self.consumer.list_topics(self.topics.events, timeout=2),
+        )
         self.consumer = Consumer(
             {
                 **kafka_config,
+                "error_cb": self.kafka.on_kafka_error,  # one line per outage, not librdkafka's
                 "group.id": cfg.group_id,
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
@@ -142,7 +149,12 @@ class Worker:
                 **cfg.consumer_overrides,
             }
         )
-        producer_config = {**kafka_config, **PRODUCER_DEFAULTS, "linger.ms": 5}
+        producer_config = {
+            **kafka_config,
+            **PRODUCER_DEFAULTS,
+            "linger.ms": 5,
+            "error_cb": self.kafka.on_kafka_error,
+        }
         if cfg.exactly_once:
             producer_config["transactional.id"] = f"{cfg.group_id}-{cfg.worker_id}"
         self._producer_config = producer_config
@@ -155,12 +167,6 @@ class Worker:
         # consumer, from other threads: the consumer is used by the worker thread only.
         self.assigned: set[int] = set()
         self._ever_assigned = False
-        self.kafka = Dependency(
-            "kafka",
-            str(kafka_config.get("bootstrap.servers")),
-            self.metrics.dependency_up,
-            probe=lambda: self.consumer.list_topics(self.topics.events, timeout=2),
-        )
         self.deps: dict[Name, Dependency] = {"kafka": self.kafka}
         if redis is not None:
             self.deps["redis"] = redis
@@ -236,37 +242,27 @@ class Worker:
         try:
             self.process(msgs)
         except Exception as exc:
-            name = outage_of(exc)
+            name = redo_after(exc)
             if name is None or name not in self.deps:
                 raise
             self._batch_started = None
-            self._wait_out(msgs, self.deps[name], exc)
+            self._wait_out(self.deps[name], exc)
             return
         finally:
             self._batch_started = None
         self.metrics.batch_completed()
         self.kafka.recovered()
 
-    def _wait_out(self, msgs: list[Message], dep: Dependency, exc: BaseException) -> None:
+    def _wait_out(self, dep: Dependency, exc: BaseException) -> None:
         dep.down(exc)
         self.metrics.outage_waits.labels(dep.name).inc()
-        aborted = not self.cfg.exactly_once or self._abort_open_transaction()
         if self.drift is not None:
             self.drift.rewound()  # the redo publishes the windows this batch closed
-        wait_out(self.consumer, msgs, dep, lambda: self._stopping)
-        if not aborted:  # the broker was gone too: abort the batch's transaction now
-            call_with_retry(self.deps, self._abort_open_transaction, lambda: self._stopping)
+        settle = self._reset_transaction if self.cfg.exactly_once else None
+        wait_out(self.consumer, self.deps, dep.name, lambda: self._stopping, settle)
 
-    def _abort_open_transaction(self) -> bool:
-        """Abort the transaction a failed batch left open (True), or False if the broker does
-        not answer yet. A producer in a fatal state is replaced (which fences the old one)."""
-        try:
-            return abort_open_transaction(self.producer)
-        except KafkaException as exc:
-            log.warning("replacing the transactional producer after %s", exc.args[0].str())
-            self.producer = Producer(self._producer_config)
-            call_with_retry(self.deps, lambda: self.producer.init_transactions(30), lambda: self._stopping)
-            return True
+    def _reset_transaction(self) -> None:
+        self.producer = reset_transaction(self.producer, self._producer_config)
 
     def _probe_kafka(self) -> None:
         """While the broker is marked down and nothing arrives, probe it now and then."""

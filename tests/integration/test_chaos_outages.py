@@ -85,55 +85,51 @@ def test_worker_pauses_while_redis_is_unreachable_for_30s(tmp_path: Path) -> Non
         w.stop()
 
 
+def _restart_while_streaming(
+    ps: PrivateStack, dependency: str, tmp_path: Path, exactly_once: bool = False, retrainer: bool = False
+) -> None:
+    """A worker and a joiner (threads; and a retrainer process) stream while `dependency` is
+    stopped mid-stream and started again; then every check of the module docstring."""
+    s = ps.settings
+    stop, start = (
+        (ps.stop_redis, ps.start_redis) if dependency == "redis" else (ps.stop_kafka, ps.start_kafka)
+    )
+    log = tmp_path / "retrainer.log"
+    w = start_worker(s, exactly_once=exactly_once)
+    stuck = _watch_stuck(w)
+    joiner = RunningJoiner(s)
+    trainer = spawn_retrainer(s, log) if retrainer else None
+    up = lambda: _sample(w, "driftline_dependency_up", dependency=dependency)  # noqa: E731
+    try:
+        stream = BackgroundStream(s)
+        wait_until(lambda: _consumed(w) > 5000, timeout=120)
+        stop()
+        wait_until(lambda: up() == 0, timeout=60)
+        start()
+        stream.join()
+        served = assert_scored(s, EVENTS, exactly_once=exactly_once)
+        assert_counts_exact(s, served)
+        _assert_outcomes(s, served)
+        assert w.thread.is_alive() and joiner.thread.is_alive() and not stuck
+        wait_until(lambda: up() == 1, timeout=60)
+        if trainer is not None:
+            assert trainer.poll() is None, log.read_text()[-3000:]
+    finally:
+        if trainer is not None:
+            stop_process(trainer)
+        joiner.stop()
+        w.stop()
+
+
 def test_redis_restart_under_worker_joiner_and_retrainer(tmp_path: Path) -> None:
     with private_stack(tmp_path) as ps:
-        s = ps.settings
-        log = tmp_path / "retrainer.log"
-        w = start_worker(s)
-        stuck = _watch_stuck(w)
-        joiner = RunningJoiner(s)
-        retrainer = spawn_retrainer(s, log)
-        try:
-            stream = BackgroundStream(s)
-            wait_until(lambda: _consumed(w) > 5000, timeout=120)
-            ps.stop_redis()
-            wait_until(lambda: _sample(w, "driftline_dependency_up", dependency="redis") == 0, timeout=60)
-            ps.start_redis()
-            stream.join()
-            served = assert_scored(s, EVENTS, exactly_once=False)
-            assert_counts_exact(s, served)
-            _assert_outcomes(s, served)
-            assert w.thread.is_alive() and joiner.thread.is_alive() and not stuck
-            assert _sample(w, "driftline_dependency_up", dependency="redis") == 1
-            assert retrainer.poll() is None, log.read_text()[-3000:]
-        finally:
-            stop_process(retrainer)
-            joiner.stop()
-            w.stop()
+        _restart_while_streaming(ps, "redis", tmp_path, retrainer=True)
 
 
 @pytest.mark.parametrize("exactly_once", [False, True], ids=["at-least-once", "exactly-once"])
 def test_broker_restart_under_worker_and_joiner(tmp_path: Path, exactly_once: bool) -> None:
     with private_stack(tmp_path) as ps:
-        s = ps.settings
-        w = start_worker(s, exactly_once=exactly_once)
-        stuck = _watch_stuck(w)
-        joiner = RunningJoiner(s)
-        try:
-            stream = BackgroundStream(s)
-            wait_until(lambda: _consumed(w) > 5000, timeout=120)
-            ps.stop_kafka()
-            wait_until(lambda: _sample(w, "driftline_dependency_up", dependency="kafka") == 0, timeout=60)
-            ps.start_kafka()
-            stream.join()
-            served = assert_scored(s, EVENTS, exactly_once=exactly_once)
-            assert_counts_exact(s, served)
-            _assert_outcomes(s, served)
-            assert w.thread.is_alive() and joiner.thread.is_alive() and not stuck
-            wait_until(lambda: _sample(w, "driftline_dependency_up", dependency="kafka") == 1, timeout=60)
-        finally:
-            joiner.stop()
-            w.stop()
+        _restart_while_streaming(ps, "kafka", tmp_path, exactly_once=exactly_once)
 
 
 # ---- two broker restarts under --exactly-once, the worker a supervised process ------------------
