@@ -20,7 +20,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, Literal, cast
+from typing import Any, Literal, Protocol, cast
 
 import redis
 from confluent_kafka import (
@@ -284,21 +284,36 @@ def wait_out(
             log.debug("no rewind of %s: %s", tp, exc)
 
 
-def reset_transaction(producer: Producer, config: Mapping[str, Any]) -> Producer:
-    """A transactional producer ready for the next batch after an outage: its open transaction
-    aborted, or (a commit still in flight, a fatal state) a new producer with the same
-    ``transactional.id``, whose ``init_transactions`` fences the old one and has the coordinator
-    finish the old transaction. Outage errors are raised (retry once the broker is back)."""
-    try:
-        if abort_open_transaction(producer):
-            return producer
-    except KafkaException as exc:
-        log.warning("replacing the transactional producer (%s)", exc.args[0].str())
-    else:
-        raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "abort_transaction timed out"))
-    new = Producer(dict(config))
-    new.init_transactions(30)
-    return new
+class TransactionalOwner(Protocol):
+    """A process with a transactional producer that `reset_transaction` may replace."""
+
+    producer: Producer
+    txn_needs_init: bool  # a replacement producer whose init_transactions has not succeeded yet
+    retired: list[Producer]
+
+
+def reset_transaction(owner: TransactionalOwner, config: Mapping[str, Any]) -> None:
+    """Make ``owner.producer`` ready for the next batch after an outage: abort its open
+    transaction, or (a commit still in flight, a fatal state) replace it by a new producer with
+    the same ``transactional.id``, whose ``init_transactions`` fences the old one and has the
+    coordinator finish the old transaction. Outage errors are raised: call again once the broker
+    is back (`call_with_retry`); a replacement is made once and initialised on the next call."""
+    if not owner.txn_needs_init:
+        try:
+            if abort_open_transaction(owner.producer):
+                return
+            raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "abort_transaction timed out"))
+        except KafkaException as exc:
+            err = exc.args[0]
+            if kafka_error_is_outage(err) and err.code() != KafkaError._CONFLICT:
+                raise
+            log.warning("replacing the transactional producer (%s)", err.str())
+        # Not destroyed here: destroying a producer with a request in flight can block.
+        owner.retired = [*owner.retired[-2:], owner.producer]
+        owner.producer = Producer(dict(config))
+        owner.txn_needs_init = True
+    owner.producer.init_transactions(30)
+    owner.txn_needs_init = False
 
 
 def _pause(consumer: Consumer, partitions: list[TopicPartition]) -> None:

@@ -257,6 +257,8 @@ class OutcomeJoiner:
             "transactional.id": f"{cfg.group_id}-{cfg.worker_id}",
         }
         self.producer = Producer(self._producer_config)
+        self.txn_needs_init = False  # see stream.dependency.reset_transaction
+        self.retired: list[Producer] = []
 
     def stop(self, *_: object) -> None:
         self._stopping = True
@@ -285,7 +287,7 @@ class OutcomeJoiner:
             self.consumer.close()
 
     def _reset_transaction(self) -> None:
-        self.producer = reset_transaction(self.producer, self._producer_config)
+        reset_transaction(self, self._producer_config)
 
     def _guarded(self, work: Callable[[list[Message]], None], msgs: list[Message]) -> None:
         """Run `work`; on an outage, abort its transaction and wait the outage out (paused), then

@@ -159,6 +159,8 @@ class Worker:
             producer_config["transactional.id"] = f"{cfg.group_id}-{cfg.worker_id}"
         self._producer_config = producer_config
         self.producer = Producer(producer_config)
+        self.txn_needs_init = False  # see stream.dependency.reset_transaction
+        self.retired: list[Producer] = []
         self._delivery_errors: list[str] = []
         self.scorer: Scorer | None = None
         self._last_lag_update = 0.0
@@ -258,11 +260,19 @@ class Worker:
         self.metrics.outage_waits.labels(dep.name).inc()
         if self.drift is not None:
             self.drift.rewound()  # the redo publishes the windows this batch closed
-        settle = self._reset_transaction if self.cfg.exactly_once else None
-        wait_out(self.consumer, self.deps, dep.name, lambda: self._stopping, settle)
+        # Once the dependency is back, the watchdog bounds the recovery (ending the transaction,
+        # reading the committed offsets) as it bounds a batch.
+        wait_out(self.consumer, self.deps, dep.name, lambda: self._stopping, self._settle)
+        self._batch_started = None
+
+    def _settle(self) -> None:
+        if self._batch_started is None:
+            self._batch_started = time.monotonic()
+        if self.cfg.exactly_once:
+            self._reset_transaction()
 
     def _reset_transaction(self) -> None:
-        self.producer = reset_transaction(self.producer, self._producer_config)
+        reset_transaction(self, self._producer_config)
 
     def _probe_kafka(self) -> None:
         """While the broker is marked down and nothing arrives, probe it now and then."""
