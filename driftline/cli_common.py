@@ -45,13 +45,20 @@ def configure_logging(level: int = logging.INFO) -> None:
 
 
 def serve_metrics(port: int, registry: CollectorRegistry) -> None:
-    """Prometheus metrics on ``port`` (0: off); a taken port is a one-line error, not a traceback."""
+    """Prometheus metrics (and ``/healthz``) on ``port`` (0: off)."""
     if not port:
         return
-    from prometheus_client import start_http_server
+    from stream.metrics import serve_metrics as serve
 
+    with metrics_port_errors(port):
+        serve(port, registry)
+
+
+@contextmanager
+def metrics_port_errors(port: int) -> Iterator[None]:
+    """A taken metrics port is a one-line error, not a traceback."""
     try:
-        start_http_server(port, registry=registry)
+        yield
     except OSError as exc:
         raise CliError(
             f"cannot serve metrics on port {port} ({exc.strerror or exc}): another process uses it; "

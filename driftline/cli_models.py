@@ -15,8 +15,8 @@ from driftline.cli_common import (
     configure_logging,
     console,
     err_console,
+    metrics_port_errors,
     reading,
-    serve_metrics,
     settings,
 )
 from driftline.services import require_free_port
@@ -310,11 +310,13 @@ def worker(
         exactly_once=exactly_once,
         attach_features=attach_features,
         exit_when_idle=exit_when_idle,
+        batch_deadline=s.batch_deadline_seconds,
     )
     if worker_id:
         cfg.worker_id = worker_id
     w = build_worker(s, cfg)
-    serve_metrics(port, w.metrics.registry)
+    with metrics_port_errors(port):
+        w.metrics.serve(port, s.liveness_seconds)  # /metrics and the liveness /healthz
     w.install_signal_handlers()
     err_console.print(
         f"worker {cfg.worker_id}: model {model}, group {cfg.group_id}, "

@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry
 
 from driftline.settings import Settings
 from driftline.training_data import topic_training_window
-from driftline.wiring import feature_view, model_registry, redis_client
+from driftline.wiring import feature_view, model_registry, redis_address, redis_client, redis_probe
 from inference.metadata import ModelVersion
 from inference.retrain_policy import RetrainPolicy
 from inference.retraining import RetrainConfig, retrain
@@ -42,8 +42,16 @@ def build_joiner(
         label_wait_seconds=s.label_wait_seconds,
         cooldown_seconds=s.drift_cooldown_seconds,
     )
+    probe = redis_probe(s)
     return OutcomeJoiner(
-        cfg, s.kafka_client_config(), Topics(s.topic_prefix), redis_client(s), version_meta, metrics
+        cfg,
+        s.kafka_client_config(),
+        Topics(s.topic_prefix),
+        redis_client(s),
+        version_meta,
+        metrics,
+        redis_probe=probe,
+        redis_address=redis_address(s),
     )
 
 
@@ -123,4 +131,5 @@ def build_retrainer(s: Settings, metrics: CollectorRegistry | None = None) -> fa
         deployment=model_registry(s, publish=False).deployment,
         apply_decision=lambda model, version, decision: apply_decision(s, model, version, decision),
         metrics=metrics,
+        redis_address=redis_address(s),
     )

@@ -97,6 +97,11 @@ class Settings(BaseSettings):
     # and lifecycle events kept per model (in Redis and in the durable copy on <prefix>.registry).
     registry_keep_archived: int = Field(5, ge=0)
     registry_max_events: int = Field(1000, ge=1)
+    # Outages and liveness: a worker batch running longer than this exits the worker (status 75)
+    # for its supervisor to restart it (0 = no watchdog); the metrics server's /healthz fails when
+    # no batch completed for liveness_seconds while partitions have lag (0 = always healthy).
+    batch_deadline_seconds: float = Field(120.0, ge=0)
+    liveness_seconds: float = Field(300.0, ge=0)
 
     # Prometheus metrics of the worker/retrainer processes, and the HTTP API.
     metrics_port: int = Field(9108, ge=0, le=65535)  # 0 = no metrics endpoint

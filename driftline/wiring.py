@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -11,7 +12,7 @@ import redis
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 from fastapi import FastAPI
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Gauge
 from pydantic import ValidationError
 
 from detectors.alerts import DriftAlert
@@ -26,6 +27,7 @@ from inference.metadata import ModelEvent, ModelVersion
 from inference.registry import ModelRegistry
 from inference.views import view_of
 from stream.decode import InputLimits
+from stream.dependency import Dependency, dependency_gauge
 from stream.drift import DriftConfig, DriftStage, alerts_key, latest_key
 from stream.metrics import WorkerMetrics
 from stream.producer import PRODUCER_DEFAULTS
@@ -40,6 +42,22 @@ log = logging.getLogger("driftline")
 
 def redis_client(s: Settings) -> redis.Redis:
     return redis.Redis.from_url(s.redis_url, socket_timeout=10, socket_connect_timeout=5)
+
+
+def redis_address(s: Settings) -> str:
+    """Host:port of Redis, for log lines (the URL may carry a password)."""
+    host, port = s.redis_host_port
+    return f"{host}:{port}"
+
+
+def redis_dependency(s: Settings, gauge: Gauge) -> Dependency:
+    """Redis's outage state for one process, probed with PING (short timeouts: a probe fails fast)."""
+    return Dependency("redis", redis_address(s), gauge, probe=redis_probe(s))
+
+
+def redis_probe(s: Settings) -> Callable[[], object]:
+    """PING on a client of its own with short timeouts: a probe fails fast while Redis is away."""
+    return redis.Redis.from_url(s.redis_url, socket_timeout=2, socket_connect_timeout=2).ping
 
 
 class ModelEventPublisher:
@@ -145,8 +163,16 @@ def build_worker(s: Settings, cfg: WorkerConfig, metrics: WorkerMetrics | None =
             monitored=monitored,
             worker_id=cfg.worker_id,
         )
+    redis_dep = redis_dependency(s, metrics.dependency_up)
     return Worker(
-        cfg, s.kafka_client_config(), topics, follower, features=features, metrics=metrics, drift=drift
+        cfg,
+        s.kafka_client_config(),
+        topics,
+        follower,
+        features=features,
+        metrics=metrics,
+        drift=drift,
+        redis=redis_dep,
     )
 
 
@@ -211,9 +237,12 @@ def build_api(s: Settings, model: str = "fraud") -> FastAPI:
     view = feature_view(s)
     admin = AdminClient(s.kafka_client_config())
 
-    def kafka() -> bool:
-        admin.list_topics(timeout=2)  # raises KafkaException when no broker answers in time
-        return True
+    prometheus = CollectorRegistry()
+    gauge = dependency_gauge(prometheus)
+    redis_dep = Dependency("redis", redis_address(s), gauge, probe=probe.ping)
+    kafka_dep = Dependency(
+        "kafka", s.kafka_bootstrap, gauge, probe=lambda: admin.list_topics(timeout=2)
+    )  # list_topics raises KafkaException when no broker answers in time
 
     readers: dict[str, OnlineStore] = {}
 
@@ -233,8 +262,10 @@ def build_api(s: Settings, model: str = "fraud") -> FastAPI:
         features=OnlineStore(client, s.topic_prefix, view, state_cache=0) if view is not None else None,
         drift=RedisDriftReader(client, s.topic_prefix, registry),
         alerts=RedisAlertReader(client, s.topic_prefix),
-        checks={"redis": lambda: bool(probe.ping()), "kafka": kafka},
-        prometheus=CollectorRegistry(),
+        # Each probe also moves its dependency's gauge and logs the state change, once.
+        checks={"redis": redis_dep.ensure, "kafka": kafka_dep.ensure},
+        prometheus=prometheus,
+        redis_down=redis_dep.down,
         token=s.api_token or None,  # an empty DRIFTLINE_API_TOKEN means no token, not ""
         model=model,
     )

@@ -146,6 +146,10 @@ class ApiDeps:
     # The reader of a version's own feature view (None: the version uses no view); when unset,
     # `features` serves every version.
     features_of: Callable[[ModelVersion], FeatureReader | None] | None = None
+    # Told of every Redis error a request met (the composition root logs one line per outage and
+    # keeps the dependency gauge); None: each error is logged.
+    redis_down: Callable[[Exception], None] | None = None
+    retry_after_seconds: int = 5  # the Retry-After of a 503 while a dependency is away
 
 
 # -- request / response models ---------------------------------------------------------------------
@@ -450,8 +454,16 @@ def create_app(deps: ApiDeps) -> FastAPI:
 
     @app.exception_handler(redis.RedisError)
     async def _redis_down(request: Request, exc: redis.RedisError) -> JSONResponse:
-        log.warning("%s %s: Redis: %s", request.method, request.url.path, exc)
-        return error_response(503, "unavailable", f"Redis unavailable: {type(exc).__name__}: {exc}")
+        if deps.redis_down is not None:
+            deps.redis_down(exc)
+        else:
+            log.warning("%s %s: Redis: %s", request.method, request.url.path, exc)
+        return error_response(
+            503,
+            "unavailable",
+            f"Redis unavailable: {type(exc).__name__}: {exc}",
+            headers={"Retry-After": str(deps.retry_after_seconds)},
+        )
 
     @app.exception_handler(Exception)
     async def _crash(request: Request, exc: Exception) -> JSONResponse:
@@ -509,6 +521,7 @@ def create_app(deps: ApiDeps) -> FastAPI:
                 503,
                 "not_ready",
                 "not ready: " + "; ".join(f"{k} {results[k]}" for k in failed),
+                headers={"Retry-After": str(deps.retry_after_seconds)},
                 checks=results,
             )
         return ReadyOut(status="ready", checks=results)

@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from socketserver import ThreadingMixIn
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import numpy as np
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
+
+from stream.dependency import dependency_gauge
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 LAG_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 86400)
@@ -124,7 +130,72 @@ class WorkerMetrics:
             ["topic", "action"],
             registry=r,
         )
+        self.last_batch = Gauge(
+            "driftline_last_batch_completed_timestamp",
+            "Wall-clock time (epoch s) the last batch was committed (start-up time before the first)",
+            registry=r,
+        )
+        self.batch_completed()
+        self.follower_poll_age = Gauge(
+            "driftline_model_follower_seconds_since_poll",
+            "Seconds since the model follower last read the registry successfully",
+            registry=r,
+        )
+        self.dependency_up = dependency_gauge(r)
+        self.outage_waits = Counter(
+            "driftline_outage_waits",
+            "Batches not committed because a dependency was unreachable, redone once it was back",
+            ["dependency"],
+            registry=r,
+        )
 
-    def serve(self, port: int) -> None:
+    def batch_completed(self) -> None:
+        self.last_batch_at = time.time()
+        self.last_batch.set(self.last_batch_at)
+
+    def healthy(self, bound: float) -> tuple[bool, str]:
+        """Live unless no batch completed for `bound` seconds while some partition has lag."""
+        lag = sum(
+            s.value
+            for metric in self.consumer_lag.collect()
+            for s in metric.samples
+            if s.name == "driftline_consumer_lag"
+        )
+        idle = time.time() - self.last_batch_at
+        if lag > 0 and idle > bound:
+            return False, f"no batch completed for {idle:.0f} s (bound {bound:.0f} s), lag {lag:.0f}"
+        return True, f"last batch {idle:.0f} s ago, lag {lag:.0f}"
+
+    def serve(self, port: int, liveness_bound: float = 0.0) -> None:
+        """``/metrics`` (and every other path) as Prometheus text, plus ``/healthz`` (`healthy`)."""
         if port:
-            start_http_server(port, registry=self.registry)
+            health = (lambda: self.healthy(liveness_bound)) if liveness_bound > 0 else None
+            serve_metrics(port, self.registry, health)
+
+
+class _ThreadingServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # a scrape every few seconds is not news
+
+
+def serve_metrics(
+    port: int, registry: CollectorRegistry, health: Callable[[], tuple[bool, str]] | None = None
+) -> WSGIServer:
+    """Serve `registry` on ``port`` in a daemon thread; ``/healthz`` answers 200, or 503 when
+    `health` says the process is stuck (a supervisor's liveness probe)."""
+    metrics_app = make_wsgi_app(registry)
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") == "/healthz":
+            ok, why = health() if health is not None else (True, "ok")
+            start_response("200 OK" if ok else "503 Service Unavailable", [("Content-Type", "text/plain")])
+            return [f"{'ok' if ok else 'stuck'}: {why}\n".encode()]
+        return metrics_app(environ, start_response)
+
+    server = make_server("", port, app, _ThreadingServer, handler_class=_QuietHandler)
+    threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
+    return server

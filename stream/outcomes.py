@@ -57,6 +57,16 @@ from detectors.policy_store import SharedAlertPolicy
 from inference.metadata import ModelVersion
 from inference.performance import PerformanceWindow
 from stream.dead_letter import DEFAULT_KEEP_BYTES, DeadLetter
+from stream.dependency import (
+    Dependency,
+    Name,
+    call_with_retry,
+    dependency_gauge,
+    kafka_error_is_outage,
+    redo_after,
+    reset_transaction,
+    wait_out,
+)
 from stream.events import LabelEvent
 from stream.offsets import first_offsets, next_offsets
 from stream.outputs import BatchOutputs, GaveUp, Output
@@ -189,6 +199,7 @@ class OutcomeMetrics:
             ["topic", "action"],
             registry=r,
         )
+        self.dependency_up = dependency_gauge(r)
 
 
 @dataclass
@@ -218,6 +229,8 @@ class OutcomeJoiner:
         client: redis.Redis,
         version_meta: Callable[[str, int], ModelVersion | None] = lambda _m, _v: None,
         metrics: OutcomeMetrics | None = None,
+        redis_probe: Callable[[], object] | None = None,
+        redis_address: str = "redis",
     ) -> None:
         self.cfg = cfg
         self.topics = topics
@@ -228,9 +241,22 @@ class OutcomeJoiner:
         self._stopping = False
         self._versions: dict[tuple[str, int], _VersionState] = {}
         self._last_sweep = 0.0
+        gauge = self.metrics.dependency_up
+        kafka = Dependency(
+            "kafka",
+            str(kafka_config.get("bootstrap.servers")),
+            gauge,
+            probe=lambda: self.consumer.list_topics(self.topics.predictions, timeout=2),
+            logger=log,
+        )
+        self.deps: dict[Name, Dependency] = {
+            "kafka": kafka,
+            "redis": Dependency("redis", redis_address, gauge, probe=redis_probe or client.ping, logger=log),
+        }
         self.consumer = Consumer(
             {
                 **kafka_config,
+                "error_cb": kafka.on_kafka_error,  # one line per outage, not librdkafka's
                 "group.id": cfg.group_id,
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
@@ -238,14 +264,16 @@ class OutcomeJoiner:
                 "session.timeout.ms": 10_000,
             }
         )
-        self.producer = Producer(
-            {
-                **kafka_config,
-                **PRODUCER_DEFAULTS,
-                "linger.ms": 5,
-                "transactional.id": f"{cfg.group_id}-{cfg.worker_id}",
-            }
-        )
+        self._producer_config = {
+            **kafka_config,
+            **PRODUCER_DEFAULTS,
+            "linger.ms": 5,
+            "error_cb": kafka.on_kafka_error,
+            "transactional.id": f"{cfg.group_id}-{cfg.worker_id}",
+        }
+        self.producer = Producer(self._producer_config)
+        self.txn_needs_init = False  # see stream.dependency.reset_transaction
+        self.retired: list[Producer] = []
         self.outputs = BatchOutputs(
             self,
             transactional=True,
@@ -261,24 +289,46 @@ class OutcomeJoiner:
         self._stopping = True
 
     def run(self) -> None:
-        self.producer.init_transactions(30)
+        stopping = lambda: self._stopping  # noqa: E731
+        call_with_retry(self.deps, lambda: self.producer.init_transactions(30), stopping)
         self.consumer.subscribe([self.topics.predictions, self.topics.labels])
         idle_since = time.monotonic()
         try:
             while not self._stopping:
                 msgs = [
-                    m for m in self.consumer.consume(self.cfg.batch_size, self.cfg.batch_timeout) if _ok(m)
+                    m
+                    for m in self.consumer.consume(self.cfg.batch_size, self.cfg.batch_timeout)
+                    if _ok(m, self.deps["kafka"])
                 ]
                 if not msgs:
-                    self._sweep(force=False)
+                    self._guarded(lambda _: self._sweep(force=False), [])
                     limit = self.cfg.exit_when_idle
                     if limit and time.monotonic() - idle_since > limit:
                         break
                     continue
                 idle_since = time.monotonic()
-                self.process(msgs)
+                self._guarded(self.process, msgs)
         finally:
             self.consumer.close()
+
+    def _reset_transaction(self) -> None:
+        reset_transaction(self, self._producer_config)
+
+    def _guarded(self, work: Callable[[list[Message]], None], msgs: list[Message]) -> None:
+        """Run `work`; on an outage, abort its transaction and wait the outage out (paused), then
+        rewind to `msgs` so they are joined again (`stream.dependency.wait_out`)."""
+        try:
+            work(msgs)
+        except Exception as exc:
+            name = redo_after(exc)
+            if name is None:
+                raise
+            self.deps[name].down(exc)
+            wait_out(self.consumer, self.deps, name, lambda: self._stopping, self._reset_transaction)
+            return
+        if msgs:
+            for dep in self.deps.values():
+                dep.recovered()
 
     # ---- one batch ------------------------------------------------------------------------
     def process(self, msgs: list[Message]) -> None:
@@ -525,13 +575,16 @@ class OutcomeJoiner:
         return f"{self.ns}:outcomes:{model}:{version}:~errors-cusum"
 
 
-def _ok(msg: Message) -> bool:
+def _ok(msg: Message, kafka: Dependency) -> bool:
     err = msg.error()
     if err is None:
         return True
     if err.fatal():
         raise KafkaException(err)
-    log.warning("consumer error: %s", err.str())
+    if kafka_error_is_outage(err):
+        kafka.down(err.str())  # one line per outage, not per reconnect attempt
+    else:
+        log.warning("consumer error: %s", err.str())
     return False
 
 

@@ -46,6 +46,7 @@ from detectors.alerts import DriftAlert
 from inference.metadata import Deployment
 from inference.retrain_policy import RetrainPolicy, RetrainState, RetrainTrigger
 from inference.rollout import RolloutDecision, RolloutPolicy, decide_rollout
+from stream.dependency import Dependency, dependency_gauge, outage_of
 from stream.outcomes import Outcome
 from stream.topics import Topics
 
@@ -116,6 +117,7 @@ def build_app(
     apply_decision: ApplyDecision,
     broker_settings: dict[str, Any] | None = None,
     metrics: CollectorRegistry | None = None,
+    redis_address: str = "redis",
 ) -> faust.App:
     owner = uuid.uuid4().hex[:12]  # this instance: a job marked running by another one is stale
     app = faust.App(
@@ -139,7 +141,25 @@ def build_app(
     async def blocking(fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
 
-    steps, decisions, failures = retrainer_metrics(metrics or CollectorRegistry())
+    metrics = metrics or CollectorRegistry()
+    steps, decisions, failures = retrainer_metrics(metrics)
+    # Kafka outages are aiokafka's to wait out; the registry calls wait out Redis's here.
+    redis_dep = Dependency("redis", redis_address, dependency_gauge(metrics), logger=log)
+
+    async def registry_call(fn: Callable[..., Any], *args: Any) -> Any:
+        """`fn(*args)` in a thread, retried with backoff while Redis is unreachable (an agent
+        that raised would stop consuming its topic for good)."""
+        while True:
+            try:
+                result = await blocking(fn, *args)
+            except Exception as exc:
+                if outage_of(exc) != "redis":
+                    raise
+                redis_dep.down(exc)
+                await asyncio.sleep(redis_dep.next_delay())
+                continue
+            redis_dep.recovered()
+            return result
 
     async def send(topic: Any, key: str, value: bytes) -> None:
         # One message that cannot be sent (too large, a broker error) is reported, never fatal.
@@ -167,7 +187,7 @@ def build_app(
             except ValidationError as exc:
                 log.warning("skipping an alert that does not parse: %s", exc.errors()[0]["msg"])
                 continue
-            dep: Deployment = await blocking(deployment, alert.model)
+            dep: Deployment = await registry_call(deployment, alert.model)
             if dep.production is None or dep.production.version != alert.version:
                 continue  # about a canary or a replaced version: not a reason to retrain production
             kind: Literal["critical", "warning"] = "critical" if alert.severity == "critical" else "warning"
@@ -186,7 +206,7 @@ def build_app(
                 log.warning("skipping a retrain trigger that does not parse: %s", exc.errors()[0]["msg"])
                 continue
             if t.kind != "manual":
-                dep: Deployment = await blocking(deployment, t.model)
+                dep: Deployment = await registry_call(deployment, t.model)
                 trial = dep.canary or dep.shadow
                 if trial is not None:  # a new job would replace it before it earned its verdict
                     reason = f"{trial.ref} is still on trial ({trial.stage}): no retrain until it is decided"
@@ -219,7 +239,7 @@ def build_app(
     async def current(model: str) -> Deployment:
         cached = deployments.get(model)
         if cached is None or time.monotonic() - cached[0] > 1.0:
-            cached = (time.monotonic(), await blocking(deployment, model))
+            cached = (time.monotonic(), await registry_call(deployment, model))
             deployments[model] = cached
         return cached[1]
 
@@ -279,7 +299,7 @@ def build_app(
         if canary is not None:
             decision = decide_rollout(config.rollout, st["cn"], st["ce"], st["pn"], st["pe"])
             if decision.action != "wait":
-                await blocking(apply_decision, model, canary, decision)
+                await registry_call(apply_decision, model, canary, decision)
                 deployments.pop(model, None)
                 await publish(
                     RetrainEvent(

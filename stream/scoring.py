@@ -24,6 +24,7 @@ from inference.encoding import encode_features
 from inference.metadata import Deployment, ModelVersion
 from inference.routing import route
 from inference.session import ModelSession
+from stream.dependency import Dependency, Name, outage_of
 from stream.offsets import end_offsets
 from stream.predictions import Arm
 
@@ -161,6 +162,31 @@ class ModelFollower:
         self.missing_gauge = missing_gauge
         if missing_gauge is not None:
             missing_gauge.labels(model).set(0)
+        self.last_poll = time.monotonic()  # the last successful read of the registry
+        self.deps: dict[Name, Dependency] = {}
+
+    def track(self, age: Gauge, deps: dict[Name, Dependency]) -> None:
+        """Export the time since the last successful poll on `age`; report outages to `deps`."""
+        age.set_function(lambda: time.monotonic() - self.last_poll)
+        self.deps = deps
+
+    def _failed(self, exc: BaseException) -> None:
+        """One line per outage (via its `Dependency`) or per distinct error, not one per poll."""
+        name = outage_of(exc)
+        if name is not None and name in self.deps:
+            self.deps[name].down(exc)
+            return
+        error = f"{type(exc).__name__}: {exc}"
+        if error != self.last_error:
+            log.error("cannot load deployment of %s: %s", self.model, error)
+        self.last_error = error
+
+    def _succeeded(self) -> None:
+        self.last_poll = time.monotonic()
+        self.last_error = None
+        dep = self.deps.get("redis")
+        if dep is not None:
+            dep.recovered()
 
     def build(self) -> Scorer | None:
         """Snapshot the registry's current deployment (None: no production version yet)."""
@@ -189,9 +215,9 @@ class ModelFollower:
             if d.production is not None and _signature(d) != self._current_signature:
                 scorer = self.build()
         except Exception as exc:  # keep serving the current deployment; say why, retry next poll
-            self.last_error = f"{type(exc).__name__}: {exc}"
-            log.error("cannot load deployment of %s: %s", self.model, self.last_error)
+            self._failed(exc)
             return
+        self._succeeded()
         self._generation = generation
         if scorer is not None:
             with self._lock:
@@ -234,6 +260,17 @@ class ModelFollower:
             self._thread.join(timeout=10)
 
     def _run(self) -> None:
+        """Follow until stopped: any Kafka or Redis error is retried with backoff, never fatal."""
+        backoff = Dependency("kafka", "", initial_delay=0.5, max_delay=10.0)  # delays only
+        while not self._stop.is_set():
+            try:
+                self._follow()
+                return
+            except Exception as exc:
+                self._failed(exc)
+                self._stop.wait(backoff.next_delay())
+
+    def _follow(self) -> None:
         consumer = Consumer(
             {
                 **self.consumer_config,
@@ -251,6 +288,7 @@ class ModelFollower:
             last_check = time.monotonic()
             while not self._stop.is_set():
                 msgs = consumer.consume(num_messages=100, timeout=0.2) if following else []
+                # Consumer errors (a broker away) are librdkafka's to retry; polls go on.
                 relevant = any(_is_about(m.value(), self.model) for m in msgs if m.error() is None)
                 if relevant or time.monotonic() - last_check > self.poll_interval:
                     self.refresh()
@@ -269,12 +307,28 @@ def _is_about(value: bytes | None, model: str) -> bool:
 
 
 def wait_for_scorer(
-    follower: ModelFollower, should_stop: Callable[[], bool], every: float = 1.0
+    follower: ModelFollower,
+    should_stop: Callable[[], bool],
+    every: float = 1.0,
+    deps: dict[Name, Dependency] | None = None,
 ) -> Scorer | None:
-    """Block until the model has a production version (or the worker is asked to stop)."""
+    """Block until the model has a production version (or the worker is asked to stop); while the
+    registry is unreachable, wait for it (saying so once, through its `Dependency`)."""
     announced = False
+    deps = deps or {}
     while not should_stop():
-        scorer = follower.build()
+        try:
+            scorer = follower.build()
+        except Exception as exc:
+            name = outage_of(exc)
+            if name is None or name not in deps:
+                raise
+            deps[name].down(exc)
+            time.sleep(deps[name].next_delay())
+            continue
+        for dep in deps.values():
+            if dep.name == "redis":
+                dep.recovered()
         if scorer is not None:
             follower.mark_current(scorer)
             return scorer

@@ -17,6 +17,14 @@ broker refuses (too large) is replaced by a smaller dead letter, never a crash l
 
 Swaps of the model deployment (promote, canary, shadow, rollback) happen between batches.
 SIGTERM/SIGINT finish the current batch, commit it and exit.
+
+Outages (`stream.dependency`): a batch whose work finds Redis or the broker unreachable is not
+committed; the worker pauses its partitions, waits for the dependency with backoff (one log line
+when it goes, one when it is back, ``driftline_dependency_up``), then rewinds and redoes the
+batch. A watchdog thread bounds a batch's time (``batch_deadline``): a batch still running after
+it (a call hung inside librdkafka, a transaction that cannot finish) makes the process log one
+line and exit with status 75 (`EXIT_STUCK`), so its supervisor restarts it; the restarted worker
+redoes the uncommitted batch from the last committed offsets.
 """
 
 from __future__ import annotations
@@ -26,8 +34,9 @@ import logging
 import os
 import signal
 import socket
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any, Protocol
@@ -38,6 +47,15 @@ from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPa
 
 from stream.dead_letter import DeadLetter
 from stream.decode import EventBatch, InputLimits, decode_batch
+from stream.dependency import (
+    Dependency,
+    Name,
+    call_with_retry,
+    kafka_error_is_outage,
+    redo_after,
+    reset_transaction,
+    wait_out,
+)
 from stream.drift import DriftStage
 from stream.input_gate import InputGate
 from stream.metrics import WorkerMetrics
@@ -48,6 +66,8 @@ from stream.scoring import ModelFollower, Scorer, wait_for_scorer
 from stream.topics import Topics
 
 log = logging.getLogger("driftline.worker")
+
+EXIT_STUCK = 75  # EX_TEMPFAIL: a batch outlived the watchdog's bound; restart me
 
 
 @dataclass
@@ -105,6 +125,8 @@ class WorkerConfig:
     # Stop after this many seconds without events, counted from the first partition assignment
     # (tests, batch jobs); a worker waiting for partitions keeps waiting.
     exit_when_idle: float | None = None
+    # The watchdog: a batch running longer than this (seconds; 0 = no watchdog) exits the process.
+    batch_deadline: float = 120.0
     consumer_overrides: dict[str, Any] = field(default_factory=dict)
     limits: InputLimits = field(default_factory=InputLimits)
 
@@ -141,6 +163,7 @@ class Worker:
         metrics: WorkerMetrics | None = None,
         drift: DriftStage | None = None,
         inputs: InputGate | None = None,
+        redis: Dependency | None = None,
     ) -> None:
         self.cfg = cfg
         self.topics = topics
@@ -150,9 +173,16 @@ class Worker:
         self.drift = drift
         self.inputs = inputs or InputGate(self.metrics.registry, cfg.worker_id)
         self._stopping = False
+        self.kafka = Dependency(
+            "kafka",
+            str(kafka_config.get("bootstrap.servers")),
+            self.metrics.dependency_up,
+            probe=lambda: self.consumer.list_topics(self.topics.events, timeout=2),
+        )
         self.consumer = Consumer(
             {
                 **kafka_config,
+                "error_cb": self.kafka.on_kafka_error,  # one line per outage, not librdkafka's
                 "group.id": cfg.group_id,
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
@@ -165,9 +195,15 @@ class Worker:
                 **cfg.consumer_overrides,
             }
         )
-        producer_config = {**kafka_config, **PRODUCER_DEFAULTS, "linger.ms": 5}
+        producer_config = {
+            **kafka_config,
+            **PRODUCER_DEFAULTS,
+            "linger.ms": 5,
+            "error_cb": self.kafka.on_kafka_error,
+        }
         if cfg.exactly_once:
             producer_config["transactional.id"] = f"{cfg.group_id}-{cfg.worker_id}"
+        self._producer_config = producer_config
         self.producer = Producer(producer_config)
         self.outputs = BatchOutputs(
             self,
@@ -179,6 +215,8 @@ class Worker:
             stopping=lambda: self._stopping,
             keep=cfg.limits.dead_letter_keep_bytes,
         )
+        self.txn_needs_init = False  # see stream.dependency.reset_transaction
+        self.retired: list[Producer] = []
         self.scorer: Scorer | None = None
         self._last_lag_update = 0.0
         self._idle_since = time.monotonic()
@@ -186,6 +224,14 @@ class Worker:
         # consumer, from other threads: the consumer is used by the worker thread only.
         self.assigned: set[int] = set()
         self._ever_assigned = False
+        self.deps: dict[Name, Dependency] = {"kafka": self.kafka}
+        if redis is not None:
+            self.deps["redis"] = redis
+        self._next_probe = 0.0
+        self._batch_started: float | None = None  # monotonic; read by the watchdog thread
+        # What the watchdog does with a stuck batch (tests replace it).
+        self.on_stuck: Callable[[float, float], None] = _exit_stuck
+        follower.track(self.metrics.follower_poll_age, self.deps)
 
     # ---- lifecycle ------------------------------------------------------------------------
     def stop(self, *_: object) -> None:
@@ -200,17 +246,20 @@ class Worker:
         signal.signal(signal.SIGINT, handler)
 
     def run(self) -> None:
-        self.scorer = wait_for_scorer(self.follower, lambda: self._stopping)
+        self.scorer = wait_for_scorer(self.follower, lambda: self._stopping, deps=self.deps)
         if self.scorer is None:
             return
         self._show_models(self.scorer)
         self.follower.start()
+        stopping = lambda: self._stopping  # noqa: E731
         if self.cfg.exactly_once:
-            self.producer.init_transactions(30)
+            call_with_retry(self.deps, lambda: self.producer.init_transactions(30), stopping)
         self.consumer.subscribe([self.topics.events], on_revoke=self._on_revoke, on_assign=self._on_assign)
         if self.drift is not None:
-            self.drift.set_partitions(self._topic_partitions())
+            drift = self.drift
+            call_with_retry(self.deps, lambda: drift.set_partitions(self._topic_partitions()), stopping)
         self._idle_since = time.monotonic()
+        self._start_watchdog()
         try:
             while not self._stopping:
                 # Swap deployments only between batches.
@@ -223,14 +272,17 @@ class Worker:
                 msgs = self.consumer.consume(num_messages=self.cfg.batch_size, timeout=self.cfg.batch_timeout)
                 msgs = [m for m in msgs if not self._is_error(m)]
                 if not msgs:
+                    self._probe_kafka()
                     self._update_lag()
                     if self._idle_too_long():
                         break
                     continue
+                self.kafka.recovered()
                 self._idle_since = time.monotonic()
-                self.process(msgs)
+                self._batch(msgs)
                 self._update_lag()
         finally:
+            self._stopping = True  # also stops the watchdog
             self.follower.stop()
             self.consumer.close()  # leaves the group now, so partitions move at once
             self.producer.flush(10)
@@ -238,6 +290,66 @@ class Worker:
     def _idle_too_long(self) -> bool:
         limit = self.cfg.exit_when_idle
         return bool(limit) and self._ever_assigned and time.monotonic() - self._idle_since > (limit or 0)
+
+    # ---- outages and the watchdog ---------------------------------------------------------
+    def _batch(self, msgs: list[Message]) -> None:
+        """`process` one batch under the watchdog; an outage inside it is waited out, then the
+        batch is redone (it is not committed, and every output of a redo is idempotent)."""
+        self._batch_started = time.monotonic()
+        try:
+            self.process(msgs)
+        except Exception as exc:
+            name = redo_after(exc)
+            if name is None or name not in self.deps:
+                raise
+            self._batch_started = None
+            self._wait_out(self.deps[name], exc)
+            return
+        finally:
+            self._batch_started = None
+        self.metrics.batch_completed()
+        self.kafka.recovered()
+
+    def _wait_out(self, dep: Dependency, exc: BaseException) -> None:
+        dep.down(exc)
+        self.metrics.outage_waits.labels(dep.name).inc()
+        if self.drift is not None:
+            self.drift.rewound()  # the redo publishes the windows this batch closed
+        # Once the dependency is back, the watchdog bounds the recovery (ending the transaction,
+        # reading the committed offsets) as it bounds a batch.
+        wait_out(self.consumer, self.deps, dep.name, lambda: self._stopping, self._settle)
+        self._batch_started = None
+
+    def _settle(self) -> None:
+        if self._batch_started is None:
+            self._batch_started = time.monotonic()
+        if self.cfg.exactly_once:
+            self._reset_transaction()
+
+    def _reset_transaction(self) -> None:
+        reset_transaction(self, self._producer_config)
+
+    def _probe_kafka(self) -> None:
+        """While the broker is marked down and nothing arrives, probe it now and then."""
+        if self.kafka.up or time.monotonic() < self._next_probe:
+            return
+        if not self.kafka.check():
+            self._next_probe = time.monotonic() + self.kafka.next_delay()
+
+    def _start_watchdog(self) -> None:
+        bound = self.cfg.batch_deadline
+        if bound <= 0:
+            return
+
+        def watch() -> None:
+            while not self._stopping:
+                started = self._batch_started
+                if started is not None and time.monotonic() - started > bound:
+                    self.on_stuck(time.monotonic() - started, bound)
+                    return
+                time.sleep(min(1.0, bound / 10))
+
+        threading.Thread(target=watch, name="batch-watchdog", daemon=True).start()
 
     # ---- one batch ------------------------------------------------------------------------
     def process(self, msgs: list[Message]) -> None:
@@ -364,7 +476,10 @@ class Worker:
             return False
         if err.fatal():
             raise KafkaException(err)
-        log.warning("consumer error: %s", err.str())
+        if kafka_error_is_outage(err):
+            self.kafka.down(err.str())  # one line per outage, not one per reconnect attempt
+        else:
+            log.warning("consumer error: %s", err.str())
         return True
 
     def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -396,12 +511,33 @@ class Worker:
         if now - self._last_lag_update < 1.0:
             return
         self._last_lag_update = now
-        for tp in self.consumer.position(self.consumer.assignment()):
-            _, high = self.consumer.get_watermark_offsets(tp, cached=True)
-            if tp.offset >= 0 and high >= 0:
-                self.metrics.consumer_lag.labels(str(tp.partition)).set(max(high - tp.offset, 0))
+        try:
+            positions = self.consumer.position(self.consumer.assignment())
+            for tp in positions:
+                _, high = self.consumer.get_watermark_offsets(tp, cached=True)
+                if tp.offset >= 0 and high >= 0:
+                    self.metrics.consumer_lag.labels(str(tp.partition)).set(max(high - tp.offset, 0))
+        except KafkaException as exc:  # lag is a metric: an outage must not stop the loop for it
+            log.debug("consumer lag not updated: %s", exc)
 
     def _show_models(self, scorer: Scorer) -> None:
         self.metrics.model_info.clear()
         for meta, stage in scorer.versions():
             self.metrics.model_info.labels(meta.name, str(meta.version), stage).set(1)
+
+
+def _exit_stuck(elapsed: float, bound: float) -> None:
+    """The watchdog's verdict: say why in one line, then exit for the supervisor to restart us.
+
+    ``os._exit``: the stuck thread may hold librdkafka locks, so no clean shutdown is attempted;
+    nothing uncommitted is lost (it is redone from the last committed offsets).
+    """
+    log.critical(
+        "a batch has been running for %.0f s (batch_deadline %.0f s): stuck; exiting with status %d "
+        "so the supervisor restarts the worker (the batch is redone from the last commit)",
+        elapsed,
+        bound,
+        EXIT_STUCK,
+    )
+    logging.shutdown()
+    os._exit(EXIT_STUCK)

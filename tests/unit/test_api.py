@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+import redis
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 
@@ -411,3 +412,22 @@ def test_openapi_docs(api: Api) -> None:
     assert api.client.get("/docs").status_code == 200
     paths = api.client.get("/openapi.json").json()["paths"]
     assert {"/predict", "/features/{entity_id}", "/models", "/drift", "/alerts", "/readyz"} <= set(paths)
+
+
+def test_redis_down_is_503_with_retry_after(trained: TrainedModel, monkeypatch: pytest.MonkeyPatch) -> None:
+    made = make_api(trained, checks={"redis": lambda: True, "kafka": lambda: True})
+
+    def refused(_entity_id: str) -> None:
+        raise redis.ConnectionError("Connection refused")
+
+    monkeypatch.setattr(FakeFeatures, "describe", lambda _self, e: refused(e))
+    resp = made.client.get("/features/card-1")
+    assert_error(resp, 503, "unavailable")
+    assert resp.headers["Retry-After"] == "5"
+
+    def down() -> bool:
+        raise redis.ConnectionError("Connection refused")
+
+    unready = make_api(trained, checks={"redis": down, "kafka": lambda: True}).client.get("/readyz")
+    assert_error(unready, 503, "not_ready")
+    assert unready.headers["Retry-After"] == "5"

@@ -1,0 +1,289 @@
+"""Chaos: broker and Redis outages while the pipeline streams, on a private stack.
+
+Each test streams `EVENTS` valid synthetic events (feature store `fraud` view and drift detectors
+on), injects the fault mid-stream, and then checks that every event has a prediction (exactly one
+under ``--exactly-once``, read_committed), that every entity's online ``count_24h`` equals its
+number of events, and that the processes are alive and recovered by themselves.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from stream.topics import Topics
+from stream.worker import EXIT_STUCK
+from tests.helpers import consume_all
+from tests.integration.chaos_support import (
+    EVENTS,
+    BackgroundStream,
+    assert_counts_exact,
+    assert_scored,
+    private_stack,
+    spawn_cli,
+)
+from tests.integration.loop_support import RunningJoiner, spawn_retrainer, stop_process
+from tests.integration.worker_support import RunningWorker, start_worker, wait_until
+from tests.private_stack import PrivateStack, free_port
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+# The outcome joiner (always transactional) can stall after a broker restart: in 2 of 3 runs
+# 15,000-16,000 of 20,000 outcomes were missing, while the worker scored every event (exactly once
+# under --exactly-once) with exact counts. It has no watchdog yet. Not strict: it passed once.
+JOINER_STALL = pytest.mark.xfail(
+    reason="known gap: the outcome joiner's transactional recovery after a broker restart can stall",
+    strict=False,
+)
+
+
+def _sample(w: RunningWorker, name: str, **labels: str) -> float | None:
+    return w.worker.metrics.registry.get_sample_value(name, labels)
+
+
+def _consumed(w: RunningWorker) -> float:
+    return _sample(w, "driftline_events_consumed_total") or 0.0
+
+
+def _watch_stuck(w: RunningWorker) -> list[float]:
+    """Record the watchdog's verdicts instead of exiting the test process."""
+    stuck: list[float] = []
+    w.worker.on_stuck = lambda elapsed, _bound: stuck.append(elapsed)
+    return stuck
+
+
+def _assert_outcomes(s: Any, served: Any) -> None:
+    """The joiner joined every event's served prediction to its label (ids de-duplicate)."""
+    outcomes = consume_all(s, Topics(s.topic_prefix).outcomes, len(served), timeout=120)
+    joined = {r.json()["event_id"] for r in outcomes if r.json()["served"]}
+    assert joined == set(served), f"{len(set(served) - joined)} events without an outcome"
+
+
+def test_worker_pauses_while_redis_is_unreachable_for_30s(tmp_path: Path) -> None:
+    with private_stack(tmp_path) as ps:
+        s = ps.settings
+        w = start_worker(s)
+        stuck = _watch_stuck(w)
+        stream = BackgroundStream(s)
+        wait_until(lambda: _consumed(w) > 3000, timeout=120)
+        assert _sample(w, "driftline_dependency_up", dependency="redis") == 1
+
+        ps.stop_redis()
+        wait_until(lambda: _sample(w, "driftline_dependency_up", dependency="redis") == 0, timeout=60)
+        completed = _sample(w, "driftline_last_batch_completed_timestamp")
+        time.sleep(30)  # the outage itself, not a wait for a result
+        assert w.thread.is_alive() and not w.errors, w.errors
+        assert _sample(w, "driftline_dependency_up", dependency="redis") == 0
+        # Paused: no batch was committed while Redis was away.
+        assert _sample(w, "driftline_last_batch_completed_timestamp") == completed
+        assert (_sample(w, "driftline_outage_waits_total", dependency="redis") or 0) >= 1
+
+        ps.start_redis()
+        wait_until(lambda: _sample(w, "driftline_dependency_up", dependency="redis") == 1, timeout=120)
+        stream.join()
+        served = assert_scored(s, EVENTS, exactly_once=False)
+        assert_counts_exact(s, served)
+        assert w.thread.is_alive() and not stuck
+        w.stop()
+
+
+def _restart_while_streaming(
+    ps: PrivateStack, dependency: str, tmp_path: Path, exactly_once: bool = False, retrainer: bool = False
+) -> None:
+    """A worker and a joiner (threads; and a retrainer process) stream while `dependency` is
+    stopped mid-stream and started again; then every check of the module docstring."""
+    s = ps.settings
+    stop, start = (
+        (ps.stop_redis, ps.start_redis) if dependency == "redis" else (ps.stop_kafka, ps.start_kafka)
+    )
+    log = tmp_path / "retrainer.log"
+    w = start_worker(s, exactly_once=exactly_once)
+    stuck = _watch_stuck(w)
+    joiner = RunningJoiner(s)
+    trainer = spawn_retrainer(s, log) if retrainer else None
+    up = lambda: _sample(w, "driftline_dependency_up", dependency=dependency)  # noqa: E731
+    try:
+        stream = BackgroundStream(s)
+        wait_until(lambda: _consumed(w) > 5000, timeout=120)
+        stop()
+        wait_until(lambda: up() == 0, timeout=60)
+        start()
+        stream.join()
+        served = assert_scored(s, EVENTS, exactly_once=exactly_once)
+        assert_counts_exact(s, served)
+        _assert_outcomes(s, served)
+        assert w.thread.is_alive() and joiner.thread.is_alive() and not stuck
+        wait_until(lambda: up() == 1, timeout=60)
+        if trainer is not None:
+            assert trainer.poll() is None, log.read_text()[-3000:]
+    finally:
+        if trainer is not None:
+            stop_process(trainer)
+        joiner.stop()
+        w.stop()
+
+
+def test_redis_restart_under_worker_joiner_and_retrainer(tmp_path: Path) -> None:
+    with private_stack(tmp_path) as ps:
+        _restart_while_streaming(ps, "redis", tmp_path, retrainer=True)
+
+
+@JOINER_STALL
+def test_broker_restart_under_worker_and_joiner_at_least_once(tmp_path: Path) -> None:
+    with private_stack(tmp_path) as ps:
+        _restart_while_streaming(ps, "kafka", tmp_path)
+
+
+@JOINER_STALL
+def test_broker_restart_under_worker_and_joiner_exactly_once(tmp_path: Path) -> None:
+    """The worker as a supervised `driftline worker --exactly-once` process (its watchdog may exit
+    it with status 75, as in production), the joiner in a thread."""
+    with private_stack(tmp_path) as ps:
+        s = ps.settings
+        log = tmp_path / "worker.log"
+        sup = Supervisor(ps, log)
+        joiner = RunningJoiner(s)
+        try:
+            stream = BackgroundStream(s)
+            wait_until(lambda: (sup.metric("driftline_events_consumed_total") or 0) > 5000, timeout=180)
+            ps.stop_kafka()
+            ps.start_kafka()
+            stream.join()
+            served = assert_scored(s, EVENTS, exactly_once=True)
+            assert_counts_exact(s, served)
+            _assert_outcomes(s, served)
+            assert sup.proc.poll() is None and joiner.thread.is_alive()
+            assert all(rc == EXIT_STUCK for rc in sup.exits), (sup.exits, _log_tail(log))
+            wait_until(lambda: sup.metric("driftline_dependency_up", dependency="kafka") == 1, timeout=60)
+        finally:
+            joiner.stop()
+            sup.stop()
+
+
+def _log_tail(log: Path) -> str:
+    """The end of a worker's log without librdkafka's own lines."""
+    return "\n".join(line for line in log.read_text().splitlines() if not line.startswith("%"))[-4000:]
+
+
+# ---- two broker restarts under --exactly-once, the worker a supervised process ------------------
+
+DEADLINE = 20.0  # the worker's batch_deadline_seconds in this test
+RESUME_BOUND = DEADLINE + 60  # README "Failure modes": scoring resumes within deadline + 60 s
+
+
+class Supervisor:
+    """Runs `driftline worker --exactly-once` and restarts it whenever it exits (as systemd or
+    Kubernetes would); records the exit statuses."""
+
+    def __init__(self, ps: PrivateStack, log: Path) -> None:
+        self.s = ps.settings.model_copy(update={"batch_deadline_seconds": DEADLINE})
+        self.log, self.port = log, free_port()
+        self.exits: list[int] = []
+        self._stop = threading.Event()
+        self.proc = self._spawn()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _spawn(self) -> Any:
+        # A stable --worker-id: a restart fences the old transactional producer at once.
+        args = ["worker", "--exactly-once", "--worker-id", "w1", "--metrics-port", str(self.port)]
+        return spawn_cli(self.s, self.log, *args)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            rc = self.proc.poll()
+            if rc is not None and not self._stop.is_set():
+                self.exits.append(rc)
+                self.proc = self._spawn()
+            time.sleep(0.2)
+
+    def metric(self, name: str, **labels: str) -> float | None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=2) as r:
+                text = r.read().decode()
+        except OSError:
+            return None  # restarting
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                    return float(sample.value)
+        return None
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.thread.join(10)
+        stop_process(self.proc)
+
+
+def test_two_broker_restarts_exactly_once_resume_within_bound(tmp_path: Path) -> None:
+    with private_stack(tmp_path) as ps:
+        s = ps.settings
+        log = tmp_path / "worker.log"
+        sup = Supervisor(ps, log)
+        try:
+            stream = BackgroundStream(s, rate=700)
+            wait_until(lambda: (sup.metric("driftline_events_consumed_total") or 0) > 3000, timeout=180)
+            ps.stop_kafka()
+            ps.start_kafka()
+            time.sleep(15)  # the second restart 15 s after the first, as in the report
+            ps.stop_kafka()
+            ps.start_kafka()
+            back = time.time()
+
+            def scoring_again() -> bool:
+                return (sup.metric("driftline_last_batch_completed_timestamp") or 0) > back
+
+            try:
+                wait_until(scoring_again, timeout=RESUME_BOUND)
+            except AssertionError:
+                why = f"no batch within {RESUME_BOUND} s, exits {sup.exits}:\n{_log_tail(log)}"
+                raise AssertionError(why) from None
+            stream.join()
+            served = assert_scored(s, EVENTS, exactly_once=True)
+            assert_counts_exact(s, served)
+            assert sup.proc.poll() is None, log.read_text()[-3000:]
+            # Any exit was the watchdog's (status 75 + its line), never a crash.
+            assert all(rc == EXIT_STUCK for rc in sup.exits), (sup.exits, log.read_text()[-3000:])
+        finally:
+            sup.stop()
+        text = log.read_text()
+        assert "Traceback" not in text, text[-3000:]
+        # One line per state change (a reconnect may flap once or twice), never one per retry.
+        assert text.count("kafka at ") <= 12 * (1 + len(sup.exits)), _log_tail(log)
+
+
+def test_watchdog_exits_a_worker_whose_batch_is_stuck(tmp_path: Path) -> None:
+    """A broker frozen (SIGSTOP: connections open, no answers) in the middle of exactly-once
+    batches: the batch cannot finish; the watchdog exits the worker with status 75, and the
+    restarted worker scores every event exactly once after the broker thaws."""
+    import os
+    import signal
+
+    with private_stack(tmp_path) as ps:
+        s = ps.settings
+        log = tmp_path / "worker.log"
+        sup = Supervisor(ps, log)
+        pid = ps.stack.kafka_pid()
+        assert pid is not None
+        try:
+            stream = BackgroundStream(s, rate=700)
+            wait_until(lambda: (sup.metric("driftline_events_consumed_total") or 0) > 3000, timeout=180)
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                wait_until(lambda: bool(sup.exits), timeout=DEADLINE + 60)
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            assert sup.exits == [EXIT_STUCK], sup.exits
+            assert "stuck; exiting with status 75" in log.read_text()
+            stream.join()
+            served = assert_scored(s, EVENTS, exactly_once=True)
+            assert_counts_exact(s, served)
+            assert sup.proc.poll() is None
+        finally:
+            sup.stop()
