@@ -268,20 +268,25 @@ def test_watchdog_exits_a_worker_whose_batch_is_stuck(tmp_path: Path) -> None:
     with private_stack(tmp_path) as ps:
         s = ps.settings
         log = tmp_path / "worker.log"
-        sup = Supervisor(ps, log)
         pid = ps.stack.kafka_pid()
         assert pid is not None
+        # The whole stream is in the topic before the worker starts, so when the broker freezes
+        # the worker still has fetched events queued locally: it is inside a batch whose
+        # transaction cannot finish (a worker that had caught up would just wait, correctly).
+        stream = BackgroundStream(s, rate=0)
+        stream.join()
+        sup = Supervisor(ps, log)
         try:
-            stream = BackgroundStream(s, rate=700)
-            wait_until(lambda: (sup.metric("driftline_events_consumed_total") or 0) > 3000, timeout=180)
+            wait_until(lambda: (sup.metric("driftline_events_consumed_total") or 0) > 1000, timeout=180)
             os.kill(pid, signal.SIGSTOP)
+            consumed = sup.metric("driftline_events_consumed_total") or 0
+            assert consumed < EVENTS, "the worker finished before the broker froze: nothing was in flight"
             try:
                 wait_until(lambda: bool(sup.exits), timeout=DEADLINE + 60)
             finally:
                 os.kill(pid, signal.SIGCONT)
             assert sup.exits == [EXIT_STUCK], sup.exits
             assert "stuck; exiting with status 75" in log.read_text()
-            stream.join()
             served = assert_scored(s, EVENTS, exactly_once=True)
             assert_counts_exact(s, served)
             assert sup.proc.poll() is None
