@@ -17,6 +17,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from stream.dependency import dependency_gauge
+from stream.outputs import output_counters
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 LAG_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 86400)
@@ -119,17 +120,7 @@ class WorkerMetrics:
             ["model"],
             registry=r,
         )
-        self.retries = Counter(
-            "driftline_batch_retries",
-            "Failed attempts at making a batch's outputs durable (each one redone once)",
-            registry=r,
-        )
-        self.outputs_refused = Counter(
-            "driftline_outputs_refused",
-            "Outputs refused as too large: replaced by a smaller dead letter, or dropped",
-            ["topic", "action"],
-            registry=r,
-        )
+        self.retries, self.outputs_refused = output_counters(r)
         self.last_batch = Gauge(
             "driftline_last_batch_completed_timestamp",
             "Wall-clock time (epoch s) the last batch was committed (start-up time before the first)",

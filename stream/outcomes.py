@@ -69,7 +69,7 @@ from stream.dependency import (
 )
 from stream.events import LabelEvent
 from stream.offsets import first_offsets, next_offsets
-from stream.outputs import BatchOutputs, GaveUp, Output
+from stream.outputs import BatchOutputs, GaveUp, Output, output_counters
 from stream.predictions import Arm, Prediction
 from stream.producer import PRODUCER_DEFAULTS
 from stream.topics import Topics
@@ -188,17 +188,7 @@ class OutcomeMetrics:
             ["severity", "detector"],
             registry=r,
         )
-        self.retries = Counter(
-            "driftline_batch_retries",
-            "Failed attempts at making a batch's outputs durable (each one redone once)",
-            registry=r,
-        )
-        self.outputs_refused = Counter(
-            "driftline_outputs_refused",
-            "Outputs refused as too large: replaced by a smaller dead letter, or dropped",
-            ["topic", "action"],
-            registry=r,
-        )
+        self.retries, self.outputs_refused = output_counters(r)
         self.dependency_up = dependency_gauge(r)
 
 

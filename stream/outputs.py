@@ -32,7 +32,7 @@ from functools import partial
 from typing import Protocol
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
-from prometheus_client import Counter
+from prometheus_client import CollectorRegistry, Counter
 
 from stream.dead_letter import DeadLetter
 
@@ -62,6 +62,23 @@ class _Attempt:
     failed: list[Output] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     refused_at_produce: bool = False  # not even queued: a transaction would commit without it
+
+
+def output_counters(registry: CollectorRegistry) -> tuple[Counter, Counter]:
+    """The counters a `BatchOutputs` keeps: failed attempts at a batch's outputs, and outputs
+    refused as too large (by topic and what was done instead)."""
+    retries = Counter(
+        "driftline_batch_retries",
+        "Failed attempts at making a batch's outputs durable (each one redone once)",
+        registry=registry,
+    )
+    refused = Counter(
+        "driftline_outputs_refused",
+        "Outputs refused as too large: replaced by a smaller dead letter, or dropped",
+        ["topic", "action"],
+        registry=registry,
+    )
+    return retries, refused
 
 
 class KafkaClients(Protocol):
