@@ -290,3 +290,39 @@ def test_watchdog_exits_a_worker_whose_batch_is_stuck(tmp_path: Path) -> None:
             assert sup.proc.poll() is None
         finally:
             sup.stop()
+
+
+def test_watchdog_exits_a_joiner_whose_batch_is_stuck(tmp_path: Path) -> None:
+    """The same frozen broker under `driftline outcomes` (supervised, as the worker): its batch
+    cannot commit; its watchdog exits it with status 75, and the restarted joiner joins every
+    event's prediction to its label after the broker thaws."""
+    import os
+    import signal
+
+    with private_stack(tmp_path) as ps:
+        s = ps.settings
+        log, joiner_log = tmp_path / "worker.log", tmp_path / "joiner.log"
+        sup = Supervisor(ps, log)
+        joiner = Supervisor(ps, joiner_log, JOINER)
+        pid = ps.stack.kafka_pid()
+        assert pid is not None
+        try:
+            stream = BackgroundStream(s, rate=700)
+            wait_until(lambda: (joiner.metric("driftline_outcomes_total") or 0) > 2000, timeout=180)
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                wait_until(lambda: bool(joiner.exits), timeout=DEADLINE + 60)
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            assert joiner.exits == [EXIT_STUCK], (joiner.exits, _log_tail(joiner_log))
+            assert "stuck; exiting with status 75 so the supervisor restarts the outcome joiner" in (
+                joiner_log.read_text()
+            )
+            stream.join()
+            served = assert_scored(s, EVENTS, exactly_once=True)
+            _assert_outcomes(s, served, joiner_log)
+            assert sup.alive(), (sup.exits, _log_tail(log))
+            assert joiner.alive(), (joiner.exits, _log_tail(joiner_log))
+        finally:
+            joiner.stop()
+            sup.stop()
