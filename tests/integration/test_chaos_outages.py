@@ -8,6 +8,8 @@ number of events, and that the processes are alive and recovered by themselves.
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 import urllib.request
@@ -261,27 +263,29 @@ def test_two_broker_restarts_exactly_once_resume_within_bound(tmp_path: Path) ->
         assert text.count("kafka at ") <= 12 * (1 + len(sup.exits)), _log_tail(log)
 
 
+def _freeze_broker_until_exit(ps: PrivateStack, sup: Supervisor) -> None:
+    """SIGSTOP the broker (connections stay open, nothing answers) until `sup`'s process exits."""
+    pid = ps.stack.kafka_pid()
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        wait_until(lambda: bool(sup.exits), timeout=DEADLINE + 60)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
 def test_watchdog_exits_a_worker_whose_batch_is_stuck(tmp_path: Path) -> None:
     """A broker frozen (SIGSTOP: connections open, no answers) in the middle of exactly-once
     batches: the batch cannot finish; the watchdog exits the worker with status 75, and the
     restarted worker scores every event exactly once after the broker thaws."""
-    import os
-    import signal
-
     with private_stack(tmp_path) as ps:
         s = ps.settings
         log = tmp_path / "worker.log"
         sup = Supervisor(ps, log)
-        pid = ps.stack.kafka_pid()
-        assert pid is not None
         try:
             stream = BackgroundStream(s, rate=700)
             wait_until(lambda: (sup.metric("driftline_events_consumed_total") or 0) > 3000, timeout=180)
-            os.kill(pid, signal.SIGSTOP)
-            try:
-                wait_until(lambda: bool(sup.exits), timeout=DEADLINE + 60)
-            finally:
-                os.kill(pid, signal.SIGCONT)
+            _freeze_broker_until_exit(ps, sup)
             assert sup.exits == [EXIT_STUCK], sup.exits
             assert "stuck; exiting with status 75" in log.read_text()
             stream.join()
@@ -296,24 +300,15 @@ def test_watchdog_exits_a_joiner_whose_batch_is_stuck(tmp_path: Path) -> None:
     """The same frozen broker under `driftline outcomes` (supervised, as the worker): its batch
     cannot commit; its watchdog exits it with status 75, and the restarted joiner joins every
     event's prediction to its label after the broker thaws."""
-    import os
-    import signal
-
     with private_stack(tmp_path) as ps:
         s = ps.settings
         log, joiner_log = tmp_path / "worker.log", tmp_path / "joiner.log"
         sup = Supervisor(ps, log)
         joiner = Supervisor(ps, joiner_log, JOINER)
-        pid = ps.stack.kafka_pid()
-        assert pid is not None
         try:
             stream = BackgroundStream(s, rate=700)
             wait_until(lambda: (joiner.metric("driftline_outcomes_total") or 0) > 2000, timeout=180)
-            os.kill(pid, signal.SIGSTOP)
-            try:
-                wait_until(lambda: bool(joiner.exits), timeout=DEADLINE + 60)
-            finally:
-                os.kill(pid, signal.SIGCONT)
+            _freeze_broker_until_exit(ps, joiner)
             assert joiner.exits == [EXIT_STUCK], (joiner.exits, _log_tail(joiner_log))
             assert "stuck; exiting with status 75 so the supervisor restarts the outcome joiner" in (
                 joiner_log.read_text()
