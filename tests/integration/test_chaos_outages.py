@@ -91,8 +91,8 @@ def test_worker_pauses_while_redis_is_unreachable_for_30s(tmp_path: Path) -> Non
 def _restart_while_streaming(
     ps: PrivateStack, dependency: str, tmp_path: Path, exactly_once: bool = False, retrainer: bool = False
 ) -> None:
-    """A worker (a thread), a joiner and a retrainer (processes) stream while `dependency` is
-    stopped mid-stream and started again; then every check of the module docstring.
+    """A worker (a thread), a joiner and optionally a retrainer (a process) stream while
+    `dependency` is stopped mid-stream and started again; then every check of the module docstring.
 
     Through a broker restart the joiner runs supervised (`driftline outcomes`, restarted when it
     exits): librdkafka's ``send_offsets_to_transaction`` can block past its timeout once the group
