@@ -41,6 +41,7 @@ def build_joiner(
         group_id=f"{s.topic_prefix}-outcomes",
         label_wait_seconds=s.label_wait_seconds,
         cooldown_seconds=s.drift_cooldown_seconds,
+        batch_deadline=s.batch_deadline_seconds,
     )
     probe = redis_probe(s)
     return OutcomeJoiner(

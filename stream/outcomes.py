@@ -25,6 +25,11 @@ joining the batch again. The error-rate detector is checkpointed before each com
 re-read after a crash between the two is fed to it twice, which can only make a change look
 longer.
 
+Outages are waited out as in the worker (`stream.dependency`), and the same watchdog
+(`stream.watchdog`, ``batch_deadline``) exits the process with status 75 when a batch or its
+recovery outlives the bound - after a broker restart librdkafka's ``send_offsets_to_transaction``
+can block past its timeout (confluentinc/librdkafka#5456), which no in-process retry gets out of.
+
 Served outcomes of each model version feed an error-rate detector (ADWIN on the 0/1 error
 stream: concept drift) and a Bernoulli CUSUM (`detectors.cusum.ErrorCusum`, pre-change rate =
 the holdout's error rate) whose alerts go through the same shared policy as the worker's drift
@@ -73,6 +78,7 @@ from stream.outputs import BatchOutputs, GaveUp, Output, output_counters
 from stream.predictions import Arm, Prediction
 from stream.producer import PRODUCER_DEFAULTS
 from stream.topics import Topics
+from stream.watchdog import Watchdog, exit_stuck
 
 log = logging.getLogger("driftline.outcomes")
 
@@ -143,6 +149,9 @@ class JoinConfig:
     cooldown_seconds: float = 3600.0  # the shared alert policy's (as in the worker)
     worker_id: str = "outcomes"
     exit_when_idle: float | None = None
+    # The watchdog (stream.watchdog): a batch or recovery longer than this (seconds; 0 = none)
+    # exits the process with status 75 for its supervisor to restart it.
+    batch_deadline: float = 120.0
 
 
 class OutcomeMetrics:
@@ -275,6 +284,9 @@ class OutcomeJoiner:
             keep=DEFAULT_KEEP_BYTES,
         )
 
+        # Bounds each batch and recovery (tests may replace its on_stuck, which exits the process).
+        self.watchdog = Watchdog(cfg.batch_deadline, lambda: self._stopping, exit_stuck("outcome joiner"))
+
     def stop(self, *_: object) -> None:
         self._stopping = True
 
@@ -283,6 +295,7 @@ class OutcomeJoiner:
         call_with_retry(self.deps, lambda: self.producer.init_transactions(30), stopping)
         self.consumer.subscribe([self.topics.predictions, self.topics.labels])
         idle_since = time.monotonic()
+        self.watchdog.start()
         try:
             while not self._stopping:
                 msgs = [
@@ -299,23 +312,31 @@ class OutcomeJoiner:
                 idle_since = time.monotonic()
                 self._guarded(self.process, msgs)
         finally:
+            self._stopping = True  # also stops the watchdog
             self.consumer.close()
 
-    def _reset_transaction(self) -> None:
+    def _settle(self) -> None:
+        """After an outage: the watchdog bounds ending the transaction, as it bounds a batch."""
+        self.watchdog.begin_if_idle()
         reset_transaction(self, self._producer_config)
 
     def _guarded(self, work: Callable[[list[Message]], None], msgs: list[Message]) -> None:
         """Run `work`; on an outage, abort its transaction and wait the outage out (paused), then
-        rewind to `msgs` so they are joined again (`stream.dependency.wait_out`)."""
+        rewind to `msgs` so they are joined again (`stream.dependency.wait_out`). The watchdog
+        bounds the work and the recovery, not the wait for the dependency itself."""
+        self.watchdog.begin()
         try:
             work(msgs)
         except Exception as exc:
             name = redo_after(exc)
             if name is None:
                 raise
+            self.watchdog.end()
             self.deps[name].down(exc)
-            wait_out(self.consumer, self.deps, name, lambda: self._stopping, self._reset_transaction)
+            wait_out(self.consumer, self.deps, name, lambda: self._stopping, self._settle)
             return
+        finally:
+            self.watchdog.end()
         if msgs:
             for dep in self.deps.values():
                 dep.recovered()

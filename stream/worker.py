@@ -23,8 +23,8 @@ committed; the worker pauses its partitions, waits for the dependency with backo
 when it goes, one when it is back, ``driftline_dependency_up``), then rewinds and redoes the
 batch. A watchdog thread bounds a batch's time (``batch_deadline``): a batch still running after
 it (a call hung inside librdkafka, a transaction that cannot finish) makes the process log one
-line and exit with status 75 (`EXIT_STUCK`), so its supervisor restarts it; the restarted worker
-redoes the uncommitted batch from the last committed offsets.
+line and exit with status 75 (`stream.watchdog`), so its supervisor restarts it; the restarted
+worker redoes the uncommitted batch from the last committed offsets.
 """
 
 from __future__ import annotations
@@ -34,9 +34,8 @@ import logging
 import os
 import signal
 import socket
-import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any, Protocol
@@ -64,10 +63,9 @@ from stream.outputs import BatchOutputs, GaveUp, Output
 from stream.producer import PRODUCER_DEFAULTS
 from stream.scoring import ModelFollower, Scorer, wait_for_scorer
 from stream.topics import Topics
+from stream.watchdog import Watchdog, exit_stuck
 
 log = logging.getLogger("driftline.worker")
-
-EXIT_STUCK = 75  # EX_TEMPFAIL: a batch outlived the watchdog's bound; restart me
 
 
 @dataclass
@@ -228,9 +226,8 @@ class Worker:
         if redis is not None:
             self.deps["redis"] = redis
         self._next_probe = 0.0
-        self._batch_started: float | None = None  # monotonic; read by the watchdog thread
-        # What the watchdog does with a stuck batch (tests replace it).
-        self.on_stuck: Callable[[float, float], None] = _exit_stuck
+        # Bounds each batch and recovery (tests replace its on_stuck, which exits the process).
+        self.watchdog = Watchdog(cfg.batch_deadline, lambda: self._stopping, exit_stuck("worker"))
         follower.track(self.metrics.follower_poll_age, self.deps)
 
     # ---- lifecycle ------------------------------------------------------------------------
@@ -259,7 +256,7 @@ class Worker:
             drift = self.drift
             call_with_retry(self.deps, lambda: drift.set_partitions(self._topic_partitions()), stopping)
         self._idle_since = time.monotonic()
-        self._start_watchdog()
+        self.watchdog.start()
         try:
             while not self._stopping:
                 # Swap deployments only between batches.
@@ -295,18 +292,18 @@ class Worker:
     def _batch(self, msgs: list[Message]) -> None:
         """`process` one batch under the watchdog; an outage inside it is waited out, then the
         batch is redone (it is not committed, and every output of a redo is idempotent)."""
-        self._batch_started = time.monotonic()
+        self.watchdog.begin()
         try:
             self.process(msgs)
         except Exception as exc:
             name = redo_after(exc)
             if name is None or name not in self.deps:
                 raise
-            self._batch_started = None
+            self.watchdog.end()
             self._wait_out(self.deps[name], exc)
             return
         finally:
-            self._batch_started = None
+            self.watchdog.end()
         self.metrics.batch_completed()
         self.kafka.recovered()
 
@@ -318,11 +315,10 @@ class Worker:
         # Once the dependency is back, the watchdog bounds the recovery (ending the transaction,
         # reading the committed offsets) as it bounds a batch.
         wait_out(self.consumer, self.deps, dep.name, lambda: self._stopping, self._settle)
-        self._batch_started = None
+        self.watchdog.end()
 
     def _settle(self) -> None:
-        if self._batch_started is None:
-            self._batch_started = time.monotonic()
+        self.watchdog.begin_if_idle()
         if self.cfg.exactly_once:
             self._reset_transaction()
 
@@ -335,21 +331,6 @@ class Worker:
             return
         if not self.kafka.check():
             self._next_probe = time.monotonic() + self.kafka.next_delay()
-
-    def _start_watchdog(self) -> None:
-        bound = self.cfg.batch_deadline
-        if bound <= 0:
-            return
-
-        def watch() -> None:
-            while not self._stopping:
-                started = self._batch_started
-                if started is not None and time.monotonic() - started > bound:
-                    self.on_stuck(time.monotonic() - started, bound)
-                    return
-                time.sleep(min(1.0, bound / 10))
-
-        threading.Thread(target=watch, name="batch-watchdog", daemon=True).start()
 
     # ---- one batch ------------------------------------------------------------------------
     def process(self, msgs: list[Message]) -> None:
@@ -524,20 +505,3 @@ class Worker:
         self.metrics.model_info.clear()
         for meta, stage in scorer.versions():
             self.metrics.model_info.labels(meta.name, str(meta.version), stage).set(1)
-
-
-def _exit_stuck(elapsed: float, bound: float) -> None:
-    """The watchdog's verdict: say why in one line, then exit for the supervisor to restart us.
-
-    ``os._exit``: the stuck thread may hold librdkafka locks, so no clean shutdown is attempted;
-    nothing uncommitted is lost (it is redone from the last committed offsets).
-    """
-    log.critical(
-        "a batch has been running for %.0f s (batch_deadline %.0f s): stuck; exiting with status %d "
-        "so the supervisor restarts the worker (the batch is redone from the last commit)",
-        elapsed,
-        bound,
-        EXIT_STUCK,
-    )
-    logging.shutdown()
-    os._exit(EXIT_STUCK)

@@ -57,6 +57,9 @@ class RunningJoiner:
     def __init__(self, s: Settings) -> None:
         self.joiner: OutcomeJoiner = build_joiner(s)
         self.errors: list[BaseException] = []
+        # The watchdog's verdicts (seconds a batch ran), recorded instead of exiting the tests.
+        self.stuck: list[float] = []
+        self.joiner.watchdog.on_stuck = lambda elapsed, _bound: self.stuck.append(elapsed)
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
@@ -66,10 +69,15 @@ class RunningJoiner:
         except BaseException as exc:
             self.errors.append(exc)
 
+    def alive(self) -> bool:
+        """Running, with no error and no stuck batch."""
+        return self.thread.is_alive() and not self.errors and not self.stuck
+
     def stop(self) -> None:
         self.joiner.stop()
         self.thread.join(30)
         assert not self.errors, self.errors
+        assert not self.stuck, f"the joiner's watchdog found a batch stuck for {self.stuck} s"
 
 
 def model_steps(s: Settings, expected: int = 1, timeout: float = 10) -> list[dict[str, Any]]:
