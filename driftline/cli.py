@@ -19,6 +19,7 @@ from driftline.cli_loop import outcomes, retrain, retrainer
 from driftline.cli_models import features_app, models_app, schema_app, train, worker
 from driftline.cli_report import report
 from driftline.errors import DriftlineError
+from driftline.redaction import scrub_known
 from driftline.services import require
 from driftline.settings import Settings
 from driftline.stack import LocalStack, ServiceStatus
@@ -53,7 +54,7 @@ def stack_up(
     """Start Kafka (KRaft) and Redis, or reuse them if they already run."""
     stack = LocalStack(settings(), log=lambda m: err_console.print(m, highlight=False))
     _print_status(stack.up(timeout))
-    console.print(f"bootstrap: {stack.s.kafka_bootstrap}  redis: {stack.s.redis_url}")
+    console.print(f"bootstrap: {stack.s.kafka_bootstrap}  redis: {stack.s.redis_display}")
 
 
 @stack_app.command("down")
@@ -287,7 +288,7 @@ def main() -> None:
 
 
 def _fail(message: str, code: int) -> None:
-    first, _, rest = message.strip().partition("\n")
+    first, _, rest = scrub_known(message).strip().partition("\n")
     sys.stderr.write(f"driftline: error: {first}\n")
     if rest:  # multi-line context (a log tail) follows the one-line summary
         sys.stderr.write(rest + "\n")

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from driftline.errors import DriftlineError
+from driftline.redaction import install_scrubber
 from driftline.services import require
 from driftline.settings import Settings
 from stream.client_logs import quiet_library_logs
@@ -34,6 +35,7 @@ def settings(*services: Literal["kafka", "redis"]) -> Settings:
     except ValidationError as exc:
         first = exc.errors()[0]
         raise CliError(f"bad setting {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+    install_scrubber(s.secrets())  # no log line of this process will carry one
     return require(s, *services)
 
 

@@ -116,13 +116,7 @@ def ensure_model(s: Settings, console: Console) -> ModelVersion:
 
 def settings_env(s: Settings) -> dict[str, str]:
     """``s`` as DRIFTLINE_* variables, for a child process to see the same settings."""
-    env: dict[str, str] = {}
-    for name, value in s.model_dump(mode="json").items():
-        if value is not None:
-            env[f"DRIFTLINE_{name.upper()}"] = (
-                orjson.dumps(value).decode() if isinstance(value, dict | list) else str(value)
-            )
-    return env
+    return s.as_env()
 
 
 class Children:

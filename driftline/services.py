@@ -32,13 +32,13 @@ def require_kafka(s: Settings, timeout: float = CHECK_TIMEOUT) -> None:
 
 def require_redis(s: Settings, timeout: float = CHECK_TIMEOUT) -> None:
     """A PING answered by Redis at ``redis_url``, or a DriftlineError naming it."""
-    client = redis.Redis.from_url(s.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout)
+    client = s.redis_client(socket_timeout=timeout, connect_timeout=timeout)
     try:
         client.ping()
     except redis.RedisError as exc:
         reason = str(exc).split(". ")[0].rstrip(".")
         raise DriftlineError(
-            f"cannot reach Redis at {s.redis_url} ({reason}): {HINT.format('REDIS_URL')}"
+            f"cannot reach Redis at {s.redis_display} ({reason}): {HINT.format('REDIS_URL')}"
         ) from None
     finally:
         client.close()

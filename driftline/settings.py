@@ -12,12 +12,13 @@ named by ``DRIFTLINE_CONFIG`` (default ``./driftline.yaml`` when it exists), bui
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlparse
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -25,9 +26,31 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from driftline.redaction import redact_url
+
+if TYPE_CHECKING:
+    import redis
+
 KafkaValue = str | int | float | bool
+KafkaConfig = dict[str, KafkaValue | SecretStr]
+
+# confluent-kafka properties that hold a secret: kept as SecretStr (never in a repr or a dump).
+SECRET_KAFKA_KEYS = frozenset(
+    {
+        "sasl.password",
+        "sasl.oauthbearer.client.secret",
+        "ssl.key.password",
+        "ssl.key.pem",
+        "ssl.keystore.password",
+        "ssl.truststore.password",
+    }
+)
 
 DEFAULT_CACHE_DIR = Path.home() / ".cache" / "driftline"
+
+
+def _reveal(value: KafkaValue | SecretStr) -> KafkaValue:
+    return value.get_secret_value() if isinstance(value, SecretStr) else value
 
 
 def config_file() -> Path:
@@ -43,8 +66,14 @@ class Settings(BaseSettings):
     kafka_bootstrap: str = "127.0.0.1:9092"
     # Passed verbatim to every confluent-kafka client, e.g. for a secured cluster:
     # DRIFTLINE_KAFKA_CONFIG='{"security.protocol": "SASL_SSL", "sasl.mechanism": "PLAIN", ...}'
-    kafka_config: dict[str, KafkaValue] = Field(default_factory=dict)
+    # Secret properties (`SECRET_KAFKA_KEYS`, e.g. sasl.password) are held as SecretStr.
+    kafka_config: KafkaConfig = Field(default_factory=dict)
+    # A password in the URL works, but is better given as redis_password (DRIFTLINE_REDIS_PASSWORD),
+    # beside redis_username (an ACL user); rediss:// or redis_tls_ca (the CA file) means TLS.
     redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_username: str | None = None
+    redis_password: SecretStr | None = None
+    redis_tls_ca: Path | None = None
     topic_prefix: str = "driftline"
     partitions: int = Field(6, ge=1)
     replication_factor: int = Field(1, ge=1)
@@ -107,8 +136,9 @@ class Settings(BaseSettings):
     metrics_port: int = Field(9108, ge=0, le=65535)  # 0 = no metrics endpoint
     api_host: str = "127.0.0.1"
     api_port: int = Field(8000, ge=1, le=65535)
-    # Bearer token the HTTP API requires on every route but /healthz and /readyz (None: open).
-    api_token: str | None = None
+    # Bearer token the HTTP API requires on every route but /healthz and /readyz (None: open,
+    # allowed only on a loopback address).
+    api_token: SecretStr | None = None
 
     # Local stack (`driftline stack ...`): where jars are cached and where data and pid files live.
     cache_dir: Path = DEFAULT_CACHE_DIR
@@ -123,6 +153,20 @@ class Settings(BaseSettings):
         if not value or not set(value) <= allowed:
             raise ValueError("topic_prefix may only contain letters, digits, '.', '_' and '-'")
         return value
+
+    @field_validator("kafka_config")
+    @classmethod
+    def _kafka_secrets_are_secret(cls, value: KafkaConfig) -> KafkaConfig:
+        return {
+            k: SecretStr(str(v)) if k in SECRET_KAFKA_KEYS and not isinstance(v, SecretStr) else v
+            for k, v in value.items()
+        }
+
+    @field_validator("api_token", "redis_password")
+    @classmethod
+    def _empty_is_none(cls, value: SecretStr | None) -> SecretStr | None:
+        # An empty DRIFTLINE_API_TOKEN means no token, not "".
+        return value if value is not None and value.get_secret_value() else None
 
     @classmethod
     def settings_customise_sources(
@@ -145,9 +189,59 @@ class Settings(BaseSettings):
         return {
             "bootstrap.servers": self.kafka_bootstrap,
             **client_log_config(),
-            **self.kafka_config,
+            **{k: _reveal(v) for k, v in self.kafka_config.items()},
             **overrides,
         }
+
+    def redis_client(self, socket_timeout: float = 10, connect_timeout: float = 5) -> redis.Redis:
+        """A Redis client for `redis_url` with the credentials and TLS settings."""
+        import redis
+
+        extra: dict[str, Any] = {}
+        if self.redis_username:
+            extra["username"] = self.redis_username
+        if self.redis_password is not None:
+            extra["password"] = self.redis_password.get_secret_value()
+        if self.redis_tls_ca is not None:
+            extra["ssl_ca_certs"] = str(self.redis_tls_ca)
+            if not self.redis_url.startswith("rediss://"):
+                extra["connection_class"] = redis.SSLConnection
+        return redis.Redis.from_url(
+            self.redis_url, socket_timeout=socket_timeout, socket_connect_timeout=connect_timeout, **extra
+        )
+
+    @property
+    def redis_display(self) -> str:
+        """`redis_url` fit to print: its password, if any, replaced by ``***``."""
+        return redact_url(self.redis_url)
+
+    def secrets(self) -> list[str]:
+        """Every secret these settings hold (passwords, tokens, keys), for scrubbing output."""
+        found = [v.get_secret_value() for v in self.kafka_config.values() if isinstance(v, SecretStr)]
+        for secret in (self.redis_password, self.api_token):
+            if secret is not None:
+                found.append(secret.get_secret_value())
+        password = urlparse(self.redis_url).password
+        if password:
+            found.append(password)
+        return [s for s in found if s]
+
+    def as_env(self) -> dict[str, str]:
+        """These settings as DRIFTLINE_* variables, secrets revealed, for a child process."""
+        env: dict[str, str] = {}
+        for name, value in self.model_dump(mode="python").items():
+            if value is None:
+                continue
+            if isinstance(value, dict):
+                value = json.dumps({k: _reveal(v) for k, v in value.items()})
+            elif isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            env[f"DRIFTLINE_{name.upper()}"] = str(value)
+        return env
+
+    def __repr_args__(self) -> Any:
+        for name, value in super().__repr_args__():
+            yield name, redact_url(value) if name == "redis_url" else value
 
     @property
     def kafka_host_port(self) -> tuple[str, int]:

@@ -117,8 +117,7 @@ class LocalStack:
 
     def redis_answering(self) -> bool:
         try:
-            client = redis.Redis(host=self.redis_host, port=self.redis_port, socket_timeout=1)
-            return bool(client.ping())
+            return bool(self.s.redis_client(socket_timeout=1, connect_timeout=1).ping())
         except redis.RedisError:
             return False
 
@@ -304,7 +303,7 @@ class LocalStack:
             (self.s.stack_dir / "redis.pid").write_text(str(proc.pid))
             self.log(f"redis: started redis-server (pid {proc.pid})")
         self._wait("redis", self.redis_answering, timeout, self.redis_dir / "redis.log")
-        self.log(f"redis: ready at {self.s.redis_url}")
+        self.log(f"redis: ready at {self.s.redis_display}")
 
     def _wait(self, name: str, check: Callable[[], bool], timeout: float, log: Path) -> None:
         deadline = time.monotonic() + timeout

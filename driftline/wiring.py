@@ -41,7 +41,7 @@ log = logging.getLogger("driftline")
 
 
 def redis_client(s: Settings) -> redis.Redis:
-    return redis.Redis.from_url(s.redis_url, socket_timeout=10, socket_connect_timeout=5)
+    return s.redis_client(socket_timeout=10, connect_timeout=5)
 
 
 def redis_address(s: Settings) -> str:
@@ -57,7 +57,7 @@ def redis_dependency(s: Settings, gauge: Gauge) -> Dependency:
 
 def redis_probe(s: Settings) -> Callable[[], object]:
     """PING on a client of its own with short timeouts: a probe fails fast while Redis is away."""
-    return redis.Redis.from_url(s.redis_url, socket_timeout=2, socket_connect_timeout=2).ping
+    return s.redis_client(socket_timeout=2, connect_timeout=2).ping
 
 
 class ModelEventPublisher:
@@ -231,8 +231,8 @@ class RedisAlertReader:
 def build_api(s: Settings, model: str = "fraud") -> FastAPI:
     """The HTTP API over Redis (registry, online features, drift, alerts); Kafka only for /readyz."""
     # Short timeouts: a request or probe fails fast when Redis is gone instead of hanging.
-    client = redis.Redis.from_url(s.redis_url, socket_timeout=5, socket_connect_timeout=1)
-    probe = redis.Redis.from_url(s.redis_url, socket_timeout=1, socket_connect_timeout=1)
+    client = s.redis_client(socket_timeout=5, connect_timeout=1)
+    probe = s.redis_client(socket_timeout=1, connect_timeout=1)
     registry = ModelRegistry(client, namespace=s.topic_prefix)  # read-only here: nothing to publish
     view = feature_view(s)
     admin = AdminClient(s.kafka_client_config())
@@ -266,7 +266,7 @@ def build_api(s: Settings, model: str = "fraud") -> FastAPI:
         checks={"redis": redis_dep.ensure, "kafka": kafka_dep.ensure},
         prometheus=prometheus,
         redis_down=redis_dep.down,
-        token=s.api_token or None,  # an empty DRIFTLINE_API_TOKEN means no token, not ""
+        token=s.api_token.get_secret_value() if s.api_token else None,
         model=model,
     )
     return create_app(deps)

@@ -16,6 +16,7 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
+from pydantic import SecretStr
 
 from driftline.settings import Settings
 from driftline.training_data import synthetic_training_set
@@ -144,7 +145,7 @@ def test_predict_reads_the_online_store_and_drift_and_alerts_come_from_redis(
         source=f"{s.topic_prefix}.events",
     )
     token = uuid.uuid4().hex
-    client = TestClient(build_api(s.model_copy(update={"api_token": token})))
+    client = TestClient(build_api(s.model_copy(update={"api_token": SecretStr(token)})))
     auth = {"Authorization": f"Bearer {token}"}
     try:
         resp = client.post(
