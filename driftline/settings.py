@@ -139,6 +139,9 @@ class Settings(BaseSettings):
     # Bearer token the HTTP API requires on every route but /healthz and /readyz (None: open,
     # allowed only on a loopback address).
     api_token: SecretStr | None = None
+    # HTTPS: the API's certificate chain and private key (PEM files); both or neither.
+    api_tls_cert: Path | None = None
+    api_tls_key: Path | None = None
 
     # Local stack (`driftline stack ...`): where jars are cached and where data and pid files live.
     cache_dir: Path = DEFAULT_CACHE_DIR

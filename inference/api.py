@@ -12,7 +12,8 @@ it writes nothing: the request is not an event, so the aggregates are the entity
 newest event, without the request itself.
 
 Every error is ``{"error": {"code": ..., "message": ..., "field": ...}}`` (``field``: the
-request field at fault, or null), 500s included (logged, never a stack trace). With a token,
+request field at fault, or null), 500s included (logged, never a stack trace). No body carries an
+exception's text (a Redis error, a failed check: the cause goes to the log). With a token,
 every route but ``/healthz``, ``/readyz`` and the OpenAPI docs needs ``Authorization: Bearer``.
 """
 
@@ -422,7 +423,10 @@ def create_app(deps: ApiDeps) -> FastAPI:
         try:
             return session(meta.name, meta.version, meta.sha256)
         except ModelIntegrityError as exc:
-            raise ApiError(503, "model_unavailable", f"refusing to serve: {exc}") from None
+            log.error("refusing to serve %s: %s", meta.ref, exc)
+            raise ApiError(
+                503, "model_unavailable", f"refusing to serve {meta.ref}: its artifact failed verification"
+            ) from None
 
     def authorize(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)]) -> None:
         if deps.token is None:
@@ -458,11 +462,9 @@ def create_app(deps: ApiDeps) -> FastAPI:
             deps.redis_down(exc)
         else:
             log.warning("%s %s: Redis: %s", request.method, request.url.path, exc)
+        # The cause is logged; the body says only which dependency is away.
         return error_response(
-            503,
-            "unavailable",
-            f"Redis unavailable: {type(exc).__name__}: {exc}",
-            headers={"Retry-After": str(deps.retry_after_seconds)},
+            503, "unavailable", "Redis unavailable", headers={"Retry-After": str(deps.retry_after_seconds)}
         )
 
     @app.exception_handler(Exception)
@@ -503,8 +505,9 @@ def create_app(deps: ApiDeps) -> FastAPI:
         for check_name, check in deps.checks.items():
             try:
                 results[check_name] = "ok" if check() else "failed"
-            except Exception as exc:  # any failure of a dependency means "not ready", with why
-                results[check_name] = f"failed: {type(exc).__name__}: {exc}".strip()
+            except Exception as exc:  # any failure of a dependency means "not ready"; why is logged
+                log.warning("readyz: %s check failed: %s: %s", check_name, type(exc).__name__, exc)
+                results[check_name] = "failed: unavailable"
         model_check = f"model {deps.model}"
         try:
             production = deps.registry.deployment(deps.model).production
@@ -513,8 +516,9 @@ def create_app(deps: ApiDeps) -> FastAPI:
             else:
                 session(production.name, production.version, production.sha256)
                 results[model_check] = f"ok: {production.ref}"
-        except Exception as exc:  # unreachable registry, missing or corrupt artifact
-            results[model_check] = f"failed: {type(exc).__name__}: {exc}"
+        except Exception as exc:  # unreachable registry, missing or corrupt artifact (logged)
+            log.warning("readyz: %s check failed: %s: %s", model_check, type(exc).__name__, exc)
+            results[model_check] = "failed: does not load (see the API log)"
         failed = [k for k, v in results.items() if not v.startswith("ok")]
         if failed:
             raise ApiError(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -431,3 +432,30 @@ def test_redis_down_is_503_with_retry_after(trained: TrainedModel, monkeypatch: 
     unready = make_api(trained, checks={"redis": down, "kafka": lambda: True}).client.get("/readyz")
     assert_error(unready, 503, "not_ready")
     assert unready.headers["Retry-After"] == "5"
+
+
+def test_no_body_carries_exception_text(
+    trained: TrainedModel, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A failed check or a Redis error is logged with its cause; the answer only names it."""
+    cause = "Error 111 connecting to redis://worker:hunter2@10.0.0.7:6379"
+
+    def down() -> bool:
+        raise redis.ConnectionError(cause)
+
+    made = make_api(trained, checks={"redis": down, "kafka": lambda: True})
+    monkeypatch.setattr(FakeFeatures, "describe", lambda _self, _e: down())
+    monkeypatch.setattr(FakeRegistry, "deployment", lambda _self, _name: down())
+    with caplog.at_level(logging.WARNING, logger="driftline.api"):
+        unready = made.client.get("/readyz")
+        features = made.client.get("/features/card-1")
+    assert_error(unready, 503, "not_ready")
+    assert unready.json()["checks"] == {
+        "redis": "failed: unavailable",
+        "kafka": "ok",
+        "model fraud": "failed: does not load (see the API log)",
+    }
+    assert assert_error(features, 503, "unavailable")["message"] == "Redis unavailable"
+    for resp in (unready, features):
+        assert "hunter2" not in resp.text and "ConnectionError" not in resp.text and "111" not in resp.text
+    assert cause in caplog.text  # the operator still learns why

@@ -624,3 +624,10 @@ def test_dashboard_metrics_are_exported_by_driftline() -> None:
             if family.type == "counter":
                 exported.add(family.name + "_total")
     assert exported >= DASHBOARD_METRICS, DASHBOARD_METRICS - exported
+
+
+def test_published_api_requires_a_token(services: dict[str, dict[str, Any]]) -> None:
+    """The API binds 0.0.0.0 in its container, so compose refuses to start it without a token."""
+    env = env_of(services["api"])
+    assert env["DRIFTLINE_API_HOST"] == "0.0.0.0"
+    assert env["DRIFTLINE_API_TOKEN"].startswith("${DRIFTLINE_API_TOKEN:?")
