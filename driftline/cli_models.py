@@ -135,6 +135,16 @@ def models_promote(ref: Annotated[str, typer.Argument(help="NAME:VERSION")]) -> 
     console.print(f"{name}:{version} is production")
 
 
+@models_app.command("sign")
+def models_sign(ref: Annotated[str, typer.Argument(help="NAME:VERSION")]) -> None:
+    """Sign a version registered before the registry had a key (DRIFTLINE_REGISTRY_KEY): you vouch for it."""
+    name, version = _versioned(ref)
+    if settings().registry_key is None:
+        raise CliError("signing needs the registry key: set DRIFTLINE_REGISTRY_KEY")
+    meta = _lookup(lambda: _registry().sign(name, version))
+    console.print(f"{meta.ref} is signed (sha256 {meta.sha256[:12]}…)")
+
+
 @models_app.command("rollback")
 def models_rollback(name: Annotated[str, typer.Argument(help="Model name.")]) -> None:
     """Drop the canary, or go back to the previous production version."""

@@ -126,6 +126,10 @@ class Settings(BaseSettings):
     # and lifecycle events kept per model (in Redis and in the durable copy on <prefix>.registry).
     registry_keep_archived: int = Field(5, ge=0)
     registry_max_events: int = Field(1000, ge=1)
+    # The key that signs model metadata (HMAC-SHA256; at least 16 characters), kept outside Redis:
+    # writers sign what they register, readers refuse what does not verify. None: unsigned (a
+    # warning at start-up; anyone with Redis write access could then swap the served model).
+    registry_key: SecretStr | None = Field(None, min_length=16)
     # Outages and liveness: a worker batch running longer than this exits the worker (status 75)
     # for its supervisor to restart it (0 = no watchdog); the metrics server's /healthz fails when
     # no batch completed for liveness_seconds while partitions have lag (0 = always healthy).
@@ -165,11 +169,12 @@ class Settings(BaseSettings):
             for k, v in value.items()
         }
 
-    @field_validator("api_token", "redis_password")
+    @field_validator("api_token", "redis_password", "registry_key", mode="before")
     @classmethod
-    def _empty_is_none(cls, value: SecretStr | None) -> SecretStr | None:
+    def _empty_is_none(cls, value: object) -> object:
         # An empty DRIFTLINE_API_TOKEN means no token, not "".
-        return value if value is not None and value.get_secret_value() else None
+        text = value.get_secret_value() if isinstance(value, SecretStr) else value
+        return None if text == "" else value
 
     @classmethod
     def settings_customise_sources(
@@ -221,7 +226,7 @@ class Settings(BaseSettings):
     def secrets(self) -> list[str]:
         """Every secret these settings hold (passwords, tokens, keys), for scrubbing output."""
         found = [v.get_secret_value() for v in self.kafka_config.values() if isinstance(v, SecretStr)]
-        for secret in (self.redis_password, self.api_token):
+        for secret in (self.redis_password, self.api_token, self.registry_key):
             if secret is not None:
                 found.append(secret.get_secret_value())
         password = urlparse(self.redis_url).password

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -19,12 +20,14 @@ from detectors.alerts import DriftAlert
 from detectors.signals import WindowStat
 from driftline.errors import DriftlineError
 from driftline.model_inputs import parse_view
+from driftline.registry_guard import GuardedRegistry, SignatureAlarm
 from driftline.settings import Settings
 from feature_store.definitions import FeatureView
 from feature_store.online import OnlineStore
 from inference.api import ApiDeps, DriftStat, create_app
 from inference.metadata import ModelEvent, ModelVersion
 from inference.registry import ModelRegistry
+from inference.signing import MetadataSigner
 from inference.views import view_of
 from stream.decode import InputLimits
 from stream.dependency import Dependency, dependency_gauge
@@ -32,7 +35,7 @@ from stream.drift import DriftConfig, DriftStage, alerts_key, latest_key
 from stream.metrics import WorkerMetrics
 from stream.producer import PRODUCER_DEFAULTS
 from stream.registry_log import KafkaRegistryArchive
-from stream.scoring import ModelFollower
+from stream.scoring import DeploymentSource, ModelFollower
 from stream.topics import Topics
 from stream.version_features import VersionFeatures
 from stream.worker import Worker, WorkerConfig
@@ -94,9 +97,31 @@ def registry_archive(s: Settings) -> KafkaRegistryArchive:
     return KafkaRegistryArchive(s.kafka_client_config(), Topics(s.topic_prefix).registry)
 
 
+@functools.cache
+def _warn_unsigned() -> None:
+    log.warning(
+        "DRIFTLINE_REGISTRY_KEY is not set: model versions are neither signed nor verified, so "
+        "anyone with write access to Redis can swap the served model"
+    )
+
+
+def announce_signing(s: Settings) -> None:
+    """At the start of a long-running process: a warning (once) when the registry is unsigned."""
+    if s.registry_key is None:
+        _warn_unsigned()
+
+
+def registry_signer(s: Settings) -> MetadataSigner | None:
+    """The signer of the registry key (`DRIFTLINE_REGISTRY_KEY`); None when no key is configured."""
+    if s.registry_key is None:
+        return None
+    return MetadataSigner(s.registry_key.get_secret_value().encode())
+
+
 def model_registry(s: Settings, publish: bool = True) -> ModelRegistry:
     """The registry; with `publish` (every writer), changes also go to ``<prefix>.models`` and to
-    the durable copy. Readers (workers, joiner, API) skip both."""
+    the durable copy. Readers (workers, joiner, API) skip both. With a registry key, writers sign
+    and readers verify."""
     return ModelRegistry(
         redis_client(s),
         namespace=s.topic_prefix,
@@ -104,6 +129,7 @@ def model_registry(s: Settings, publish: bool = True) -> ModelRegistry:
         durable=registry_archive(s) if publish else None,
         keep_archived=s.registry_keep_archived,
         max_events=s.registry_max_events,
+        signer=registry_signer(s),
     )
 
 
@@ -141,8 +167,14 @@ def build_worker(s: Settings, cfg: WorkerConfig, metrics: WorkerMetrics | None =
     topics = Topics(s.topic_prefix)
     cfg = dataclasses.replace(cfg, limits=input_limits(s))
     metrics = metrics or WorkerMetrics()
+    announce_signing(s)
+    registry: DeploymentSource = model_registry(s, publish=False)
+    signer = registry_signer(s)
+    if signer is not None:  # a forged version is refused, loudly, and the last good one serves on
+        alarm = SignatureAlarm(s.kafka_client_config(), topics.models, metrics.registry, cfg.worker_id)
+        registry = GuardedRegistry(model_registry(s, publish=False), signer, alarm)
     follower = ModelFollower(
-        model_registry(s, publish=False),
+        registry,
         cfg.model,
         s.kafka_client_config(),
         topics.models,
@@ -233,7 +265,9 @@ def build_api(s: Settings, model: str = "fraud") -> FastAPI:
     # Short timeouts: a request or probe fails fast when Redis is gone instead of hanging.
     client = s.redis_client(socket_timeout=5, connect_timeout=1)
     probe = s.redis_client(socket_timeout=1, connect_timeout=1)
-    registry = ModelRegistry(client, namespace=s.topic_prefix)  # read-only here: nothing to publish
+    announce_signing(s)
+    # Read-only here (nothing to publish); verifies signatures with a registry key.
+    registry = ModelRegistry(client, namespace=s.topic_prefix, signer=registry_signer(s))
     view = feature_view(s)
     admin = AdminClient(s.kafka_client_config())
 

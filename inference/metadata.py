@@ -199,6 +199,8 @@ class ModelVersion(_Model):
     threshold: float = Field(0.5, ge=0.0, le=1.0)
     # None: registered before versions recorded their view; served with the settings' default view.
     inputs: VersionInputs | None = None
+    # HMAC of the metadata under the registry key (`inference.signing`); None: unsigned.
+    signature: str | None = None
 
     @field_validator("features")
     @classmethod

@@ -27,7 +27,9 @@ production) are deleted from Redis and the archive; their metadata and events st
 Every lifecycle change (promote, rollback, canary, shadow, archive) reads the deployment under
 WATCH and writes the affected versions' metadata, the deployment hash and the event in one
 MULTI/EXEC, retrying if another process changed the deployment meanwhile; then it calls
-``on_event``. Artifacts are checked by sha256 on every `load`. The client must return bytes
+``on_event``. Artifacts are checked by sha256 on every `load`; with a `signer`
+(`inference.signing`), registered metadata is signed and `load` refuses metadata whose
+signature does not verify. The client must return bytes
 (``decode_responses=False``, the default).
 
 >>> parse_ref("fraud:3"), parse_ref("fraud")
@@ -70,6 +72,7 @@ from inference.registry_log import (
     version_record,
 )
 from inference.session import ModelIntegrityError, ModelSession, sha256_hex
+from inference.signing import MetadataSigner
 
 _SLOTS = ("production", "canary", "shadow", "previous_production")
 _MAX_ATTEMPTS = 50
@@ -208,6 +211,7 @@ class ModelRegistry:
         durable: RegistryArchive | None = None,
         keep_archived: int = 5,
         max_events: int = 1000,
+        signer: MetadataSigner | None = None,
     ) -> None:
         if not namespace or any(c.isspace() for c in namespace):
             raise ValueError(f"invalid registry namespace {namespace!r}: non-empty, no whitespace")
@@ -221,6 +225,7 @@ class ModelRegistry:
         self.durable = durable
         self.keep_archived = keep_archived
         self.max_events = max_events
+        self.signer = signer
         self._allocate = redis_client.register_script(_ALLOCATE)
         self._raise = redis_client.register_script(_RAISE)
 
@@ -283,8 +288,12 @@ class ModelRegistry:
         return ModelVersion.model_validate_json(raw)
 
     def load(self, name: str, version: int | None = None) -> tuple[ModelVersion, ModelSession]:
-        """Metadata and a verified session (sha256 checked) of `name`:`version` (None: production)."""
+        """Metadata and a verified session (sha256 checked) of `name`:`version` (None: production).
+
+        With a `signer`, the metadata's signature is checked first (`ModelSignatureError`)."""
         meta = self.get(name, version)
+        if self.signer is not None:
+            self.signer.verify(meta)
         data = self._r.get(self.artifact_key(meta.sha256))
         if data is None:
             raise ModelIntegrityError(
@@ -371,6 +380,8 @@ class ModelRegistry:
         floor_version, floor_seq = self._durable_floors(name)
         version = int(self._allocate([self._model_key(name, "next_version")], [floor_version]))
         meta = draft.model_copy(update={"version": version})
+        if self.signer is not None:
+            meta = self.signer.sign(meta)
         event = ModelEvent(
             kind="registered",
             name=name,
@@ -406,6 +417,17 @@ class ModelRegistry:
         elif stage == "archived":
             self.archive(name, version)
         return self.get(name, version)
+
+    def sign(self, name: str, version: int) -> ModelVersion:
+        """Sign the stored metadata of `name`:`version` with the `signer` (versions registered
+        before the registry had a key). Whoever runs this vouches for the version."""
+        if self.signer is None:
+            raise ValueError("signing needs the registry key (DRIFTLINE_REGISTRY_KEY)")
+        meta = self.signer.sign(self.get(name, version))
+        self._r.set(self._meta_key(name, version), meta.model_dump_json())
+        if self.durable is not None:
+            self._durable_write([version_record(meta)])
+        return meta
 
     def promote(self, name: str, version: int, detail: Mapping[str, Any] | None = None) -> ModelEvent:
         """Make `version` production; the previous production is archived and kept for `rollback`."""
