@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from driftline.cli_common import CliError, err_console, settings
+from driftline.cli_common import CliError, announce_signing, err_console, settings
 from driftline.services import require
 from driftline.settings import Settings
 
@@ -83,6 +83,7 @@ def api(
         f"token {'required' if s.api_token else 'off'}",
         highlight=False,
     )
+    announce_signing(s)
     config = uvicorn.Config(
         app,
         log_level="info",

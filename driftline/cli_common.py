@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -37,6 +38,21 @@ def settings(*services: Literal["kafka", "redis"]) -> Settings:
         raise CliError(f"bad setting {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
     install_scrubber(s.secrets())  # no log line of this process will carry one
     return require(s, *services)
+
+
+@functools.cache
+def _warn_unsigned() -> None:
+    logging.getLogger("driftline").warning(
+        "DRIFTLINE_REGISTRY_KEY is not set: model versions are neither signed nor verified, so "
+        "anyone with write access to Redis can swap the served model"
+    )
+
+
+def announce_signing(s: Settings) -> None:
+    """Once a long-running command has started (after its start-up checks, so that a failed
+    start stays one line): a warning, once, when the registry is unsigned."""
+    if s.registry_key is None:
+        _warn_unsigned()
 
 
 def configure_logging(level: int = logging.INFO) -> None:

@@ -9,7 +9,15 @@ from typing import Annotated
 
 import typer
 
-from driftline.cli_common import CliError, configure_logging, console, err_console, serve_metrics, settings
+from driftline.cli_common import (
+    CliError,
+    announce_signing,
+    configure_logging,
+    console,
+    err_console,
+    serve_metrics,
+    settings,
+)
 from stream.client_logs import quiet_library_logs
 
 
@@ -35,6 +43,7 @@ def outcomes(
         f"metrics :{metrics_port or 'off'}",
         highlight=False,
     )
+    announce_signing(s)
     joiner.run()
 
 
@@ -65,6 +74,7 @@ def retrainer(
     err_console.print(
         f"retrainer: app {app.conf.id}, cooldown {s.retrain_cooldown_seconds:.0f} s", highlight=False
     )
+    announce_signing(s)
     Worker(app, loglevel=level).execute_from_commandline()
 
 

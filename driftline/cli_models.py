@@ -12,6 +12,7 @@ from rich.table import Table
 
 from driftline.cli_common import (
     CliError,
+    announce_signing,
     configure_logging,
     console,
     err_console,
@@ -333,6 +334,7 @@ def worker(
         f"{'exactly-once' if exactly_once else 'at-least-once'}, metrics :{port or 'off'}",
         highlight=False,
     )
+    announce_signing(s)
     from inference.session import ModelIntegrityError
 
     try:

@@ -11,7 +11,6 @@ from prometheus_client import CollectorRegistry
 from driftline.settings import Settings
 from driftline.training_data import topic_training_window
 from driftline.wiring import (
-    announce_signing,
     feature_view,
     model_registry,
     redis_address,
@@ -33,7 +32,6 @@ log = logging.getLogger("driftline.loop")
 def build_joiner(
     s: Settings, cfg: JoinConfig | None = None, metrics: OutcomeMetrics | None = None
 ) -> OutcomeJoiner:
-    announce_signing(s)
     registry = model_registry(s, publish=False)
     cache: dict[tuple[str, int], ModelVersion | None] = {}
 
@@ -125,7 +123,6 @@ def apply_decision(s: Settings, model: str, version: int, decision: RolloutDecis
 
 
 def build_retrainer(s: Settings, metrics: CollectorRegistry | None = None) -> faust.App:
-    announce_signing(s)
     config = RetrainerConfig(
         policy=RetrainPolicy(cooldown_seconds=s.retrain_cooldown_seconds),
         rollout=RolloutPolicy(min_outcomes=s.rollout_min_outcomes),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -97,20 +96,6 @@ def registry_archive(s: Settings) -> KafkaRegistryArchive:
     return KafkaRegistryArchive(s.kafka_client_config(), Topics(s.topic_prefix).registry)
 
 
-@functools.cache
-def _warn_unsigned() -> None:
-    log.warning(
-        "DRIFTLINE_REGISTRY_KEY is not set: model versions are neither signed nor verified, so "
-        "anyone with write access to Redis can swap the served model"
-    )
-
-
-def announce_signing(s: Settings) -> None:
-    """At the start of a long-running process: a warning (once) when the registry is unsigned."""
-    if s.registry_key is None:
-        _warn_unsigned()
-
-
 def registry_signer(s: Settings) -> MetadataSigner | None:
     """The signer of the registry key (`DRIFTLINE_REGISTRY_KEY`); None when no key is configured."""
     if s.registry_key is None:
@@ -167,7 +152,6 @@ def build_worker(s: Settings, cfg: WorkerConfig, metrics: WorkerMetrics | None =
     topics = Topics(s.topic_prefix)
     cfg = dataclasses.replace(cfg, limits=input_limits(s))
     metrics = metrics or WorkerMetrics()
-    announce_signing(s)
     registry: DeploymentSource = model_registry(s, publish=False)
     signer = registry_signer(s)
     if signer is not None:  # a forged version is refused, loudly, and the last good one serves on
@@ -265,7 +249,6 @@ def build_api(s: Settings, model: str = "fraud") -> FastAPI:
     # Short timeouts: a request or probe fails fast when Redis is gone instead of hanging.
     client = s.redis_client(socket_timeout=5, connect_timeout=1)
     probe = s.redis_client(socket_timeout=1, connect_timeout=1)
-    announce_signing(s)
     # Read-only here (nothing to publish); verifies signatures with a registry key.
     registry = ModelRegistry(client, namespace=s.topic_prefix, signer=registry_signer(s))
     view = feature_view(s)
