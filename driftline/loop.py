@@ -8,6 +8,7 @@ from typing import Any
 import faust
 from prometheus_client import CollectorRegistry
 
+from driftline.errors import DriftlineError
 from driftline.settings import Settings
 from driftline.training_data import topic_training_window
 from driftline.wiring import (
@@ -22,6 +23,7 @@ from inference.retrain_policy import RetrainPolicy
 from inference.retraining import RetrainConfig, retrain
 from inference.rollout import RolloutDecision, RolloutPolicy
 from inference.views import view_of
+from stream.kafka_security import KafkaSecurityError, faust_broker_settings
 from stream.outcomes import JoinConfig, OutcomeJoiner, OutcomeMetrics
 from stream.retrainer import RetrainerConfig, build_app
 from stream.topics import Topics
@@ -129,6 +131,10 @@ def build_retrainer(s: Settings, metrics: CollectorRegistry | None = None) -> fa
         max_error_rate=s.max_error_rate,
         partitions=s.partitions,
     )
+    try:  # kafka_config's security properties, for Faust's aiokafka (the other clients take them as-is)
+        security = faust_broker_settings(s.kafka_client_config())
+    except KafkaSecurityError as exc:
+        raise DriftlineError(str(exc)) from None
     return build_app(
         f"{s.topic_prefix}-retrainer",
         f"kafka://{s.kafka_bootstrap}",
@@ -137,6 +143,7 @@ def build_retrainer(s: Settings, metrics: CollectorRegistry | None = None) -> fa
         job=lambda model, reason: retrain_job(s, model, reason),
         deployment=model_registry(s, publish=False).deployment,
         apply_decision=lambda model, version, decision: apply_decision(s, model, version, decision),
+        broker_settings=security,
         metrics=metrics,
         redis_address=redis_address(s),
     )
