@@ -47,27 +47,50 @@ app.command()(report)
 
 
 # ---- stack ---------------------------------------------------------------------------------
+SECURE_HELP = (
+    "The secured stack: SASL_SSL Kafka, TLS-only Redis with ACL users (files in <stack_dir>/secure)."
+)
+
+
 @stack_app.command("up")
 def stack_up(
     timeout: Annotated[float, typer.Option(min=1, help="Seconds to wait for each service.")] = 120,
+    secure: Annotated[bool, typer.Option("--secure", help=SECURE_HELP)] = False,
 ) -> None:
     """Start Kafka (KRaft) and Redis, or reuse them if they already run."""
-    stack = LocalStack(settings(), log=lambda m: err_console.print(m, highlight=False))
+    stack = LocalStack(settings(), log=lambda m: err_console.print(m, highlight=False), secure=secure)
     _print_status(stack.up(timeout))
-    console.print(f"bootstrap: {stack.s.kafka_bootstrap}  redis: {stack.s.redis_display}")
+    console.print(f"bootstrap: {stack.s.kafka_bootstrap}  redis: {stack.redis_display}", highlight=False)
+    if stack.security is not None:
+        _print_secure_config(stack.security.public_settings(stack.s), stack.security.write_role_envs())
+
+
+def _print_secure_config(public: dict[str, object], envs: Path) -> None:
+    import yaml
+
+    console.print("\n# driftline.yaml for the secured stack (no secrets in it):", highlight=False)
+    console.print(yaml.safe_dump(public, sort_keys=False).rstrip(), highlight=False, markup=False)
+    console.print(
+        f"\n# Each component's secrets (its Redis user and password, the Kafka password, the registry\n"
+        f"# key) are in {envs}/<role>.env (0600), roles: driftline (CLI, retrainer), worker,\n"
+        f"# outcomes, api. For example:  set -a; . {envs}/worker.env; set +a; driftline worker",
+        highlight=False,
+        markup=False,
+    )
 
 
 @stack_app.command("down")
 def stack_down() -> None:
-    """Stop the processes that `stack up` started (and nothing else)."""
-    stopped = LocalStack(settings()).down()
+    """Stop the processes that `stack up` started, plain and secured (and nothing else)."""
+    s = settings()
+    stopped = LocalStack(s).down() + LocalStack(s, secure=True).down()
     console.print("stopped " + ", ".join(stopped) if stopped else "nothing to stop")
 
 
 @stack_app.command("status")
-def stack_status() -> None:
+def stack_status(secure: Annotated[bool, typer.Option("--secure", help=SECURE_HELP)] = False) -> None:
     """Show each service, its address and whether it answers (exit 1 if one does not)."""
-    statuses = LocalStack(settings()).status()
+    statuses = LocalStack(settings(), secure=secure).status()
     _print_status(statuses)
     if not all(s.answering for s in statuses):
         raise typer.Exit(1)

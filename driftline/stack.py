@@ -24,7 +24,9 @@ from pathlib import Path
 import redis
 
 from driftline.errors import DriftlineError
+from driftline.redaction import scrub
 from driftline.settings import Settings
+from driftline.stack_security import StackSecurity
 
 KAFKA_VERSION = "3.9.1"
 DEPLOY_LOCAL = Path(__file__).resolve().parents[1] / "deploy" / "local"
@@ -76,19 +78,35 @@ def _alive(pid: int) -> bool:
 
 
 class LocalStack:
-    def __init__(self, settings: Settings, log: Callable[[str], None] = print) -> None:
+    """The local broker and Redis: plain (the default), or `secure` (SASL_SSL Kafka, TLS-only
+    Redis with ACL users; its files under ``<stack_dir>/secure``). One start-up code for both:
+    the secured stack only adds its properties and arguments (`StackSecurity`)."""
+
+    def __init__(self, settings: Settings, log: Callable[[str], None] = print, secure: bool = False) -> None:
         self.s = settings
         self.log = log
         self.kafka_host, self.kafka_port = settings.kafka_host_port
         self.controller_port = settings.kafka_controller_port or self.kafka_port + 1
         self.redis_host, self.redis_port = settings.redis_host_port
-        self.kafka_dir = settings.stack_dir / "kafka"
-        self.redis_dir = settings.stack_dir / "redis"
+        self.root = settings.stack_dir / "secure" if secure else settings.stack_dir
+        self.kafka_dir = self.root / "kafka"
+        self.redis_dir = self.root / "redis"
         self.libs = settings.cache_dir / f"kafka-{KAFKA_VERSION}" / "libs"
+        hosts = tuple(dict.fromkeys((self.kafka_host, self.redis_host, "127.0.0.1")))
+        self.security = StackSecurity(self.root, hosts) if secure else None
+
+    @property
+    def probe(self) -> Settings:
+        """The settings the stack's own health probes connect with (the admin user if secured)."""
+        return self.security.client_settings(self.s) if self.security else self.s
+
+    @property
+    def redis_display(self) -> str:
+        return self.probe.redis_display
 
     # ---- status ---------------------------------------------------------------------------
     def _pid(self, name: str, marker: str) -> int | None:
-        pid_file = self.s.stack_dir / f"{name}.pid"
+        pid_file = self.root / f"{name}.pid"
         if not pid_file.exists():
             return None
         pid = int(pid_file.read_text().strip() or 0)
@@ -108,7 +126,7 @@ class LocalStack:
             return False
         from confluent_kafka.admin import AdminClient
 
-        admin = AdminClient(self.s.kafka_client_config(**{"socket.timeout.ms": 2000}))
+        admin = AdminClient(self.probe.kafka_client_config(**{"socket.timeout.ms": 2000}))
         try:
             admin.list_topics(timeout=timeout)
             return True
@@ -117,7 +135,7 @@ class LocalStack:
 
     def redis_answering(self) -> bool:
         try:
-            return bool(self.s.redis_client(socket_timeout=1, connect_timeout=1).ping())
+            return bool(self.probe.redis_client(socket_timeout=1, connect_timeout=1).ping())
         except redis.RedisError:
             return False
 
@@ -134,7 +152,7 @@ class LocalStack:
 
     # ---- up -------------------------------------------------------------------------------
     def up(self, timeout: float = 120.0) -> list[ServiceStatus]:
-        self.s.stack_dir.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(parents=True, exist_ok=True)
         self._up_redis(timeout)
         self._up_kafka(timeout)
         return self.status()
@@ -181,15 +199,16 @@ class LocalStack:
         data = self.kafka_dir / "data"
         data.mkdir(parents=True, exist_ok=True)
         host, port, ctrl = self.kafka_host, self.kafka_port, self.controller_port
+        listener = "SASL_SSL" if self.security else "PLAINTEXT"  # the clients' (and brokers') listener
         props = {
             "process.roles": "broker,controller",
             "node.id": "1",
             "controller.quorum.voters": f"1@{host}:{ctrl}",
-            "listeners": f"PLAINTEXT://{host}:{port},CONTROLLER://{host}:{ctrl}",
-            "advertised.listeners": f"PLAINTEXT://{host}:{port}",
+            "listeners": f"{listener}://{host}:{port},CONTROLLER://{host}:{ctrl}",
+            "advertised.listeners": f"{listener}://{host}:{port}",
             "controller.listener.names": "CONTROLLER",
-            "inter.broker.listener.name": "PLAINTEXT",
-            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "inter.broker.listener.name": listener,
+            "listener.security.protocol.map": f"{listener}:{listener},CONTROLLER:PLAINTEXT",
             "log.dirs": str(data),
             "num.partitions": str(self.s.partitions),
             "offsets.topic.replication.factor": "1",
@@ -202,8 +221,10 @@ class LocalStack:
             "delete.topic.enable": "true",
             "log.retention.hours": "24",
             "log.segment.bytes": str(64 * 1024 * 1024),
+            **(self.security.kafka_properties() if self.security else {}),
         }
         path = self.kafka_dir / "server.properties"
+        path.touch(mode=0o600)  # a secured broker's holds its own password
         path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
         return path
 
@@ -237,10 +258,15 @@ class LocalStack:
                     f"--cluster-id={cluster_id}",
                     "-c",
                     str(config),
+                    # A secured broker's SCRAM users exist from the start (KRaft: at format time).
+                    *(self.security.kafka_format_args() if self.security else []),
                 ]
                 result = subprocess.run(fmt, capture_output=True, text=True, check=False)
                 if result.returncode != 0:
-                    raise StackError(f"formatting Kafka storage failed:\n{result.stdout}{result.stderr}")
+                    output = result.stdout + result.stderr
+                    if self.security:  # the command line carried the SCRAM passwords
+                        output = scrub(output, self.security.secrets().values())
+                    raise StackError(f"formatting Kafka storage failed:\n{output}")
             log_file = (self.kafka_dir / "kafka.log").open("ab")
             heap = self.s.kafka_heap
             proc = subprocess.Popen(
@@ -261,7 +287,7 @@ class LocalStack:
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,  # outlives this command
             )
-            (self.s.stack_dir / "kafka.pid").write_text(str(proc.pid))
+            (self.root / "kafka.pid").write_text(str(proc.pid))
             self.log(f"kafka: started Apache Kafka {KAFKA_VERSION} (pid {proc.pid}), waiting ...")
         self._wait("kafka", self.kafka_answering, timeout, self.kafka_dir / "kafka.log")
         self.log(f"kafka: ready at {self.s.kafka_bootstrap}")
@@ -280,8 +306,11 @@ class LocalStack:
             proc = subprocess.Popen(
                 [
                     binary,
-                    "--port",
-                    str(self.redis_port),
+                    *(
+                        self.security.redis_args(self.redis_port, self.redis_dir)
+                        if self.security
+                        else ["--port", str(self.redis_port)]
+                    ),
                     "--bind",
                     self.redis_host,
                     "--dir",
@@ -300,10 +329,10 @@ class LocalStack:
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
-            (self.s.stack_dir / "redis.pid").write_text(str(proc.pid))
+            (self.root / "redis.pid").write_text(str(proc.pid))
             self.log(f"redis: started redis-server (pid {proc.pid})")
         self._wait("redis", self.redis_answering, timeout, self.redis_dir / "redis.log")
-        self.log(f"redis: ready at {self.s.redis_display}")
+        self.log(f"redis: ready at {self.redis_display}")
 
     def _wait(self, name: str, check: Callable[[], bool], timeout: float, log: Path) -> None:
         deadline = time.monotonic() + timeout
@@ -326,7 +355,7 @@ class LocalStack:
                 time.sleep(0.2)
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
-            (self.s.stack_dir / f"{name}.pid").unlink(missing_ok=True)
+            (self.root / f"{name}.pid").unlink(missing_ok=True)
             stopped.append(f"{name} (pid {pid})")
         return stopped
 

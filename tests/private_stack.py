@@ -9,6 +9,11 @@ directory, and stopped (data removed) afterwards.
         s = ps.settings            # Settings pointing at the private broker and Redis
         ps.stop_kafka(); ps.start_kafka()
         ps.kill_redis(); ps.start_redis()
+
+    with PrivateStack(tmp_path, secure=True) as ps:   # SASL_SSL Kafka, TLS-only Redis, ACL users
+        s = ps.settings            # the CLI/retrainer user ("driftline"), every secret included
+        w = ps.role_settings("worker")  # the worker's Redis user
+        env = ps.env("worker")     # DRIFTLINE_* variables for a `driftline` child process
 """
 
 from __future__ import annotations
@@ -35,11 +40,13 @@ def free_port() -> int:
 class PrivateStack:
     """One private single-node KRaft broker and one redis-server (AOF on), on free ports."""
 
-    def __init__(self, directory: Path, topic_prefix: str | None = None, kafka: bool = True) -> None:
+    def __init__(
+        self, directory: Path, topic_prefix: str | None = None, kafka: bool = True, secure: bool = False
+    ) -> None:
         self.directory = directory
         self.with_kafka = kafka
         kafka_port, controller_port, redis_port = free_port(), free_port(), free_port()
-        self.settings = Settings(
+        self.base = Settings(
             kafka_bootstrap=f"127.0.0.1:{kafka_port}",
             kafka_controller_port=controller_port,
             redis_url=f"redis://127.0.0.1:{redis_port}/0",
@@ -47,11 +54,22 @@ class PrivateStack:
             stack_dir=directory / "stack",
             kafka_heap="384m",
         )
-        self.stack = LocalStack(self.settings, log=lambda _m: None)
+        self.stack = LocalStack(self.base, log=lambda _m: None, secure=secure)
+        self.settings = self.role_settings("driftline") if secure else self.base
+
+    def role_settings(self, role: str) -> Settings:
+        """The settings of one component (its own Redis user) on the secured stack."""
+        assert self.stack.security is not None, "a plain private stack has no roles"
+        return self.stack.security.client_settings(self.base, role)
+
+    def env(self, role: str = "driftline") -> dict[str, str]:
+        """DRIFTLINE_* variables for a `driftline` child process of `role` on this stack."""
+        s = self.role_settings(role) if self.stack.security is not None else self.settings
+        return {**os.environ, **s.as_env(), "COLUMNS": "200"}
 
     # ---- whole stack ----------------------------------------------------------------------
     def __enter__(self) -> PrivateStack:
-        self.settings.stack_dir.mkdir(parents=True, exist_ok=True)
+        self.stack.root.mkdir(parents=True, exist_ok=True)
         self.start_redis()
         if self.with_kafka:
             self.start_kafka()
@@ -89,4 +107,4 @@ class PrivateStack:
         while _alive(pid) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert not _alive(pid), f"private {name} (pid {pid}) did not stop"
-        (self.settings.stack_dir / f"{name}.pid").unlink(missing_ok=True)
+        (self.stack.root / f"{name}.pid").unlink(missing_ok=True)

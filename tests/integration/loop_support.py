@@ -86,11 +86,14 @@ def model_steps(s: Settings, expected: int = 1, timeout: float = 10) -> list[dic
 
 
 @contextmanager
-def running_loop(s: Settings, log: Path) -> Iterator[RunningJoiner]:
+def running_loop(
+    s: Settings, log: Path, worker_settings: Settings | None = None, joiner_settings: Settings | None = None
+) -> Iterator[RunningJoiner]:
     """A worker and an outcome joiner (threads) and a retrainer (process), stopped on exit; the
-    retrainer's log is printed when the body fails an assertion."""
-    worker = start_worker(s)
-    joiner = RunningJoiner(s)
+    retrainer's log is printed when the body fails an assertion. The worker and the joiner may
+    run with settings of their own (another user on a secured stack)."""
+    worker = start_worker(worker_settings or s)
+    joiner = RunningJoiner(joiner_settings or s)
     retrainer = spawn_retrainer(s, log)
     try:
         yield joiner
