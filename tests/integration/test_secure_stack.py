@@ -80,20 +80,28 @@ def test_wrong_credentials_and_plain_clients_are_one_line_errors(secure_stack: P
     secrets = secrets_of(ps)
     public = json.loads(env["DRIFTLINE_KAFKA_CONFIG"])
     wrong = "not-the-password-1234"
-    kafka_cases = [
-        ({**public, "sasl.password": wrong}, "authentication failed"),
-        ({**public, "security.protocol": "SASL_PLAINTEXT"}, "security.protocol"),  # no TLS
-        ({}, "security.protocol"),  # a plaintext client
+    wrong_password = {**public, "sasl.password": wrong}
+    kafka_cases = [  # every consumer of the loop with a wrong password; clients without TLS
+        (["worker"], wrong_password, "authentication failed"),
+        (["outcomes"], wrong_password, "authentication failed"),
+        (["retrainer"], wrong_password, "authentication failed"),
+        (["worker"], {**public, "security.protocol": "SASL_PLAINTEXT"}, "security.protocol"),
+        (["worker"], {}, "security.protocol"),  # a plaintext client
     ]
-    for config, cause in kafka_cases:
+    for command, config, cause in kafka_cases:
         bad = {**env, "DRIFTLINE_KAFKA_CONFIG": json.dumps(config)}
-        line = _one_line(run_cli("worker", "--metrics-port", "0", env=bad, timeout=120), secrets, cause)
+        line = _one_line(run_cli(*command, "--metrics-port", "0", env=bad, timeout=120), secrets, cause)
         assert "Kafka" in line and wrong not in line
     plain = {k: v for k, v in env.items() if k != "DRIFTLINE_REDIS_TLS_CA"}  # a client without TLS
     plain["DRIFTLINE_REDIS_URL"] = env["DRIFTLINE_REDIS_URL"].replace("rediss://", "redis://")
-    wrong_password = {**env, "DRIFTLINE_REDIS_PASSWORD": wrong}
-    for bad, cause in ((wrong_password, "invalid username-password pair"), (plain, "TLS port")):
-        line = _one_line(run_cli("models", "list", env=bad, timeout=120), secrets, "Redis", cause)
+    wrong_redis = {**env, "DRIFTLINE_REDIS_PASSWORD": wrong}
+    cases = [
+        (wrong_redis, ["models", "list"], "invalid username-password pair"),
+        (wrong_redis, ["api", "--port", str(free_port())], "invalid username-password pair"),
+        (plain, ["models", "list"], "TLS port"),
+    ]
+    for bad, command, cause in cases:
+        line = _one_line(run_cli(*command, env=bad, timeout=120), secrets, "Redis", cause)
         assert wrong not in line
 
 
