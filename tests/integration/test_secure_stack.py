@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 import redis
 from confluent_kafka.admin import AdminClient
+from fastapi.testclient import TestClient
 
 from driftline.stack_security import StackSecrets
-from driftline.wiring import model_registry
+from driftline.wiring import build_api, model_registry
 from stream.synthetic import DriftSchedule
 from stream.topics import Topics, create_topics
 from tests.helpers import consume_all, run_cli
@@ -175,6 +176,12 @@ def test_the_loop_runs_on_the_secured_stack(
     assert registry.load("fraud")[0].signature  # the retrainer signed what it registered
     alerts = [r.json() for r in consume_all(admin, topics.alerts, 1, 10)]
     assert any(a["detector"] == "error_rate" for a in alerts), alerts
+    # The API, as its read-only user: ready (Redis, Kafka over SASL_SSL, the signed model) and scoring.
+    api = TestClient(build_api(ps.role_settings("api").model_copy(update=loop)))
+    ready = api.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["checks"]["model fraud"] == "ok: fraud:2", ready.text
+    scored = api.post("/predict", json={"entity_id": "card-000001", "features": {}})
+    assert scored.status_code == 200 and scored.json()["version"] in (1, 2), scored.text
     everything = caplog.text + log.read_text()
     for secret in secrets_of(ps):
         assert secret not in everything
