@@ -186,3 +186,33 @@ def test_the_loop_runs_on_the_secured_stack(
     for secret in secrets_of(ps):
         assert secret not in everything
     assert "REFUSING" not in everything and "NOPERM" not in everything
+
+
+@pytest.mark.slow
+def test_cli_commands_work_on_the_secured_stack_and_print_no_secret(
+    secure_stack: PrivateStack, tmp_path: Path
+) -> None:
+    """The CLI by configuration only (the `driftline` role's variables), on a prefix of its own."""
+    ps = secure_stack
+    env = {**ps.env("driftline"), "DRIFTLINE_TOPIC_PREFIX": f"cli-{uuid.uuid4().hex[:8]}"}
+    secrets = secrets_of(ps)
+    commands: list[tuple[list[str], int]] = [
+        (["topics", "create"], 0),
+        (["train", "--synthetic", "--n", "2000"], 0),  # registers production, signed
+        (["models", "list"], 0),
+        (["models", "show", "fraud"], 0),
+        (["produce", "--synthetic", "fraud", "--n", "300"], 0),
+        (["tail", "events", "--from-beginning", "--max", "1"], 0),
+        (["topics", "list"], 0),
+        (["alerts", "tail", "--from-beginning", "--idle-timeout", "2"], 0),
+        (["features", "get", "card-000001"], 1),  # no worker ran: none yet (one line)
+        (["report", "--out", str(tmp_path / "report.html")], 0),
+    ]
+    for args, code in commands:
+        result = run_cli(*args, env=env, timeout=300)
+        out = result.stdout + result.stderr
+        assert result.returncode == code, (args, out)
+        assert "Traceback" not in out, (args, out)
+        for secret in secrets:
+            assert secret not in out, (args, out)
+    assert (tmp_path / "report.html").stat().st_size > 0
