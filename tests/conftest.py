@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from confluent_kafka.admin import AdminClient
 
 from driftline.settings import Settings
@@ -112,6 +113,14 @@ def new_prefix(
     yield make
     for prefix in made:
         _record(pytestconfig, sweeper.purge(prefix))
+
+
+@pytest.fixture
+def redis_ns(stack_settings: Settings, new_prefix: Callable[[str], str]) -> Iterator[tuple[redis.Redis, str]]:
+    """The shared stack's Redis and a namespace of this test's own (its keys deleted after)."""
+    r = redis.Redis.from_url(stack_settings.redis_url)
+    yield r, new_prefix("ns")
+    r.close()
 
 
 @pytest.fixture

@@ -341,11 +341,14 @@ def test_true_false_encode_identically_in_worker_api_and_replay(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("policy", ["default", "missing"])
 def test_missing_rate_alerts_when_a_numeric_input_starts_arriving_as_strings(
-    own_settings: Settings, tmp_path: Path, env: dict[str, str]
+    own_settings: Settings, tmp_path: Path, env: dict[str, str], policy: str
 ) -> None:
+    """By default the strings are dead-lettered (and the detector still sees them as missing);
+    with the "missing" policy they are scored as missing."""
     s = own_settings.model_copy(update={"drift_window_seconds": 300.0})
-    _train(env, tmp_path, 2000, "--on-wrong-type", "missing")
+    _train(env, tmp_path, 2000, *(() if policy == "default" else ("--on-wrong-type", policy)))
     events = own_events(4000, seed=7)
     for i, e in enumerate(events):
         if i >= 2000 and i % 10 < 3:  # from the middle on, 30% of mean_radius as strings
@@ -364,3 +367,8 @@ def test_missing_rate_alerts_when_a_numeric_input_starts_arriving_as_strings(
     alert = next(a for a in _alerts(s) if a.feature == "mean_radius" and a.detector == "missing_rate")
     assert alert.window_start_ts is not None and alert.window_start_ts >= 1.7e9 + 2000 * 0.5 - 300
     assert _problems(running)[("mean_radius", "wrong_type")] == 600
+    letters = dlq(s, 600 if policy == "default" else 0, timeout=30 if policy == "default" else 3)
+    if policy == "default":
+        assert len(letters) == 600 and {d.json()["reason_code"] for d in letters} == {"feature_type"}
+    else:
+        assert not letters
