@@ -31,7 +31,7 @@ from stream.drift import alerts_key
 from stream.event_log import read_event_log
 from stream.topics import Topics
 from tests.helpers import run_cli
-from tests.integration.worker_support import dlq, predictions, start_worker, wait_until
+from tests.integration.worker_support import dlq, drain, predictions, start_worker, wait_until
 from tests.own_data import BOOLEAN, CATEGORICAL, NUMERIC, OWN_FEATURES, own_events, write_csv, write_jsonl
 
 pytestmark = pytest.mark.integration
@@ -172,9 +172,8 @@ def test_yaml_view_over_own_columns_serves_what_training_computed(
     assert {r.name: r.kind for r in meta.inputs.raw}[BOOLEAN] == "boolean"
 
     _produce(s, write_jsonl(tmp_path / "serve.jsonl", own_events(1500, seed=2, start=1.7e9 + 5000)))
-    running = start_worker(s, model=MODEL, attach_features=True, exit_when_idle=3.0)
-    running.thread.join(180)
-    running.stop()
+    running = start_worker(s, model=MODEL, attach_features=True)
+    drain(s, running, timeout=180)  # every event committed: no idle wait
     preds = _served_features(s, 1500)
     assert len(preds) == 1500
     assert set(preds[0]["features"]) == set(view.feature_names())
@@ -269,9 +268,8 @@ def test_wrong_typed_input_is_dead_lettered_and_counted(
 ) -> None:
     s = own_settings
     _bad(env, s, tmp_path, "dead_letter")
-    running = start_worker(s, model=MODEL, exit_when_idle=3.0)
-    running.thread.join(180)
-    running.stop()
+    running = start_worker(s, model=MODEL)
+    drain(s, running, timeout=180)  # every event committed: no idle wait
     letters = [r.json() for r in dlq(s, 30)]
     assert len(letters) == 30 and {d["reason_code"] for d in letters} == {"feature_type"}
     assert letters[0]["reason"] == (
@@ -289,9 +287,8 @@ def test_missing_policy_scores_wrong_types_as_missing(
 ) -> None:
     s = own_settings
     _bad(env, s, tmp_path, "missing")
-    running = start_worker(s, model=MODEL, exit_when_idle=3.0, attach_features=True)
-    running.thread.join(180)
-    running.stop()
+    running = start_worker(s, model=MODEL, attach_features=True)
+    drain(s, running, timeout=180)  # every event committed: no idle wait
     preds = predictions(s, 300)
     assert len(preds) == 300 and not dlq(s, 0, timeout=3)
     as_missing = [p for p in preds if p["features"]["mean_radius"] is None]
@@ -312,9 +309,8 @@ def test_true_false_encode_identically_in_worker_api_and_replay(
     events = own_events(200, seed=6, start=1.7e9 + 40_000)
     assert {e[BOOLEAN] for e in events} == {True, False}
     _produce(s, write_jsonl(tmp_path / "serve.jsonl", events))
-    running = start_worker(s, model=MODEL, exit_when_idle=3.0, attach_features=True)
-    running.thread.join(180)
-    running.stop()
+    running = start_worker(s, model=MODEL, attach_features=True)
+    drain(s, running, timeout=180)  # every event committed: no idle wait
     preds = sorted(_served_features(s, 200), key=lambda p: p["event_id"])
     view = FeatureView.from_yaml(YAML_VIEW)
     history = replay(view, list(read_event_log(s.kafka_client_config(), Topics(s.topic_prefix).events)))

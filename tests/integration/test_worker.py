@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections import Counter, defaultdict
 
 import orjson
@@ -290,9 +289,15 @@ def test_metrics_endpoint_exposes_the_worker(own_settings: Settings) -> None:
     produce_events(s, 1500)
     produce_raw(s, [("bad", b"nope")])
     wait_until(lambda: running.worker.metrics.consumed._value.get() >= 1501)
-    time.sleep(1.5)  # the consumer-lag gauge refreshes once a second
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        body = response.read().decode()
+    scraped: list[str] = []
+
+    def lag_refreshed() -> bool:  # the consumer-lag gauge refreshes once a second
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            scraped.append(response.read().decode())
+        return 'driftline_consumer_lag{partition="0"} 0.0' in scraped[-1]
+
+    wait_until(lag_refreshed, timeout=30)
+    body = scraped[-1]
     running.stop()
     version = str(v1.version)
     for line in (
