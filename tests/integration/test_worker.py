@@ -29,6 +29,7 @@ from tests.integration.worker_support import (
     registry,
     served_counts,
     start_worker,
+    stop_when_committed,
     wait_until,
 )
 
@@ -157,10 +158,10 @@ def test_sigkill_mid_stream_loses_nothing(own_settings: Settings, exactly_once: 
     committed = committed_total(s, group, topics.events)
     written = topic_size(s, topics.predictions)  # at-least-once: every prediction the first one wrote
     assert 0 < committed < min(topic_size(s, topics.events), n), "the kill landed mid-stream"
-    second = _spawn_worker(s, "--batch-size", "200", "--exit-when-idle", "3", *extra)
+    second = _spawn_worker(s, "--batch-size", "200", *extra)
     producer.join(60)
-    _, err = second.communicate(timeout=180)
-    assert second.returncode == 0, err
+    rc, err = stop_when_committed(s, second, timeout=180)  # the whole stream is in the topic now
+    assert rc == 0, err
 
     counts = served_counts(predictions(s, n))
     assert len(counts) == n, f"{n - len(counts)} events lost"
