@@ -468,11 +468,15 @@ class WindowStore:
         offsets: np.ndarray,
         scores: np.ndarray | None = None,
         now: float | None = None,
+        counted: Mapping[str, np.ndarray] | None = None,
     ) -> AddResult:
         """Add a batch: feature columns (absent = missing), event times, each event's partition and offset.
 
         Events at offsets already added for their partition are skipped; events for closed
         windows are dropped as late; events without a finite time are dropped too (counted late).
+        `counted`: per feature (the score: `SCORE_FEATURE`), a boolean mask of the events its
+        detectors count (default all): an event not scored still advances the offsets and the
+        watermark, and counts only for the features it is masked in for.
         """
         ts = np.asarray(ts, dtype=np.float64)
         n = ts.size
@@ -500,7 +504,7 @@ class WindowStore:
             n_fresh = int(np.count_nonzero(fresh))
             if n_fresh == 0:
                 return AddResult(added=0, replayed=n, late=0, attempts=attempt)
-            keys, doc, new_offsets, bad_ts = self._plan(cols, ts, part, offs, fresh, now)
+            keys, doc, new_offsets, bad_ts = self._plan(cols, ts, part, offs, fresh, now, counted or {})
             reply = self._script(keys=keys, args=[json.dumps(doc, separators=(",", ":"))])
             if _text(reply[0]) == "conflict":
                 self._offsets.pop(int(_text(reply[1])), None)
@@ -523,6 +527,7 @@ class WindowStore:
         offs: np.ndarray,
         fresh: np.ndarray,
         now: float,
+        counted: Mapping[str, np.ndarray],
     ) -> tuple[list[str], dict[str, Any], dict[int, int], int]:
         parts = []
         new_offsets: dict[int, int] = {}
@@ -570,15 +575,18 @@ class WindowStore:
         for f, psi in self._psi.items():
             col = cols.get(f)
             values = np.full(sel.size, np.nan) if col is None else np.asarray(col)[sel]
+            mask = counted.get(f)
+            keep = np.ones(sel.size, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)[sel]
             nb = psi.binning.n_bins
             data_keys = [index_of(self.feature_key(f, ws)) for ws in window_starts]
-            combo, counts = np.unique(wpos * nb + psi.binning.bin_indices(values), return_counts=True)
+            bins = wpos[keep] * nb + psi.binning.bin_indices(values[keep])
+            combo, counts = np.unique(bins, return_counts=True)
             for c, cnt in zip(combo.tolist(), counts.tolist(), strict=True):
                 w, b = divmod(c, nb)
                 incr.append([data_keys[w], w + 1, str(b), cnt])
             if f in self._ks and sampled is not None and u is not None:
                 x = as_float(values)
-                take = np.flatnonzero(sampled & np.isfinite(x))
+                take = np.flatnonzero(sampled & np.isfinite(x) & keep)
                 if take.size == 0:
                     continue
                 per_window: dict[int, list[Any]] = {}

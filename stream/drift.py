@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -103,6 +103,28 @@ def boolean_categories(values: Sequence[Any]) -> np.ndarray:
     out[numbers == 1.0] = "true"
     out[numbers == 0.0] = "false"
     return out
+
+
+@dataclass(frozen=True)
+class Unscored:
+    """Events the production version's input contract dead-lettered (`stream.input_gate`).
+
+    Not scored, but each counts in the drift windows as an event whose offending inputs are
+    missing (and for nothing else: not for the score, its other inputs or ADWIN/CUSUM), so the
+    missing-rate detector sees an upstream change to a wrong type under the default policy too.
+    They are added with the batch's scored events, so a replayed batch skips them alike.
+    """
+
+    ts: np.ndarray
+    partitions: np.ndarray
+    offsets: np.ndarray
+    missing: Sequence[Collection[str]]  # per event, the inputs that count as missing
+
+    def __len__(self) -> int:
+        return len(self.missing)
+
+
+NO_UNSCORED = Unscored(np.empty(0), np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64), ())
 
 
 class DriftConfig(BaseModel):
@@ -192,6 +214,17 @@ class _Adwins:
             "detectors": {f: d.state(include_reference=False) for f, d in self.detectors.items()},
             "cusum": {f: d.state(include_reference=False) for f, d in self.cusums.items()},
         }
+
+
+@dataclass(frozen=True)
+class _Rows:
+    """`WindowStore.add`'s per-event arguments."""
+
+    columns: Mapping[str, np.ndarray]
+    ts: np.ndarray
+    parts: np.ndarray
+    offs: np.ndarray
+    scores: np.ndarray
 
 
 @dataclass
@@ -331,14 +364,16 @@ class DriftStage:
         ts: np.ndarray,
         partitions: np.ndarray,
         offsets: np.ndarray,
+        unscored: Unscored = NO_UNSCORED,
     ) -> list[DriftAlert]:
         """Feed the rows the production version served; return the alerts to publish.
 
         ``rows`` index ``columns``; ``scores``, ``ts``, ``partitions`` and ``offsets`` are the
-        rows' own (already picked). A batch being redone (`rewound`) gets the alerts its failed
-        attempt returned again, first.
+        rows' own (already picked). ``unscored``: the batch's events production's contract
+        dead-lettered (see `Unscored`). A batch being redone (`rewound`) gets the alerts its
+        failed attempt returned again, first.
         """
-        alerts = self._observe(meta, columns, rows, scores, ts, partitions, offsets)
+        alerts = self._observe(meta, columns, rows, scores, ts, partitions, offsets, unscored)
         if self._resend:
             fresh = {a.id for a in alerts}
             alerts = [a for a in self._resend if a.id not in fresh] + alerts
@@ -355,9 +390,10 @@ class DriftStage:
         ts: np.ndarray,
         partitions: np.ndarray,
         offsets: np.ndarray,
+        unscored: Unscored,
     ) -> list[DriftAlert]:
         v = self._version(meta)
-        if v is None or len(rows) == 0:
+        if v is None or len(rows) + len(unscored) == 0:
             return []
         picked = rows.tolist()
         batch: dict[str, np.ndarray] = {}
@@ -374,7 +410,16 @@ class DriftStage:
                 batch[name] = np.array(values, dtype=object)
         parts = np.asarray(partitions, dtype=np.int64)
         offs = np.asarray(offsets, dtype=np.int64)
-        added = v.store.add(batch, ts, parts, offs, scores=scores)
+        if len(unscored):
+            rows_in = _Rows(
+                batch, np.asarray(ts, dtype=np.float64), parts, offs, np.asarray(scores, np.float64)
+            )
+            both, counted = self._with_unscored(v, rows_in, unscored)
+            added = v.store.add(
+                both.columns, both.ts, both.parts, both.offs, scores=both.scores, counted=counted
+            )
+        else:
+            added = v.store.add(batch, ts, parts, offs, scores=scores)
         signals = v.store.close_ready()
         recovered = list(v.store.recovered)  # decided by a worker that died before publishing them
         windows = list(v.store.windows)
@@ -403,6 +448,36 @@ class DriftStage:
         for alert in alerts:
             self.metrics.alerts.labels(alert.severity, alert.detector).inc()
         return alerts
+
+    @staticmethod
+    def _with_unscored(v: _Version, rows: _Rows, unscored: Unscored) -> tuple[_Rows, dict[str, np.ndarray]]:
+        """The scored rows followed by the unscored events, and the mask of what each feature
+        counts: an unscored event is missing for the inputs it names and not counted for the rest."""
+        n, extra = len(rows.ts), len(unscored)
+
+        def gap(name: str, size: int) -> np.ndarray:
+            if v.store.references[name].kind == "numeric":
+                return np.full(size, np.nan)
+            return np.full(size, None, dtype=object)  # categorical (booleans included)
+
+        scored, others = np.ones(n, dtype=bool), np.zeros(extra, dtype=bool)
+        columns: dict[str, np.ndarray] = {}
+        counted = {SCORE_FEATURE: np.concatenate([scored, others])}
+        for name in v.store.references:
+            if name == SCORE_FEATURE:
+                continue
+            own = rows.columns.get(name)
+            columns[name] = np.concatenate([gap(name, n) if own is None else own, gap(name, extra)])
+            named = np.fromiter((name in m for m in unscored.missing), dtype=bool, count=extra)
+            counted[name] = np.concatenate([scored, named])
+        both = _Rows(
+            columns,
+            np.concatenate([rows.ts, unscored.ts]),
+            np.concatenate([rows.parts, unscored.partitions]),
+            np.concatenate([rows.offs, unscored.offsets]),
+            np.concatenate([rows.scores, np.full(extra, np.nan)]),
+        )
+        return both, counted
 
     def published(self) -> None:
         """The batch's outputs are durable and its offsets committed: its closed windows are published.

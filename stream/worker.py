@@ -44,6 +44,7 @@ import numpy as np
 import orjson
 from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 
+from detectors.alerts import DriftAlert
 from stream.dead_letter import DeadLetter
 from stream.decode import EventBatch, InputLimits, decode_batch
 from stream.dependency import (
@@ -55,7 +56,7 @@ from stream.dependency import (
     reset_transaction,
     wait_out,
 )
-from stream.drift import DriftStage
+from stream.drift import NO_UNSCORED, DriftStage, Unscored
 from stream.input_gate import InputGate
 from stream.metrics import WorkerMetrics
 from stream.offsets import first_offsets, next_offsets
@@ -371,8 +372,9 @@ class Worker:
         limits = self.cfg.limits
         batch, dead = decode_batch(msgs, self.cfg.worker_id, limits)
         outputs: list[Output] = []
-        batch, refused = self.inputs.check(batch, self.scorer)  # the input contract
-        dead += refused
+        gated = self.inputs.check(batch, self.scorer)  # the input contracts
+        batch, unscored = gated.batch, gated.unscored
+        dead += gated.dead
         if len(batch):
             features = feature_columns(self.features, batch, self.scorer)
             if features.rejected:  # e.g. later than the feature store's allowed lateness
@@ -384,7 +386,13 @@ class Worker:
                 batch = batch.subset(keep)
                 features = features.subset(keep)
             if len(batch):
-                self._predict(batch, features, started, outputs)
+                unscored = self._predict(batch, features, started, outputs, unscored)
+        if self.drift is not None and len(unscored):  # no production rows left to carry them
+            production = self.scorer.deployment.production
+            assert production is not None
+            none = np.empty(0, dtype=np.int64)
+            alerts = self.drift.observe(production, {}, none, np.empty(0), np.empty(0), none, none, unscored)
+            self._alert_outputs(alerts, outputs)
         for letter in dead:
             key = letter.key.encode() if letter.key else None
             outputs.append(Output(self.topics.dlq, key, letter.to_json(), letter=letter))
@@ -393,8 +401,15 @@ class Worker:
         return outputs, dead
 
     def _predict(
-        self, batch: EventBatch, features: FeatureColumns, started: float, outputs: list[Output]
-    ) -> None:
+        self,
+        batch: EventBatch,
+        features: FeatureColumns,
+        started: float,
+        outputs: list[Output],
+        unscored: Unscored = NO_UNSCORED,
+    ) -> Unscored:
+        """Score the batch into `outputs`; the production arm's drift observation takes `unscored`
+        (returned: what is left, nothing unless no event was routed to production)."""
         assert self.scorer is not None
         columns = features.columns
         scored = self.scorer.score(batch.entity_ids, columns, features.per_version)
@@ -408,11 +423,10 @@ class Worker:
             if self.drift is not None and arm.arm == "production":
                 r = arm.rows
                 alerts = self.drift.observe(
-                    meta, columns, r, arm.scores, event_times[r], partitions[r], offsets[r]
+                    meta, columns, r, arm.scores, event_times[r], partitions[r], offsets[r], unscored
                 )
-                for alert in alerts:
-                    key = f"{alert.model}:{alert.feature}".encode()
-                    outputs.append(Output(self.topics.alerts, key, alert.model_dump_json().encode()))
+                self._alert_outputs(alerts, outputs)
+                unscored = NO_UNSCORED
             self.metrics.inference.labels(meta.name, str(meta.version)).observe(arm.inference_s)
             self.metrics.predictions.labels(meta.name, str(meta.version), arm.arm).inc(len(arm.rows))
             processing_ms = round((time.perf_counter() - started) * 1000, 3)
@@ -439,6 +453,13 @@ class Worker:
                 value = orjson.dumps(record, option=orjson.OPT_UTC_Z)
                 outputs.append(Output(topic, e.entity_id.encode(), value, source=batch.messages[i]))
         self.metrics.event_lag.observe_many(now - event_times)
+        return unscored
+
+    def _alert_outputs(self, alerts: Sequence[DriftAlert], outputs: list[Output]) -> None:
+        """Queue the drift stage's alerts with the batch's other outputs."""
+        for alert in alerts:
+            key = f"{alert.model}:{alert.feature}".encode()
+            outputs.append(Output(self.topics.alerts, key, alert.model_dump_json().encode()))
 
     # ---- Kafka details --------------------------------------------------------------------
     def _give_up(self, msgs: list[Message]) -> None:

@@ -9,25 +9,30 @@ Under pytest-xdist each worker is a session of its own; the controller adds up t
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from confluent_kafka.admin import AdminClient
 
 from driftline.settings import Settings
 from driftline.stack import LocalStack
 from stream.topics import Topics, create_topics
-from tests.stack_cleanup import Footprint, StackSweeper
+from tests.stack_cleanup import BackgroundPurge, Footprint, StackSweeper
 
 REPO = Path(__file__).resolve().parents[1]
 
 RUN_PREFIX = pytest.StashKey[str]()
 LEDGER = pytest.StashKey[dict[str, Footprint]]()  # "created", "left"
 USED = pytest.StashKey[bool]()  # the session touched the shared stack
+FAUST_DATADIR = pytest.StashKey[tuple[Path, str | None]]()  # this process's, and APP_DATADIR before
 # A worker SIGKILLed by a test stays a member of its group for its session timeout (10 s).
 GROUP_WAIT_AT_END = 20.0
 
@@ -36,6 +41,22 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[RUN_PREFIX] = f"test-{uuid.uuid4().hex[:10]}"
     config.stash[LEDGER] = {"created": Footprint(), "left": Footprint()}
     config.stash[USED] = False
+    # Faust writes a `<app id>-data` directory into the working directory (the repository):
+    # every retrainer the tests start, in process or as a CLI subprocess, writes it here instead.
+    datadir = Path(tempfile.mkdtemp(prefix="driftline-faust-"))
+    config.stash[FAUST_DATADIR] = (datadir, os.environ.get("APP_DATADIR"))
+    os.environ["APP_DATADIR"] = str(datadir / "{conf.name}-data")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if FAUST_DATADIR not in config.stash:
+        return
+    datadir, before = config.stash[FAUST_DATADIR]
+    shutil.rmtree(datadir, ignore_errors=True)
+    if before is None:
+        os.environ.pop("APP_DATADIR", None)
+    else:
+        os.environ["APP_DATADIR"] = before
 
 
 STACK_AT_START = pytest.StashKey[str]()
@@ -88,6 +109,16 @@ def sweeper(run_prefix: str, pytestconfig: pytest.Config) -> Iterator[StackSweep
 
 
 @pytest.fixture(scope="session")
+def purger(sweeper: StackSweeper, run_prefix: str, pytestconfig: pytest.Config) -> Iterator[BackgroundPurge]:
+    """Deletes each test's prefixes after it, in the background (see `BackgroundPurge`)."""
+    purge = BackgroundPurge(sweeper, run_prefix, lambda created: _record(pytestconfig, created))
+    yield purge
+    purge.close()
+    if purge.failures:
+        warnings.warn(f"{purge.failures} background purges failed; the final sweep did them", stacklevel=1)
+
+
+@pytest.fixture(scope="session")
 def stack_settings(run_prefix: str, sweeper: StackSweeper) -> Settings:
     """Settings for the running local stack, with this run's own topic prefix and topics
     (deleted, with every key and group of the prefix, at the end of the session)."""
@@ -97,11 +128,10 @@ def stack_settings(run_prefix: str, sweeper: StackSweeper) -> Settings:
 
 
 @pytest.fixture
-def new_prefix(
-    stack_settings: Settings, sweeper: StackSweeper, pytestconfig: pytest.Config
-) -> Iterator[Callable[[str], str]]:
+def new_prefix(stack_settings: Settings, purger: BackgroundPurge) -> Iterator[Callable[[str], str]]:
     """Makes prefixes (namespaces) of this test's own, under the session's; after the test,
-    their keys, topics and consumer groups are deleted."""
+    their keys, topics and consumer groups are deleted (in the background: a purge scans the
+    whole Redis keyspace, seconds per test when it holds a million keys)."""
     made: list[str] = []
 
     def make(label: str = "") -> str:
@@ -110,8 +140,15 @@ def new_prefix(
         return prefix
 
     yield make
-    for prefix in made:
-        _record(pytestconfig, sweeper.purge(prefix))
+    purger.submit(made)
+
+
+@pytest.fixture
+def redis_ns(stack_settings: Settings, new_prefix: Callable[[str], str]) -> Iterator[tuple[redis.Redis, str]]:
+    """The shared stack's Redis and a namespace of this test's own (its keys deleted after)."""
+    r = redis.Redis.from_url(stack_settings.redis_url)
+    yield r, new_prefix("ns")
+    r.close()
 
 
 @pytest.fixture
@@ -146,7 +183,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     sweeper = StackSweeper(s)
     try:
         _record(config, sweeper.purge(prefix, group_wait=GROUP_WAIT_AT_END))
-        config.stash[LEDGER]["left"] = sweeper.count(prefix)
+        config.stash[LEDGER]["left"] = sweeper.count(prefix, settle=10.0)
     finally:
         sweeper.close()
     if hasattr(config, "workeroutput"):  # an xdist worker: the controller reports

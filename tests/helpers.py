@@ -87,8 +87,13 @@ def committed_total(s: Settings, group: str, topic: str) -> int:
     """The offsets `group` has committed on `topic`, summed over its partitions."""
     consumer = Consumer({**s.kafka_client_config(), "group.id": group})
     try:
-        meta: Any = consumer.list_topics(topic, timeout=10).topics[topic]
-        tps = consumer.committed([TopicPartition(topic, p) for p in meta.partitions], timeout=10)
-        return sum(max(tp.offset, 0) for tp in tps)
+        return committed_of(consumer, topic)
     finally:
         consumer.close()
+
+
+def committed_of(consumer: Consumer, topic: str) -> int:
+    """The offsets `consumer`'s group has committed on `topic`, summed over its partitions."""
+    meta: Any = consumer.list_topics(topic, timeout=10).topics[topic]
+    tps = consumer.committed([TopicPartition(topic, p) for p in meta.partitions], timeout=10)
+    return sum(max(tp.offset, 0) for tp in tps)

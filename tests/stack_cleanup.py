@@ -9,7 +9,9 @@ with ``test-1-a``.
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 
 import redis
@@ -70,18 +72,34 @@ class StackSweeper:
         topics = self.admin.list_topics(timeout=timeout).topics
         return Footprint(int(self.redis.dbsize()), len(topics), len(groups.valid))
 
-    def count(self, prefix: str) -> Footprint:
-        return Footprint(len(self._keys(prefix)), len(self._topics(prefix)), len(self._groups(prefix)))
+    def count(self, prefix: str, settle: float = 0.0) -> Footprint:
+        """What ``prefix`` still has. `settle`: seconds to let topics just deleted drop out of the
+        broker's metadata (a deletion is acknowledged before every listing stops showing it)."""
+        deadline = time.monotonic() + settle
+        while (topics := self._topics(prefix)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        return Footprint(len(self._keys(prefix)), len(topics), len(self._groups(prefix)))
 
     def purge(self, prefix: str, group_wait: float = 0.0) -> Footprint:
         """Delete everything of ``prefix``; what was deleted. A group with members left (a worker
         SIGKILLed less than a session timeout ago) cannot be deleted yet: it is retried for
         ``group_wait`` seconds, else left for a later sweep."""
-        keys = self._keys(prefix)
+        return self.purge_many([prefix], prefix, group_wait)
+
+    def purge_many(self, prefixes: Sequence[str], scope: str, group_wait: float = 0.0) -> Footprint:
+        """`purge` of every prefix in ``prefixes`` (each continues ``scope``) with one pass over
+        the keyspace: a SCAN reads every key of the database (a second or more per million keys,
+        whoever wrote them), so it is done once for all of them."""
+        mine = tuple(prefixes)
+
+        def ours(name: str) -> bool:
+            return name.startswith(mine) and any(owned(name, p) for p in mine)
+
+        keys = [k for k in self._keys(scope) if ours(k.decode(errors="replace"))]
         for start in range(0, len(keys), 1000):
             self.redis.unlink(*keys[start : start + 1000])
-        groups = self._delete_groups(prefix, group_wait)
-        topics = self._topics(prefix)
+        groups = self._delete_groups(scope, group_wait, ours)
+        topics = [t for t in self._topics(scope) if ours(t)]
         if topics:
             for future in self.admin.delete_topics(topics, operation_timeout=30).values():
                 try:
@@ -91,10 +109,10 @@ class StackSweeper:
                         raise
         return Footprint(len(keys), len(topics), groups)
 
-    def _delete_groups(self, prefix: str, wait: float) -> int:
+    def _delete_groups(self, prefix: str, wait: float, ours: Callable[[str], bool] | None = None) -> int:
         deleted = 0
         deadline = time.monotonic() + wait
-        while groups := self._groups(prefix):
+        while groups := [g for g in self._groups(prefix) if ours is None or ours(g)]:
             for future in self.admin.delete_consumer_groups(groups, request_timeout=30).values():
                 try:
                     future.result()
@@ -105,3 +123,51 @@ class StackSweeper:
                 break
             time.sleep(1.0)
         return deleted
+
+
+class BackgroundPurge:
+    """Purges finished tests' prefixes in a thread, off the tests' own time: every prefix finished
+    since the last pass in one `StackSweeper.purge_many` (one keyspace SCAN), at most one pass
+    every ``interval`` seconds. `close` purges what is left and waits for it.
+
+    A pass that fails (the stack not answering) is counted in ``failures``; its prefixes are left
+    to the session's final sweep of ``scope``, which deletes whatever a test left."""
+
+    def __init__(
+        self, sweeper: StackSweeper, scope: str, record: Callable[[Footprint], None], interval: float = 10.0
+    ) -> None:
+        self.sweeper, self.scope, self.record, self.interval = sweeper, scope, record, interval
+        self.failures = 0
+        self._pending: list[str] = []
+        self._lock = threading.Lock()
+        self._wake, self._closing = threading.Event(), threading.Event()
+        self._thread = threading.Thread(target=self._run, name="stack-purge", daemon=True)
+        self._thread.start()
+
+    def submit(self, prefixes: Sequence[str]) -> None:
+        with self._lock:
+            self._pending += prefixes
+        self._wake.set()
+
+    def close(self) -> None:
+        self._closing.set()
+        self._wake.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            with self._lock:
+                batch, self._pending = self._pending, []
+            if batch:
+                try:
+                    self.record(self.sweeper.purge_many(batch, self.scope))
+                except Exception:
+                    self.failures += 1
+            if self._closing.is_set():
+                with self._lock:
+                    if not self._pending:
+                        return
+                continue
+            self._closing.wait(self.interval)  # gather the next tests' prefixes into one pass

@@ -18,7 +18,13 @@ from stream.offsets import end_offsets
 from stream.topics import Topics
 from tests.integration.chaos_support import count_24h_mismatches, produce_all, valid_events
 from tests.integration.test_worker import _spawn_worker
-from tests.integration.worker_support import predictions, register, served_counts, wait_until
+from tests.integration.worker_support import (
+    predictions,
+    register,
+    served_counts,
+    stop_when_committed,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -70,9 +76,8 @@ def test_sigkill_at_random_points_of_batches_loses_and_double_counts_nothing(
             kills.append((k, at_kill - before, n - at_kill))
             assert at_kill > before, "the kill came before any batch was committed"
             assert at_kill < n, "the kill came after everything was committed: it interrupted nothing"
-        last = _spawn_worker(s, *extra, "--exit-when-idle", "5")
-        _, err = last.communicate(timeout=300)
-        assert last.returncode == 0, err
+        rc, err = stop_when_committed(s, _spawn_worker(s, *extra), timeout=300)
+        assert rc == 0, err
     finally:
         probe.close()
     print(f"\nkills (index, events committed by that run, uncommitted at the kill): {kills}")

@@ -20,7 +20,7 @@ from stream.topics import Topics
 from stream.worker import Worker
 from tests.helpers import consume_all
 from tests.integration.chaos_support import count_24h_mismatches, produce_all, valid_events
-from tests.integration.worker_support import dlq, predictions, register, served_counts, start_worker
+from tests.integration.worker_support import dlq, drain, predictions, register, served_counts, start_worker
 
 pytestmark = pytest.mark.integration
 
@@ -118,9 +118,8 @@ def test_output_failures_are_redone_once_each_and_lose_or_repeat_nothing(
         worker.producer = producer  # type: ignore[assignment]
         flaky.append(producer)
 
-    running = start_worker(s, prepare=inject, exactly_once=exactly_once, exit_when_idle=5.0, batch_size=500)
-    running.thread.join(300)
-    running.stop()
+    running = start_worker(s, prepare=inject, exactly_once=exactly_once, batch_size=500)
+    drain(s, running, timeout=300)  # every event committed (redone failures included): no idle wait
     injected, alert_failures = flaky[0].injected, flaky[0].alert_failures
 
     counts = served_counts(predictions(s, n))  # consume_all reads read_committed

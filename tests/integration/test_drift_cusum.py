@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
 import numpy as np
@@ -11,24 +10,12 @@ import pytest
 import redis
 from prometheus_client import CollectorRegistry
 
-from driftline.settings import Settings
 from inference.metadata import Distribution, FeatureSpec, ModelVersion
 from stream.drift import DriftConfig, DriftStage
 
 pytestmark = pytest.mark.integration
 
 T0 = 1_700_000_000.0
-
-
-@pytest.fixture
-def client(new_prefix: Callable[[str], str]) -> Iterator[tuple[redis.Redis, str]]:
-    r = redis.Redis.from_url(Settings().redis_url)
-    try:
-        r.ping()
-    except redis.ConnectionError:
-        pytest.fail("this test needs the local stack's Redis: `driftline stack up`")
-    yield r, new_prefix("cusum")  # its keys are deleted after the test
-    r.close()
 
 
 def _meta() -> ModelVersion:
@@ -75,8 +62,8 @@ def _cusum_states(r: redis.Redis, ns: str) -> dict[int, object]:
     return {p: json.loads(r.get(f"{ns}:drift:fraud:1:~adwin:{p}") or b"{}").get("cusum") for p in (0, 1)}
 
 
-def test_cusum_checkpoint_survives_a_restart_and_skips_replays(client: tuple[redis.Redis, str]) -> None:
-    r, ns = client
+def test_cusum_checkpoint_survives_a_restart_and_skips_replays(redis_ns: tuple[redis.Redis, str]) -> None:
+    r, ns = redis_ns
     meta, data = _meta(), _batches()
 
     def feed(stage: DriftStage, part: range) -> list[tuple[str, str, str]]:

@@ -31,7 +31,7 @@ from stream.drift import alerts_key
 from stream.event_log import read_event_log
 from stream.topics import Topics
 from tests.helpers import run_cli
-from tests.integration.worker_support import dlq, predictions, start_worker, wait_until
+from tests.integration.worker_support import dlq, drain, predictions, start_worker, wait_until
 from tests.own_data import BOOLEAN, CATEGORICAL, NUMERIC, OWN_FEATURES, own_events, write_csv, write_jsonl
 
 pytestmark = pytest.mark.integration
@@ -172,9 +172,8 @@ def test_yaml_view_over_own_columns_serves_what_training_computed(
     assert {r.name: r.kind for r in meta.inputs.raw}[BOOLEAN] == "boolean"
 
     _produce(s, write_jsonl(tmp_path / "serve.jsonl", own_events(1500, seed=2, start=1.7e9 + 5000)))
-    running = start_worker(s, model=MODEL, attach_features=True, exit_when_idle=3.0)
-    running.thread.join(180)
-    running.stop()
+    running = start_worker(s, model=MODEL, attach_features=True)
+    drain(s, running, timeout=180)  # every event committed: no idle wait
     preds = _served_features(s, 1500)
     assert len(preds) == 1500
     assert set(preds[0]["features"]) == set(view.feature_names())
@@ -269,9 +268,8 @@ def test_wrong_typed_input_is_dead_lettered_and_counted(
 ) -> None:
     s = own_settings
     _bad(env, s, tmp_path, "dead_letter")
-    running = start_worker(s, model=MODEL, exit_when_idle=3.0)
-    running.thread.join(180)
-    running.stop()
+    running = start_worker(s, model=MODEL)
+    drain(s, running, timeout=180)  # every event committed: no idle wait
     letters = [r.json() for r in dlq(s, 30)]
     assert len(letters) == 30 and {d["reason_code"] for d in letters} == {"feature_type"}
     assert letters[0]["reason"] == (
@@ -289,9 +287,8 @@ def test_missing_policy_scores_wrong_types_as_missing(
 ) -> None:
     s = own_settings
     _bad(env, s, tmp_path, "missing")
-    running = start_worker(s, model=MODEL, exit_when_idle=3.0, attach_features=True)
-    running.thread.join(180)
-    running.stop()
+    running = start_worker(s, model=MODEL, attach_features=True)
+    drain(s, running, timeout=180)  # every event committed: no idle wait
     preds = predictions(s, 300)
     assert len(preds) == 300 and not dlq(s, 0, timeout=3)
     as_missing = [p for p in preds if p["features"]["mean_radius"] is None]
@@ -312,9 +309,8 @@ def test_true_false_encode_identically_in_worker_api_and_replay(
     events = own_events(200, seed=6, start=1.7e9 + 40_000)
     assert {e[BOOLEAN] for e in events} == {True, False}
     _produce(s, write_jsonl(tmp_path / "serve.jsonl", events))
-    running = start_worker(s, model=MODEL, exit_when_idle=3.0, attach_features=True)
-    running.thread.join(180)
-    running.stop()
+    running = start_worker(s, model=MODEL, attach_features=True)
+    drain(s, running, timeout=180)  # every event committed: no idle wait
     preds = sorted(_served_features(s, 200), key=lambda p: p["event_id"])
     view = FeatureView.from_yaml(YAML_VIEW)
     history = replay(view, list(read_event_log(s.kafka_client_config(), Topics(s.topic_prefix).events)))
@@ -341,11 +337,14 @@ def test_true_false_encode_identically_in_worker_api_and_replay(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("policy", ["default", "missing"])
 def test_missing_rate_alerts_when_a_numeric_input_starts_arriving_as_strings(
-    own_settings: Settings, tmp_path: Path, env: dict[str, str]
+    own_settings: Settings, tmp_path: Path, env: dict[str, str], policy: str
 ) -> None:
+    """By default the strings are dead-lettered (and the detector still sees them as missing);
+    with the "missing" policy they are scored as missing."""
     s = own_settings.model_copy(update={"drift_window_seconds": 300.0})
-    _train(env, tmp_path, 2000, "--on-wrong-type", "missing")
+    _train(env, tmp_path, 2000, *(() if policy == "default" else ("--on-wrong-type", policy)))
     events = own_events(4000, seed=7)
     for i, e in enumerate(events):
         if i >= 2000 and i % 10 < 3:  # from the middle on, 30% of mean_radius as strings
@@ -364,3 +363,8 @@ def test_missing_rate_alerts_when_a_numeric_input_starts_arriving_as_strings(
     alert = next(a for a in _alerts(s) if a.feature == "mean_radius" and a.detector == "missing_rate")
     assert alert.window_start_ts is not None and alert.window_start_ts >= 1.7e9 + 2000 * 0.5 - 300
     assert _problems(running)[("mean_radius", "wrong_type")] == 600
+    letters = dlq(s, 600 if policy == "default" else 0, timeout=30 if policy == "default" else 3)
+    if policy == "default":
+        assert len(letters) == 600 and {d.json()["reason_code"] for d in letters} == {"feature_type"}
+    else:
+        assert not letters

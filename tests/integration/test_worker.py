@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections import Counter, defaultdict
 
 import orjson
@@ -30,6 +29,7 @@ from tests.integration.worker_support import (
     registry,
     served_counts,
     start_worker,
+    stop_when_committed,
     wait_until,
 )
 
@@ -158,10 +158,10 @@ def test_sigkill_mid_stream_loses_nothing(own_settings: Settings, exactly_once: 
     committed = committed_total(s, group, topics.events)
     written = topic_size(s, topics.predictions)  # at-least-once: every prediction the first one wrote
     assert 0 < committed < min(topic_size(s, topics.events), n), "the kill landed mid-stream"
-    second = _spawn_worker(s, "--batch-size", "200", "--exit-when-idle", "3", *extra)
+    second = _spawn_worker(s, "--batch-size", "200", *extra)
     producer.join(60)
-    _, err = second.communicate(timeout=180)
-    assert second.returncode == 0, err
+    rc, err = stop_when_committed(s, second, timeout=180)  # the whole stream is in the topic now
+    assert rc == 0, err
 
     counts = served_counts(predictions(s, n))
     assert len(counts) == n, f"{n - len(counts)} events lost"
@@ -290,9 +290,15 @@ def test_metrics_endpoint_exposes_the_worker(own_settings: Settings) -> None:
     produce_events(s, 1500)
     produce_raw(s, [("bad", b"nope")])
     wait_until(lambda: running.worker.metrics.consumed._value.get() >= 1501)
-    time.sleep(1.5)  # the consumer-lag gauge refreshes once a second
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        body = response.read().decode()
+    scraped: list[str] = []
+
+    def lag_refreshed() -> bool:  # the consumer-lag gauge refreshes once a second
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            scraped.append(response.read().decode())
+        return 'driftline_consumer_lag{partition="0"} 0.0' in scraped[-1]
+
+    wait_until(lag_refreshed, timeout=30)
+    body = scraped[-1]
     running.stop()
     version = str(v1.version)
     for line in (

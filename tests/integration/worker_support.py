@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
 import threading
 import time
 from collections import Counter
@@ -9,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from confluent_kafka import Consumer
 from rich.console import Console
 
 from driftline.produce import produce_generated
@@ -22,7 +25,7 @@ from stream.producer import EventProducer
 from stream.synthetic import DriftSchedule
 from stream.topics import Topics
 from stream.worker import Worker, WorkerConfig
-from tests.helpers import Record, committed_total, consume_all, topic_size
+from tests.helpers import Record, committed_of, committed_total, consume_all, topic_size
 
 _TRAINED: dict[int, TrainedModel] = {}
 
@@ -141,3 +144,33 @@ def drain(s: Settings, *running: RunningWorker, timeout: float = 240) -> None:
     )
     for w in running:
         w.stop()
+
+
+def stop_when_committed(s: Settings, proc: subprocess.Popen[str], timeout: float = 300) -> tuple[int, str]:
+    """Wait until the worker group (`<prefix>-worker`) has committed every event of the topic, or
+    `proc` (a `driftline worker`) exited; then SIGTERM it (it finishes its batch and exits 0).
+    Its exit status and stderr (read all along, so a chatty worker never blocks on the pipe).
+
+    The condition itself instead of ``--exit-when-idle``. The offsets are read read_uncommitted:
+    a killed worker's pending transaction cannot stall the fetch (the offsets are the same)."""
+    err: list[str] = []
+    reader = threading.Thread(
+        target=lambda: err.append(proc.stderr.read() if proc.stderr else ""), daemon=True
+    )
+    reader.start()
+    topic = Topics(s.topic_prefix).events
+    group = f"{s.topic_prefix}-worker"
+    probe = Consumer({**s.kafka_client_config(), "group.id": group, "isolation.level": "read_uncommitted"})
+    try:
+        wait_until(
+            lambda: proc.poll() is not None or committed_of(probe, topic) >= topic_size(s, topic),
+            timeout,
+            0.5,
+        )
+    finally:
+        probe.close()
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    rc = proc.wait(60)
+    reader.join(10)
+    return rc, "".join(err)

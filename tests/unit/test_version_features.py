@@ -1,5 +1,5 @@
 """Each deployed version gets its inputs from its own feature view; the input gate applies
-production's contract (no Kafka or Redis: fake sources and messages)."""
+the contract of the version each event is routed to (no Kafka or Redis: fake sources and messages)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from inference.metadata import (
     Stage,
     VersionInputs,
 )
+from inference.routing import route
 from inference.views import view_record
 from stream.decode import EventBatch, decode_batch
 from stream.input_gate import InputGate
@@ -35,7 +36,11 @@ RAW = [RawInput(name="x", kind="numeric"), RawInput(name="vip", kind="boolean")]
 
 
 def _version(
-    v: int, stage: Stage, view: FeatureView | None, policy: InputPolicy | None = None
+    v: int,
+    stage: Stage,
+    view: FeatureView | None,
+    policy: InputPolicy | None = None,
+    raw: Sequence[RawInput] = RAW,
 ) -> ModelVersion:
     names = ["x", "vip"] if view is None else view.feature_names()
     return ModelVersion(
@@ -46,7 +51,7 @@ def _version(
         input_name="input",
         created_at=datetime(2026, 1, 1, tzinfo=UTC),
         stage=stage,
-        inputs=VersionInputs(view=view_record(view), raw=RAW, policy=policy or InputPolicy()),
+        inputs=VersionInputs(view=view_record(view), raw=list(raw), policy=policy or InputPolicy()),
     )
 
 
@@ -98,10 +103,13 @@ def _gate() -> tuple[InputGate, CollectorRegistry]:
 def test_the_gate_dead_letters_wrong_types_and_counts_every_problem() -> None:
     gate, registry = _gate()
     batch = _batch([{"x": 1, "vip": True}, {"x": "1", "vip": True}, {"vip": 1, "other": 2}])
-    kept, dead = gate.check(batch, _scorer(_version(1, "production", None)))
+    gated = gate.check(batch, _scorer(_version(1, "production", None)))
+    kept, dead = gated.batch, gated.dead
     assert [e.event_id for e in kept.events] == ["0"]
     assert [(d.reason_code, d.source_offset) for d in dead] == [("feature_type", 1), ("feature_type", 2)]
     assert dead[1].reason == "features.vip: m:1 expects true or false (boolean), got a number"
+    # Dead-lettered, not scored, but handed to the drift stage with the offending input missing.
+    assert gated.unscored.offsets.tolist() == [1, 2] and list(gated.unscored.missing) == [{"x"}, {"vip", "x"}]
     count = registry.get_sample_value
     assert (
         count("driftline_input_problems_total", {"model": "m", "feature": "x", "problem": "wrong_type"}) == 1
@@ -119,6 +127,38 @@ def test_the_missing_policy_nulls_wrong_types_and_can_dead_letter_absent_inputs(
     gate, _ = _gate()
     policy = InputPolicy(wrong_type="missing", missing="dead_letter")
     batch = _batch([{"x": "1", "vip": True}, {"vip": False}])
-    kept, dead = gate.check(batch, _scorer(_version(1, "production", None, policy)))
+    gated = gate.check(batch, _scorer(_version(1, "production", None, policy)))
+    kept, dead = gated.batch, gated.dead
     assert [e.features for e in kept.events] == [{"x": None, "vip": True}]
     assert [d.reason_code for d in dead] == ["feature_missing"] and "features.x" in dead[0].reason
+    assert list(gated.unscored.missing) == [{"x"}]
+
+
+def test_each_event_is_checked_against_the_contract_of_the_version_it_is_routed_to() -> None:
+    gate, registry = _gate()
+    canary_raw = [RawInput(name="x", kind="categorical"), RawInput(name="vip", kind="boolean")]
+    scorer = _scorer(_version(1, "production", None), _version(2, "canary", None, raw=canary_raw))
+    events: list[dict[str, object]] = [{"x": 1.5 if i % 2 else "a", "vip": True} for i in range(40)]
+    batch = _batch(events)
+    arm_of = route(scorer.deployment, batch.entity_ids).tolist()
+    assert 0 < sum(arm_of) < len(arm_of)  # both arms get events
+    gated = gate.check(batch, scorer)
+    # Production expects a number for x, the canary a category string: each event's own version
+    # refuses it, so exactly the events whose x suits their arm's contract are kept.
+    fits = [isinstance(e["x"], float) == (arm == 0) for e, arm in zip(events, arm_of, strict=True)]
+    assert [e.event_id for e in gated.batch.events] == [str(i) for i, ok in enumerate(fits) if ok]
+    by_version = {d.reason.split()[1] for d in gated.dead}
+    assert by_version == {"m:1", "m:2"}
+    assert all(
+        d.reason.endswith("got a string" if d.reason.split()[1] == "m:1" else "got a number")
+        for d in gated.dead
+    )
+    # Only production's refusals go to its drift detectors (the canary's are not monitored).
+    refused_by_production = [
+        i for i, (ok, arm) in enumerate(zip(fits, arm_of, strict=True)) if not ok and arm == 0
+    ]
+    assert gated.unscored.offsets.tolist() == refused_by_production
+    wrong = registry.get_sample_value(
+        "driftline_input_problems_total", {"model": "m", "feature": "x", "problem": "wrong_type"}
+    )
+    assert wrong == len(events) - sum(fits)
