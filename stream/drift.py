@@ -343,7 +343,7 @@ class DriftStage:
     def observe(
         self,
         meta: ModelVersion,
-        columns: Mapping[str, Sequence[Any]],
+        columns: Mapping[str, Sequence[Any] | np.ndarray],
         rows: np.ndarray,
         scores: np.ndarray,
         ts: np.ndarray,
@@ -367,7 +367,7 @@ class DriftStage:
     def _observe(
         self,
         meta: ModelVersion,
-        columns: Mapping[str, Sequence[Any]],
+        columns: Mapping[str, Sequence[Any] | np.ndarray],
         rows: np.ndarray,
         scores: np.ndarray,
         ts: np.ndarray,
@@ -383,7 +383,7 @@ class DriftStage:
             if name == SCORE_FEATURE or name not in columns:
                 continue
             col = columns[name]
-            values = [col[i] for i in picked]
+            values = col[rows] if isinstance(col, np.ndarray) else [col[i] for i in picked]
             if name in v.boolean:  # a two-level category to the detectors
                 batch[name] = boolean_categories(values)
             elif ref.kind == "numeric":
