@@ -28,6 +28,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.prediction_record import prediction_record
 from driftline.settings import Settings
 from driftline.wiring import model_registry
 from inference.encoding import encode_features
@@ -71,21 +72,14 @@ async def score(stream: faust.StreamT[bytes]) -> None:
         columns = {name: [event.features.get(name)] for name in names}
         x = encode_features(specs, columns, 1)
         p = float(session.predict(x)[0])
-        record = {
-            "event_id": event.event_id,
-            "entity_id": event.entity_id,
-            "ts": event.ts,
-            "model": meta.name,
-            "version": meta.version,
-            "arm": "production",
-            "score": p,
-            "predicted": int(p >= meta.threshold),
-            "served": True,
-            "shadow": False,
-            "processing_ms": round((time.perf_counter() - started) * 1000, 3),
-            "source_partition": source.partition if source is not None else -1,
-            "source_offset": source.offset if source is not None else -1,
-        }
+        record = prediction_record(
+            event,
+            meta,
+            p,
+            started,
+            source.partition if source is not None else -1,
+            source.offset if source is not None else -1,
+        )
         await predictions_topic.send(
             key=event.entity_id.encode(), value=orjson.dumps(record, option=orjson.OPT_UTC_Z)
         )

@@ -1,28 +1,41 @@
-"""Throughput and end-to-end latency of one Driftline worker, against a per-event Faust baseline.
+"""Throughput and end-to-end latency of one Driftline worker as users run it, against Quix Streams.
 
 Run on demand against the local stack (`driftline stack up`); not a test::
 
-    .venv/bin/python benchmarks/worker_throughput.py [--events N] [--quick] [--profile]
+    .venv/bin/python benchmarks/worker_throughput.py [--events N] [--warmup-events W] [--quick]
 
-Every run uses its own topic prefix (``bench-<random>``): it creates its topics and its model
-registry namespace, and deletes both at the end, so it never reads another run's data.
+Every configuration runs on **events it has never seen**: its own topic prefix (``bench-<id>-<k>``:
+its own topics, model registry namespace, feature-store and drift keys, all deleted at the end),
+into which the same ``W + N`` synthetic fraud events (seed 1, 1,000 cards) are produced before
+it starts. The clock of a configuration starts when its first ``W`` events (``--warmup-events``,
+default 5,000) are done, so start-up (connecting, the first partition assignment, loading the
+model, filling the feature store's state cache) is not counted; the remaining ``N`` are timed.
 
-1. **Worker throughput.** ``--events`` synthetic events are produced to ``<prefix>.events``; for
-   each batch size (1, 100, 1000) a fresh worker (``build_worker``, fresh consumer group) scores
-   them with a logistic-regression model registered as production, until all are committed.
-   events/s = events / (start of the first batch .. end of the last commit), taken by wrapping
-   ``Worker.process`` of that worker instance. Batch size 1 reads ``--single-events`` of them.
-2. **Faust baseline.** ``benchmarks/faust_baseline.py`` (a separate process) scores the same
-   events one at a time, writing to ``<prefix>.faust-predictions``; events/s = events / (its
-   first event .. its N-th prediction flushed to the broker).
-3. **Latency at a fixed rate.** A separate load process sends new events at ``--rate`` events/s
-   and reads ``<prefix>.predictions`` (read_committed); latency = arrival of an event's
-   prediction - the time its event was handed to the producer (matched by event id). p50/p99
-   over ``--steady`` seconds after ``--warmup`` seconds, for batch sizes 100 and 1000 (worker
-   ``batch_timeout`` = ``--batch-timeout``, 0.02 s).
+1. **The worker** (``build_worker``, a fresh consumer group, one process): events/s = N / (end of
+   the batch that reached W .. end of the commit of the batch that reached W + N), taken by
+   wrapping ``Worker.process`` (which returns once a batch's outputs are acknowledged and its
+   offsets committed). The headline is the default worker: feature view ``fraud`` (28 features
+   from the Redis online store) with the drift detectors on (merged windows of 300 s, ADWIN on
+   the score, CUSUM on the 12 numeric raw features and the score), batch 1000, at-least-once.
+   Extra rows: batch 100, ``--exactly-once``, detectors off, raw event features + detectors off.
+2. **Quix Streams** (``benchmarks/quix_baseline.py``, a separate process, its defaults): the same
+   28 features in its RocksDB state, the same model, per event; events/s = N / (the W-th .. the
+   (W + N)-th event scored and handed to its producer: the final flush and commit are left out,
+   in Quix's favour). The first ``--check`` predictions carry their features, which are compared
+   with Driftline's engine on the same events (`check_features`): equal bit for bit or the run
+   fails.
+3. **Faust** (``--faust``): ``benchmarks/faust_baseline.py``, per event, raw features, no aggregates.
+4. **Latency at a fixed rate** (``--rate``, default 5,000 events/s): a separate load process sends
+   new events and reads ``<prefix>.predictions`` (read_committed); latency = arrival of an event's
+   prediction - the time its event was handed to the producer. p50/p99 over ``--steady`` seconds
+   after ``--warmup`` seconds, for batch sizes 100 and 1000, at-least-once and exactly-once, with
+   features and detectors on.
+5. **Where the time goes**: every stage of ``Worker.process`` timed inside real batches of fresh
+   events (`benchmarks/worker_stages.py`): decode, the feature store (read, decode, engine,
+   write), scoring, each detector family, the prediction records, produce + flush + commit.
 
-Then a table, the targets and where the worker's time goes per event (each stage of a batch timed
-on real messages; ``--profile`` adds a cProfile of a batch-1000 run).
+The table prints each configuration's events/s and its ratio to the Quix Streams run of the same
+benchmark run (the machine is shared: compare rows of one run, not across runs).
 """
 
 from __future__ import annotations
@@ -31,13 +44,13 @@ import argparse
 import contextlib
 import cProfile
 import io
+import math
 import multiprocessing as mp
 import os
 import platform
 import pstats
 import queue
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -55,26 +68,30 @@ from confluent_kafka import Consumer, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 from rich.console import Console
 
+from benchmarks.worker_stages import breakdown
 from driftline.produce import produce_generated
 from driftline.settings import Settings
 from driftline.wiring import build_worker, model_registry, redis_client
-from inference.encoding import encode_features
+from feature_store.definitions import fraud_feature_view
+from feature_store.engine import Engine
 from inference.metadata import ModelVersion
 from stream.decode import decode_batch
-from stream.offsets import next_offsets
-from stream.outputs import Output
 from stream.producer import PRODUCER_DEFAULTS
 from stream.synthetic import DriftSchedule, FraudGenerator
 from stream.topics import Topics, create_topics, delete_topics
-from stream.worker import FeatureColumns, RawFeatures, Worker, WorkerConfig
+from stream.worker import Worker, WorkerConfig
 
 REPO = Path(__file__).resolve().parents[1]
 FAUST_APP = REPO / "benchmarks" / "faust_baseline.py"
+QUIX_APP = REPO / "benchmarks" / "quix_baseline.py"
 MODEL = "fraud"
 PARTITIONS = 6
-TARGET_EVENTS_PER_S = 30_000
+TARGET_EVENTS_PER_S = 40_000
 TARGET_RATIO = 3.0
-TARGET_P99_MS = 100.0
+TARGET_P99_MS = 50.0
+TARGET_DETECTOR_COST = 0.20
+TARGET_BATCH_100 = 15_000
+TARGET_EXACTLY_ONCE = 0.70
 
 
 # ---- results ---------------------------------------------------------------------------------
@@ -87,6 +104,7 @@ class Result:
     p50_ms: float | None = None
     p99_ms: float | None = None
     note: str = ""
+    key: str = ""
 
     @property
     def rate(self) -> float:
@@ -98,24 +116,27 @@ class Timing:
     """Filled in by the wrapper around one worker's ``process``."""
 
     target: int
+    warmup: int = 0
     first: float | None = None
+    warm: float | None = None  # end of the batch that reached `warmup` events: the clock starts
+    warm_count: int = 0
     last: float = 0.0
     count: int = 0
     batches: int = 0
     # per batch: (wall-clock start, seconds from the start of process() to its commit), size
     seconds: list[tuple[float, float]] = field(default_factory=list)
     sizes: list[int] = field(default_factory=list)
-    # CPU between the first batch's start and the target's commit: the worker thread's, the
-    # whole process's (incl. librdkafka's threads) and the machine's (incl. the broker), as
-    # (at first batch, at target) pairs
+    # CPU between the clock's start and the target's commit: the worker thread's, the whole
+    # process's (incl. librdkafka's threads) and the machine's (incl. the broker), as
+    # (at start, at target) pairs
     thread_cpu: list[float] = field(default_factory=list)
     process_cpu: list[float] = field(default_factory=list)
     machine: list[tuple[int, int]] = field(default_factory=list)
 
     def cpu_note(self) -> str:
-        if len(self.thread_cpu) < 2 or self.first is None:
+        if len(self.thread_cpu) < 2 or self.warm is None:
             return ""
-        wall = self.last - self.first
+        wall = self.last - self.warm
         busy = self.machine[1][0] - self.machine[0][0]
         total = self.machine[1][1] - self.machine[0][1]
         cores = os.cpu_count() or 1
@@ -172,13 +193,13 @@ def say(msg: str) -> None:
 
 # ---- setup and cleanup -----------------------------------------------------------------------
 class Run:
-    """One benchmark run: its prefix, topics, registered model; `close` removes all of them."""
+    """One configuration's prefix: its topics, registered model and keys; `close` removes all."""
 
     def __init__(self, settings: Settings) -> None:
         self.s = settings
         self.prefix = settings.topic_prefix
         self.topics = Topics(self.prefix)
-        self.faust_sink = f"{self.prefix}.faust-predictions"
+        self.sink = f"{self.prefix}.baseline-predictions"
         self.admin = AdminClient(settings.kafka_client_config())
         self.conf = settings.kafka_client_config()
         self.meta: ModelVersion | None = None
@@ -186,31 +207,9 @@ class Run:
     def create(self) -> None:
         create_topics(self.admin, self.topics, partitions=PARTITIONS)
         for future in self.admin.create_topics(
-            [NewTopic(self.faust_sink, num_partitions=PARTITIONS, replication_factor=1)]
+            [NewTopic(self.sink, num_partitions=PARTITIONS, replication_factor=1)]
         ).values():
             future.result()
-
-    def register_model(self, rows: int) -> str:
-        """Train and register the model in a child process; returns a one-line description.
-
-        scikit-learn and skl2onnx stay out of this process, so the worker measured here has the
-        heap of a real ``driftline worker`` process (their objects would slow its GC pauses).
-        """
-        ctx = mp.get_context("spawn")
-        out: Any = ctx.Queue()
-        proc = ctx.Process(target=train_and_register, args=(self.s.model_dump(), rows, out))
-        proc.start()
-        try:
-            res: dict[str, Any] = out.get(timeout=300)
-        finally:
-            proc.join(30)
-        if "error" in res:
-            raise RuntimeError(f"training the model failed: {res['error']}")
-        self.meta = model_registry(self.s, publish=False).get(MODEL)
-        return (
-            f"{self.meta.ref}, {res['estimator']} (ONNX), {len(self.meta.features)} features -> "
-            f"{sum(f.width for f in self.meta.features)} inputs, holdout AUC {res['auc']:.3f}"
-        )
 
     def produce(self, n: int) -> float:
         started = time.perf_counter()
@@ -223,9 +222,13 @@ class Run:
         return time.perf_counter() - started
 
     def close(self) -> None:
-        """Delete every topic and consumer group starting with the prefix (incl. Faust's), and the keys."""
+        """Delete every topic and consumer group of the prefix (incl. Faust's and Quix's), and the keys."""
         with contextlib.suppress(Exception):
-            names = [t for t in self.admin.list_topics(timeout=10).topics if t.startswith(self.prefix)]
+            names = [
+                t
+                for t in self.admin.list_topics(timeout=10).topics
+                if t.startswith(self.prefix) or (t.startswith("changelog__") and self.prefix in t)
+            ]
             delete_topics(self.admin, names)
         with contextlib.suppress(Exception):
             listed = self.admin.list_consumer_groups(request_timeout=10).result()
@@ -237,8 +240,8 @@ class Run:
         with contextlib.suppress(Exception):
             r = redis_client(self.s)
             keys = list(r.scan_iter(match=f"{self.prefix}:*", count=1000))
-            if keys:
-                r.delete(*keys)
+            for i in range(0, len(keys), 1000):
+                r.delete(*keys[i : i + 1000])
 
     def end_offsets(self, topic: str) -> list[TopicPartition]:
         c = Consumer({**self.conf, "group.id": f"{self.prefix}-probe-{uuid.uuid4().hex[:6]}"})
@@ -262,51 +265,133 @@ class Run:
         finally:
             c.close()
 
+    def messages(self, topic: str, n: int) -> list[Message]:
+        """The first `n` messages of `topic` (every partition from offset 0)."""
+        c = Consumer(
+            {
+                **self.conf,
+                "group.id": f"{self.prefix}-read-{uuid.uuid4().hex[:4]}",
+                "enable.auto.commit": False,
+            }
+        )
+        meta: Any = c.list_topics(topic, timeout=10).topics[topic]
+        c.assign([TopicPartition(topic, p, 0) for p in meta.partitions])
+        msgs: list[Message] = []
+        deadline = time.monotonic() + 60
+        while len(msgs) < n and time.monotonic() < deadline:
+            msgs += [
+                m
+                for m in c.consume(num_messages=min(10_000, n - len(msgs)), timeout=0.5)
+                if m.error() is None
+            ]
+        c.close()
+        return msgs
 
-def train_and_register(settings: dict[str, Any], rows: int, out: Any) -> None:
-    """In a child process: train logistic regression on synthetic data, register it as production."""
+
+def register_models(runs: list[Run], rows: int) -> str:
+    """Train one model per feature view in a child process and register it in every run's prefix.
+
+    scikit-learn and skl2onnx stay out of this process, so the workers measured here have the
+    heap of a real ``driftline worker`` process (their objects would slow its GC pauses).
+    """
+    by_view: dict[str, list[dict[str, Any]]] = {}
+    for run in runs:
+        by_view.setdefault(run.s.feature_view, []).append(run.s.model_dump())
+    ctx = mp.get_context("spawn")
+    described = []
+    for view, settings in by_view.items():
+        out: Any = ctx.Queue()
+        proc = ctx.Process(target=train_and_register, args=(settings, rows, out))
+        proc.start()
+        try:
+            res: dict[str, Any] = out.get(timeout=300)
+        finally:
+            proc.join(30)
+        if "error" in res:
+            raise RuntimeError(f"training the model failed: {res['error']}")
+        described.append(
+            f"view {view}: {res['estimator']} (ONNX), {res['inputs']} inputs, AUC {res['auc']:.3f}"
+        )
+    for run in runs:
+        run.meta = model_registry(run.s, publish=False).get(MODEL)
+    return "; ".join(described)
+
+
+def train_and_register(settings: list[dict[str, Any]], rows: int, out: Any) -> None:
+    """In a child process: train logistic regression on synthetic data, register it as production
+    in every prefix of `settings` (all of one feature view)."""
     try:
         from driftline.training_data import synthetic_training_set
         from driftline.wiring import feature_view
         from inference.training import train_model
 
-        s = Settings(**settings)
-        data = synthetic_training_set(rows, seed=0, view=feature_view(s))
+        first = Settings(**settings[0])
+        data = synthetic_training_set(rows, seed=0, view=feature_view(first))
         t = train_model(
             data.numeric, data.categorical, data.labels, data.ts, estimator="logreg", source="benchmark"
         )
-        model_registry(s).register(
-            MODEL,
-            t.onnx_bytes,
-            t.features,
-            training=t.training,
-            reference=t.reference,
-            score_reference=t.score_reference,
-            stage="production",
+        for s in settings:
+            model_registry(Settings(**s)).register(
+                MODEL,
+                t.onnx_bytes,
+                t.features,
+                training=t.training,
+                reference=t.reference,
+                score_reference=t.score_reference,
+                stage="production",
+            )
+        out.put(
+            {
+                "estimator": t.training.estimator,
+                "auc": t.training.metrics.get("auc", float("nan")),
+                "inputs": len(t.features),
+            }
         )
-        out.put({"estimator": t.training.estimator, "auc": t.training.metrics.get("auc", float("nan"))})
     except Exception as exc:
         out.put({"error": f"{type(exc).__name__}: {exc}"})
 
 
 # ---- 1. worker throughput --------------------------------------------------------------------
-def timed_worker(run: Run, cfg: WorkerConfig, target: int) -> tuple[Worker, Timing]:
-    """A worker whose ``process`` records the first batch start and the last commit's end."""
+@dataclass(frozen=True)
+class Config:
+    """One worker configuration, measured on its own prefix."""
+
+    key: str
+    label: str
+    view: str = "fraud"
+    detectors: bool = True
+    batch: int = 1000
+    exactly_once: bool = False
+
+
+CONFIGS = [
+    Config("full", "worker: fraud view + detectors (default)"),
+    Config("b100", "worker: fraud view + detectors", batch=100),
+    Config("eos", "worker: fraud view + detectors, exactly-once", exactly_once=True),
+    Config("nodet", "worker: fraud view, detectors off", detectors=False),
+    Config("raw", "worker: raw features, detectors off", view="none", detectors=False),
+]
+
+
+def timed_worker(run: Run, cfg: WorkerConfig, target: int, warmup: int = 0) -> tuple[Worker, Timing]:
+    """A worker whose ``process`` records when `warmup` events were done and the last commit's end."""
     worker = build_worker(run.s, cfg)
-    timing = Timing(target)
+    timing = Timing(target, warmup)
     process = worker.process
 
     def timed(msgs: list[Message]) -> None:
         wall, started = time.time(), time.perf_counter()
         if timing.first is None:
             timing.first = started
-            cpu_marks(timing)
         process(msgs)  # returns once the batch's outputs are acknowledged and offsets committed
         timing.last = time.perf_counter()
         timing.seconds.append((wall, timing.last - started))
         timing.sizes.append(len(msgs))
         timing.count += len(msgs)
         timing.batches += 1
+        if timing.warm is None and timing.count >= timing.warmup:
+            timing.warm, timing.warm_count = timing.last, timing.count
+            cpu_marks(timing)
         if timing.count >= timing.target:
             cpu_marks(timing)
             worker.stop()
@@ -333,85 +418,172 @@ def run_in_thread(target: Callable[[], None], timeout: float) -> list[BaseExcept
 
 
 def worker_throughput(
-    run: Run, batch_size: int, n: int, timeout: float, profile: cProfile.Profile | None = None
+    run: Run, conf: Config, total: int, warmup: int, timeout: float, profile: cProfile.Profile | None = None
 ) -> Result:
-    group = f"{run.prefix}-tput-b{batch_size}-{uuid.uuid4().hex[:4]}"
+    group = f"{run.prefix}-tput-{uuid.uuid4().hex[:4]}"
     cfg = WorkerConfig(
-        model=MODEL, group_id=group, batch_size=batch_size, batch_timeout=0.1, exit_when_idle=20
+        model=MODEL,
+        group_id=group,
+        batch_size=conf.batch,
+        batch_timeout=0.1,
+        exit_when_idle=20,
+        exactly_once=conf.exactly_once,
     )
-    worker, timing = timed_worker(run, cfg, n)
+    worker, timing = timed_worker(run, cfg, total, warmup)
     before = run.count(run.topics.predictions)
     body: Callable[[], None] = worker.run if profile is None else lambda: profile.runcall(worker.run)
     errors = run_in_thread(body, timeout)
     if errors:
         worker.stop()
-        raise RuntimeError(f"worker (batch {batch_size}) failed: {errors[0]!r}")
-    if timing.first is None or timing.count < n:
-        raise RuntimeError(f"worker (batch {batch_size}) consumed {timing.count} of {n} events")
+        raise RuntimeError(f"worker ({conf.key}) failed: {errors[0]!r}")
+    if timing.warm is None or timing.count < total:
+        raise RuntimeError(f"worker ({conf.key}) consumed {timing.count} of {total} events")
     consumed = worker.metrics.registry.get_sample_value("driftline_events_consumed_total") or 0
     written = run.count(run.topics.predictions) - before
-    if consumed != timing.count or written < timing.count:
+    dead = (
+        worker.metrics.registry.get_sample_value("driftline_events_processed_total", {"outcome": "dlq"}) or 0
+    )
+    if consumed != timing.count or written < timing.count - dead:
         raise RuntimeError(
-            f"worker (batch {batch_size}): {timing.count} processed, metrics say {consumed}, "
-            f"{written} predictions written"
+            f"worker ({conf.key}): {timing.count} processed, metrics say {consumed}, "
+            f"{written} predictions written, {dead} dead letters"
         )
     return Result(
-        "driftline worker",
-        batch_size,
-        timing.count,
-        timing.last - timing.first,
-        note=f"{timing.batches} batches; {timing.cpu_note()}",
+        conf.label,
+        conf.batch,
+        timing.count - timing.warm_count,
+        timing.last - timing.warm,
+        note=f"{timing.batches} batches, first {timing.warm_count:,} events not timed; {timing.cpu_note()}",
+        key=conf.key,
     )
 
 
-# ---- 2. Faust baseline -----------------------------------------------------------------------
-def faust_throughput(run: Run, n: int, timeout: float, workdir: Path) -> Result:
-    result_file = workdir / "faust-result.json"
-    log_file = workdir / "faust.log"
+# ---- 2. Quix Streams baseline ----------------------------------------------------------------
+def quix_throughput(run: Run, total: int, warmup: int, check: int, timeout: float, workdir: Path) -> Result:
+    result_file = workdir / "quix-result.json"
+    log_file = workdir / "quix.log"
     env = {
         **os.environ,
         "BENCH_PREFIX": run.prefix,
-        "BENCH_APP_ID": f"{run.prefix}-faust",
+        "BENCH_GROUP": f"{run.prefix}-quix",
         "BENCH_SOURCE": run.topics.events,
-        "BENCH_SINK": run.faust_sink,
-        "BENCH_EXPECT": str(n),
+        "BENCH_SINK": run.sink,
+        "BENCH_STATE_DIR": str(workdir / "state"),
+        "BENCH_EXPECT": str(total),
+        "BENCH_WARMUP": str(warmup),
+        "BENCH_CHECK": str(check),
         "BENCH_RESULT": str(result_file),
         "DRIFTLINE_KAFKA_BOOTSTRAP": run.s.kafka_bootstrap,
         "DRIFTLINE_REDIS_URL": run.s.redis_url,
     }
+    res = run_app(
+        [str(quix_python()), str(QUIX_APP)], env, workdir, result_file, log_file, timeout, "Quix Streams"
+    )
+    secs = float(res["done"]) - float(res["warm"])
+    return Result(
+        "Quix Streams 3.x: same 28 features in its state, per event",
+        1,
+        total - warmup,
+        secs,
+        note=(
+            f"first {warmup:,} events not timed; clock stops at the last event handed to its producer "
+            f"(its final flush + commit took {float(res['stopped']) - float(res['done']):.1f}s more, not "
+            f"counted); {res['dropped']} events dropped as too late"
+        ),
+        key="quix",
+    )
+
+
+def quix_python() -> Path:
+    """The interpreter of the Quix Streams venv (``.venv-quix``: quixstreams pins an older
+    confluent-kafka than the worker's, so it lives apart), else this one."""
+    own = REPO / ".venv-quix" / "bin" / "python"
+    return own if own.exists() else Path(sys.executable)
+
+
+def run_app(
+    cmd: list[str],
+    env: dict[str, str],
+    workdir: Path,
+    result_file: Path,
+    log_file: Path,
+    timeout: float,
+    name: str,
+) -> dict[str, Any]:
+    """Run a baseline app until it writes its result file; its result."""
     started = time.monotonic()
     with log_file.open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, str(FAUST_APP), "worker", "-l", "warn"],
-            cwd=workdir,  # Faust writes its data directory into the working directory
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
             while not result_file.exists():
-                if proc.poll() is not None:
+                if proc.poll() is not None and not result_file.exists():
                     tail = log_file.read_text(errors="replace")[-2000:]
-                    raise RuntimeError(f"Faust baseline exited with {proc.returncode}:\n{tail}")
+                    raise RuntimeError(f"{name} exited with {proc.returncode}:\n{tail}")
                 if time.monotonic() - started > timeout:
-                    partial = run.count(run.faust_sink)
-                    raise RuntimeError(f"Faust baseline: {partial}/{n} predictions after {timeout:.0f}s")
+                    raise RuntimeError(f"{name}: no result after {timeout:.0f}s")
                 time.sleep(0.2)
             time.sleep(0.2)  # the file is written in one call; let it land
-            res = orjson.loads(result_file.read_bytes())
+            return cast(dict[str, Any], orjson.loads(result_file.read_bytes()))
         finally:
-            proc.send_signal(signal.SIGTERM)
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
             try:
                 proc.wait(20)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(10)
-    written = run.count(run.faust_sink)
-    if written < n - 1:  # the n-th prediction may still wait for its event's ack at shutdown
-        raise RuntimeError(f"Faust baseline reported {res['count']} events but wrote {written} predictions")
-    secs = float(res["done"]) - float(res["first"])
-    return Result(
-        "faust per-event", 1, int(res["count"]), secs, note="first event .. N-th prediction flushed"
+
+
+def check_features(run: Run, n: int) -> str:
+    """Compare the features the Quix app attached to its first predictions with Driftline's
+    engine on the same events (every event of the topic, in partition order, one run)."""
+    msgs = run.messages(run.topics.events, run.count(run.topics.events))
+    batch, dead = decode_batch(msgs, "check")
+    if dead:
+        raise RuntimeError(f"feature check: {len(dead)} events did not decode")
+    engine = Engine(fraud_feature_view())
+    view = fraud_feature_view()
+    raw_inputs = sorted(set(view.passthrough) | {a.source for a in view.aggregations if a.source})
+    entities = list(dict.fromkeys(batch.entity_ids))
+    row_of = {e: i for i, e in enumerate(entities)}
+    order = sorted(range(len(batch)), key=lambda i: (batch.partitions[i], batch.offsets[i]))
+    picked = batch.subset(order)
+    rows = np.array([row_of[e] for e in picked.entity_ids], dtype=np.int64)
+    cols = engine.columns(picked.columns(raw_inputs), len(picked))
+    out = engine.run(engine.empty_states(len(entities)), rows, picked.event_times(), cols)
+    ours = {e.event_id: i for i, e in enumerate(picked.events)}
+    theirs = []
+    for m in run.messages(run.sink, run.count(run.sink)):
+        value = m.value()
+        rec = orjson.loads(value) if value else {}
+        if "features" in rec:
+            theirs.append(rec)
+    if len(theirs) < min(n, len(batch)) - len(out.rejected):
+        raise RuntimeError(
+            f"feature check: the Quix app sent {len(theirs)} predictions with features, not {n}"
+        )
+    names = engine.names
+    cat = set(engine.pt_categorical)
+    bad: list[str] = []
+    for rec in theirs:
+        i = ours[rec["event_id"]]
+        for j, name in enumerate(names):
+            other = rec["features"][name]
+            if name in cat:
+                mine: object = out.categorical[name][i]
+                same = mine == other
+            else:
+                number = mine = float(out.features[i, j])
+                same = (other is None and math.isnan(number)) or (
+                    other is not None and float(other) == number
+                )
+            if not same:
+                bad.append(f"{rec['event_id']} {name}: driftline {mine!r}, quix {other!r}")
+    if bad:
+        raise RuntimeError(f"feature check: {len(bad)} features differ, e.g. " + "; ".join(bad[:5]))
+    return (
+        f"features checked: {len(theirs):,} Quix predictions x {len(names)} features equal to Driftline's "
+        f"engine bit for bit"
     )
 
 
@@ -536,12 +708,24 @@ def load_and_probe(
 
 
 def latency(
-    run: Run, batch_size: int, rate: float, warmup: float, steady: float, batch_timeout: float = 0.02
+    run: Run,
+    batch_size: int,
+    rate: float,
+    warmup: float,
+    steady: float,
+    batch_timeout: float = 0.02,
+    exactly_once: bool = False,
 ) -> tuple[Result, str]:
     """(result, a breakdown line) for one worker at batch size `batch_size` under `rate` events/s."""
     group = f"{run.prefix}-lat-b{batch_size}-{uuid.uuid4().hex[:4]}"
     run.commit_at_end(group, run.topics.events)  # only this measurement's events
-    cfg = WorkerConfig(model=MODEL, group_id=group, batch_size=batch_size, batch_timeout=batch_timeout)
+    cfg = WorkerConfig(
+        model=MODEL,
+        group_id=group,
+        batch_size=batch_size,
+        batch_timeout=batch_timeout,
+        exactly_once=exactly_once,
+    )
     worker, timing = timed_worker(run, cfg, target=2**62)
     producer, consumer = Timed(worker.producer, "flush"), Timed(worker.consumer, "commit")
     worker.producer, worker.consumer = cast(Any, producer), cast(Any, consumer)
@@ -605,8 +789,9 @@ def latency(
     )
     if res["missing"]:
         note += f", {res['missing']} predictions missing"
+    mode = "exactly-once" if exactly_once else "at-least-once"
     detail = (
-        f"batch {batch_size}: event sent -> prediction produced p50 {res['to_made_p50']:.1f} / "
+        f"batch {batch_size}, {mode}: event sent -> prediction produced p50 {res['to_made_p50']:.1f} / "
         f"p99 {res['to_made_p99']:.1f} ms; produced -> read p50 {res['made_to_arrival_p50']:.1f} / "
         f"p99 {res['made_to_arrival_p99']:.1f} ms; {len(batches)} batches of {np.mean(sizes or [0]):.0f} "
         f"events, process() p50 {pct(process, 50):.1f} / p99 {pct(process, 99):.1f} ms "
@@ -619,7 +804,7 @@ def latency(
             f"; events over 50 ms were sent at {shown}{' ...' if len(res['slow_stretches']) > 8 else ''}"
         )
     result = Result(
-        f"e2e @{rate:,.0f}/s, timeout {batch_timeout:g}s",
+        f"e2e @{rate:,.0f}/s, {mode}, features + detectors",
         batch_size,
         res["timed"],
         steady,
@@ -630,109 +815,50 @@ def latency(
     return result, detail
 
 
+# ---- 3. Faust per-event baseline -------------------------------------------------------------
+def faust_throughput(run: Run, n: int, timeout: float, workdir: Path) -> Result:
+    result_file = workdir / "faust-result.json"
+    env = {
+        **os.environ,
+        "BENCH_PREFIX": run.prefix,
+        "BENCH_APP_ID": f"{run.prefix}-faust",
+        "BENCH_SOURCE": run.topics.events,
+        "BENCH_SINK": run.sink,
+        "BENCH_EXPECT": str(n),
+        "BENCH_RESULT": str(result_file),
+        "DRIFTLINE_KAFKA_BOOTSTRAP": run.s.kafka_bootstrap,
+        "DRIFTLINE_REDIS_URL": run.s.redis_url,
+    }
+    cmd = [sys.executable, str(FAUST_APP), "worker", "-l", "warn"]
+    res = run_app(cmd, env, workdir, result_file, workdir / "faust.log", timeout, "Faust baseline")
+    secs = float(res["done"]) - float(res["first"])
+    return Result(
+        "Faust per event: raw features, no aggregates", 1, int(res["count"]), secs,
+        note="first event .. N-th prediction flushed (start-up included)", key="faust",
+    )  # fmt: skip
+
+
 # ---- where the worker's time goes ------------------------------------------------------------
-def fetch_messages(run: Run, n: int) -> list[Message]:
-    c = Consumer(
-        {**run.conf, "group.id": f"{run.prefix}-sample-{uuid.uuid4().hex[:4]}", "enable.auto.commit": False}
-    )
-    meta: Any = c.list_topics(run.topics.events, timeout=10).topics[run.topics.events]
-    c.assign([TopicPartition(run.topics.events, p, 0) for p in meta.partitions])
-    msgs: list[Message] = []
-    deadline = time.monotonic() + 30
-    while len(msgs) < n and time.monotonic() < deadline:
-        msgs += [m for m in c.consume(num_messages=n - len(msgs), timeout=0.5) if m.error() is None]
-    c.close()
-    return msgs
-
-
-def per_event_us(fn: Callable[[], object], n: int, repeat: int = 7) -> float:
-    times = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times) / n * 1e6
-
-
-def stage_breakdown(run: Run, n: int = 1000) -> list[tuple[str, float]]:
-    """Each stage of one worker batch, timed on `n` real messages (µs per event, median of runs)."""
-    msgs = fetch_messages(run, n)
-    n = len(msgs)
-    cfg = WorkerConfig(model=MODEL, group_id=f"{run.prefix}-stages", batch_size=n)
+def stage_breakdown(run: Run, batch: int, warmup_batches: int) -> tuple[list[tuple[str, float]], float]:
+    """Every stage of `Worker.process` on the fresh events of `run`, in batches of `batch`."""
+    msgs = run.messages(run.topics.events, run.count(run.topics.events))
+    msgs.sort(key=lambda m: (m.timestamp()[1], m.partition(), m.offset()))  # roughly as consumed
+    cfg = WorkerConfig(model=MODEL, group_id=f"{run.prefix}-stages", batch_size=batch)
     worker = build_worker(run.s, cfg)
     try:
         scorer = worker.follower.build()
-        assert scorer is not None and scorer.deployment.production is not None
+        assert scorer is not None
         worker.scorer = scorer
-        meta = scorer.deployment.production
-        session = scorer.sessions[meta.ref]
-        names = scorer.feature_names()
-
-        # How fast librdkafka hands over already-fetched messages (a fresh consumer, warmed up).
-        c = Consumer({**run.conf, "group.id": f"{run.prefix}-stages-c", "enable.auto.commit": False})
-        topic_meta: Any = c.list_topics(run.topics.events, timeout=10).topics[run.topics.events]
-        c.assign([TopicPartition(run.topics.events, p, 0) for p in topic_meta.partitions])
-        c.consume(num_messages=n, timeout=5.0)
-        time.sleep(1.0)  # let the fetcher fill its queue
-        calls = []
-        for _ in range(7):
-            started = time.perf_counter()
-            if len(c.consume(num_messages=n, timeout=1.0)) < n:  # the topic ran out
-                break
-            calls.append((time.perf_counter() - started) / n * 1e6)
-        consume_us = statistics.median(calls) if calls else float("nan")
-
-        batch, _ = decode_batch(msgs, "bench")
-        columns = RawFeatures().columns(batch, names).columns
-        x = encode_features(meta.features, columns, n)
-        out = [
-            ("consumer.consume (librdkafka -> Message)", consume_us),
-            ("decode_batch (pydantic model_validate_json)", per_event_us(lambda: decode_batch(msgs, "b"), n)),
-            ("columns (event dicts -> feature lists)", per_event_us(lambda: batch.columns(names), n)),
-            ("encode_features", per_event_us(lambda: encode_features(meta.features, columns, n), n)),
-            ("ONNX Runtime predict", per_event_us(lambda: session.predict(x), n)),
-        ]
-        # _predict = score + records + orjson + metrics, into a list of outputs (produced after;
-        # the columns are built before _predict now, so they are counted separately):
-        predict_no_send = per_event_us(
-            lambda: worker._predict(batch, FeatureColumns(columns), time.perf_counter(), []), n
-        )
-        out.append(
-            (
-                "prediction dicts + orjson.dumps + metrics",
-                predict_no_send - sum(us for name, us in out[3:5]),
-            )
-        )
-        topic = run.topics.predictions
-        values = [
-            Output(topic, e.entity_id.encode(), orjson.dumps({"event_id": e.event_id, "x": 1}))
-            for e in batch.events
-        ]
-
-        def produce_all() -> None:
-            for out in values:
-                worker.outputs.send(out)
-
-        def produce_then_flush() -> None:
-            produce_all()
-            worker.producer.flush(30)
-
-        produce_us = per_event_us(produce_all, n)
-        worker.producer.flush(30)
-        out.append(("producer.produce (+ on_delivery)", produce_us))
-        out.append(("producer.flush (broker ack wait)", per_event_us(produce_then_flush, n) - produce_us))
-        offsets = next_offsets(msgs)
-        out.append(
-            ("consumer.commit (sync)", per_event_us(lambda: c.commit(offsets=offsets, asynchronous=False), n))
-        )
-        c.close()
-        return out
+        if worker.drift is not None:
+            worker.drift.set_partitions(range(PARTITIONS))
+        batches = [msgs[i : i + batch] for i in range(0, len(msgs), batch)]
+        return breakdown(worker, batches, warmup_batches)
     finally:
         worker.consumer.close()
         worker.producer.flush(10)
 
 
-def cprofile_top(prof: cProfile.Profile, events: int, limit: int = 22) -> str:
+def cprofile_top(prof: cProfile.Profile, events: int, limit: int = 30) -> str:
     buf = io.StringIO()
     stats = pstats.Stats(prof, stream=buf)
     stats.sort_stats("tottime").print_stats(limit)
@@ -752,11 +878,11 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def table(results: list[Result], faust: Result | None) -> str:
-    head = ("#", "mode", "batch", "events/s", "ratio vs Faust", "p50 ms", "p99 ms", "events")
+def table(results: list[Result], quix: Result | None) -> str:
+    head = ("#", "configuration", "batch", "events/s", "vs Quix", "p50 ms", "p99 ms", "timed events")
     rows = []
     for k, r in enumerate(results, 1):
-        ratio = f"{r.rate / faust.rate:.2f}x" if faust and faust.rate and r.p50_ms is None else "-"
+        ratio = f"{r.rate / quix.rate:.2f}x" if quix and quix.rate and r.p50_ms is None else "-"
         rows.append(
             (
                 str(k),
@@ -793,114 +919,193 @@ def phase(name: str) -> Iterator[None]:
     say(f"    done in {time.perf_counter() - started:.1f}s")
 
 
+def targets(by: dict[str, Result], latencies: list[Result], rate: float) -> list[str]:
+    out = []
+    full, quix = by.get("full"), by.get("quix")
+    if full is not None:
+        out.append(
+            f"  full worker (fraud view + detectors, batch 1000) >= {TARGET_EVENTS_PER_S:,} events/s: "
+            f"{met(full.rate >= TARGET_EVENTS_PER_S)} ({full.rate:,.0f})"
+        )
+        if quix is not None:
+            ratio = full.rate / quix.rate
+            out.append(
+                f"  >= {TARGET_RATIO:.0f}x Quix Streams in this run: "
+                f"{met(ratio >= TARGET_RATIO)} ({ratio:.2f}x)"
+            )
+        off = by.get("nodet")
+        if off is not None:
+            cost = 1 - full.rate / off.rate
+            out.append(
+                f"  detectors cost <= {TARGET_DETECTOR_COST:.0%} of detectors-off throughput: "
+                f"{met(cost <= TARGET_DETECTOR_COST)} ({cost:.0%}: {full.rate:,.0f} vs {off.rate:,.0f})"
+            )
+        eos = by.get("eos")
+        if eos is not None:
+            share = eos.rate / full.rate
+            out.append(
+                f"  exactly-once >= {TARGET_EXACTLY_ONCE:.0%} of at-least-once: "
+                f"{met(share >= TARGET_EXACTLY_ONCE)} ({share:.0%})"
+            )
+    b100 = by.get("b100")
+    if b100 is not None:
+        out.append(
+            f"  batch 100 >= {TARGET_BATCH_100:,} events/s: "
+            f"{met(b100.rate >= TARGET_BATCH_100)} ({b100.rate:,.0f})"
+        )
+    for r in latencies:
+        if r.p99_ms is not None:
+            out.append(
+                f"  p99 < {TARGET_P99_MS:.0f} ms at {rate:,.0f} events/s, batch {r.batch}, "
+                f"{r.mode.split(', ')[1]}: "
+                f"{met(r.p99_ms < TARGET_P99_MS)} ({r.p99_ms:.1f} ms)"
+            )
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    ap.add_argument("--events", type=int, default=None, help="events for batch 100/1000 and Faust (100,000)")
-    ap.add_argument("--single-events", type=int, default=None, help="events for batch size 1 (10,000)")
+    ap.add_argument("--events", type=int, default=None, help="timed events per configuration (50,000)")
+    ap.add_argument(
+        "--warmup-events", type=int, default=5_000, help="events per configuration before the clock starts"
+    )
+    ap.add_argument(
+        "--configs",
+        default=",".join(c.key for c in CONFIGS) + ",quix",
+        help=f"which rows: {', '.join(c.key for c in CONFIGS)}, quix, faust (comma-separated)",
+    )
+    ap.add_argument("--check", type=int, default=2000, help="Quix predictions whose features are checked")
     ap.add_argument("--rate", type=float, default=5000.0, help="offered rate of the latency test (events/s)")
     ap.add_argument(
         "--batch-timeout", type=float, default=0.02, help="worker batch_timeout in the latency test (0.02 s)"
     )
     ap.add_argument("--warmup", type=float, default=None, help="latency warm-up seconds, not counted (5)")
-    ap.add_argument("--steady", type=float, default=None, help="latency measurement seconds (20)")
+    ap.add_argument("--steady", type=float, default=None, help="latency measurement seconds (15)")
     ap.add_argument("--quick", action="store_true", help="small numbers, for iterating (20,000 events)")
     ap.add_argument(
-        "--feature-view",
-        default="none",
-        help="'none': raw event features (the Faust baseline's inputs); 'fraud': online feature store",
+        "--profile", action="store_true", help="also cProfile the full worker on a prefix of its own"
     )
-    ap.add_argument(
-        "--drift-window-seconds",
-        type=float,
-        default=300.0,
-        help="event-time seconds per merged drift window (the generator makes 2 events/s); 0 = detectors off",
-    )
-    ap.add_argument("--profile", action="store_true", help="also cProfile a batch-1000 worker run")
-    ap.add_argument("--skip-faust", action="store_true", help="no Faust baseline")
     ap.add_argument("--skip-latency", action="store_true", help="no latency test")
+    ap.add_argument("--skip-stages", action="store_true", help="no stage breakdown")
     args = ap.parse_args()
-    n = args.events or (20_000 if args.quick else 100_000)
-    n_single = min(n, args.single_events or (1_000 if args.quick else 10_000))
+    n = args.events or (20_000 if args.quick else 50_000)
+    w = args.warmup_events
     warmup = args.warmup if args.warmup is not None else (2.0 if args.quick else 5.0)
-    steady = args.steady if args.steady is not None else (6.0 if args.quick else 20.0)
+    steady = args.steady if args.steady is not None else (6.0 if args.quick else 15.0)
+    wanted = [k.strip() for k in args.configs.split(",") if k.strip()]
+    known = {c.key: c for c in CONFIGS}
+    unknown = [k for k in wanted if k not in known and k not in ("quix", "faust")]
+    if unknown:
+        ap.error(f"unknown configurations: {', '.join(unknown)}")
 
-    prefix = f"bench-{uuid.uuid4().hex[:10]}"
-    run = Run(
-        Settings(
-            topic_prefix=prefix,
-            feature_view=args.feature_view,
-            drift_window_seconds=args.drift_window_seconds,
+    bench = uuid.uuid4().hex[:8]
+
+    def make(key: str, view: str = "fraud", detectors: bool = True) -> Run:
+        settings = Settings(
+            topic_prefix=f"bench-{bench}-{key}",
+            feature_view=view,
+            drift_window_seconds=300.0 if detectors else 0.0,
         )
+        return Run(settings)
+
+    runs: dict[str, Run] = {}
+    for key in wanted:
+        c = known.get(key)
+        runs[key] = (
+            make(key, c.view, c.detectors) if c else make(key, "fraud" if key == "quix" else "none", False)
+        )
+    if not args.skip_stages:
+        runs["stages"] = make("stages")
+    if not args.skip_latency:
+        runs["latency"] = make("latency")
+    if args.profile:
+        runs["profile"] = make("profile")
+    say(
+        f"Driftline worker benchmark {bench}: {len(runs)} prefixes bench-{bench}-*, each with the same "
+        f"{w:,} warm-up + {n:,} timed events (never seen by any other configuration)"
     )
-    say(f"Driftline worker benchmark, prefix {prefix}, {n:,} events ({n_single:,} for batch 1)")
-    results: list[Result] = []
-    faust: Result | None = None
+    results: dict[str, Result] = {}
+    latencies: list[Result] = []
     stages: list[tuple[str, float]] = []
+    stage_total = 0.0
     details: list[str] = []
-    profile_text = ""
+    check_note = profile_text = ""
     wall = time.perf_counter()
     load_before = os.getloadavg()
     try:
-        with phase("creating topics, training and registering the model"):
-            run.create()
-            model = run.register_model(20_000)
-        with phase(f"producing {n:,} synthetic events"):
-            secs = run.produce(n)
-            say(f"    {n / secs:,.0f} events/s produced (with their labels)")
-        for batch_size, count in ((1, n_single), (100, n), (1000, n)):
-            with phase(f"worker, batch {batch_size}, {count:,} events"):
-                r = worker_throughput(run, batch_size, count, timeout=max(120.0, count / 100))
-                say(f"    {r.rate:,.0f} events/s")
-                results.append(r)
-        if not args.skip_faust:
-            with phase(f"Faust per-event baseline, {n:,} events"), tempfile.TemporaryDirectory() as tmp:
-                faust = faust_throughput(run, n, timeout=max(180.0, n / 250), workdir=Path(tmp))
-                say(f"    {faust.rate:,.0f} events/s")
+        with phase("creating topics, training and registering the models"):
+            for run in runs.values():
+                run.create()
+            model = register_models(list(runs.values()), 20_000)
+        with phase(f"producing {w + n:,} synthetic events into each of {len(runs)} prefixes"):
+            for key, run in runs.items():
+                if key != "latency":
+                    secs = run.produce(w + n)
+            say(f"    {(w + n) / secs:,.0f} events/s produced (with their labels)")
+        for key in wanted:
+            run = runs[key]
+            if key == "quix":
+                with phase(f"Quix Streams, {w:,} + {n:,} events"), tempfile.TemporaryDirectory() as tmp:
+                    r = quix_throughput(
+                        run, w + n, w, args.check, timeout=max(300.0, n / 200), workdir=Path(tmp)
+                    )
+                check_note = check_features(run, args.check)
+                say(f"    {check_note}")
+            elif key == "faust":
+                with (
+                    phase(f"Faust per-event baseline, {w + n:,} events"),
+                    tempfile.TemporaryDirectory() as tmp,
+                ):
+                    r = faust_throughput(run, w + n, timeout=max(300.0, n / 250), workdir=Path(tmp))
+            else:
+                c = known[key]
+                with phase(f"{c.label}, batch {c.batch}, {w:,} + {n:,} events"):
+                    r = worker_throughput(run, c, w + n, w, timeout=max(180.0, n / 100))
+            say(f"    {r.rate:,.0f} events/s")
+            results[key] = r
         if not args.skip_latency:
-            for batch_size in (100, 1000):
-                label = (
-                    f"latency at {args.rate:,.0f} events/s, batch {batch_size}, timeout {args.batch_timeout}s"
-                )
-                with phase(label):
-                    r, detail = latency(run, batch_size, args.rate, warmup, steady, args.batch_timeout)
-                    say(f"    p50 {r.p50_ms:.1f} ms, p99 {r.p99_ms:.1f} ms ({r.note})")
-                    results.append(r)
-                    details.append(detail)
-        best = max((r for r in results if r.p50_ms is None and r.batch > 1), key=lambda r: r.rate)
-        with phase("timing the stages of one 1000-event batch"):
-            stages = stage_breakdown(run)
+            for eos in (False, True):
+                for batch_size in (100, 1000):
+                    mode = "exactly-once" if eos else "at-least-once"
+                    with phase(f"latency at {args.rate:,.0f} events/s, batch {batch_size}, {mode}"):
+                        r, detail = latency(
+                            runs["latency"], batch_size, args.rate, warmup, steady, args.batch_timeout, eos
+                        )
+                        say(f"    p50 {r.p50_ms:.1f} ms, p99 {r.p99_ms:.1f} ms ({r.note})")
+                        latencies.append(r)
+                        details.append(detail)
+        if not args.skip_stages:
+            with phase("timing every stage of Worker.process on fresh events, batches of 1000"):
+                stages, stage_total = stage_breakdown(runs["stages"], 1000, warmup_batches=max(1, w // 1000))
         if args.profile:
-            with phase(f"cProfile of a batch-1000 worker run, {n:,} events"):
+            with phase(f"cProfile of the full worker, {w + n:,} events"):
                 prof = cProfile.Profile()
-                r = worker_throughput(run, 1000, n, timeout=max(120.0, n / 100), profile=prof)
-                profile_text = cprofile_top(prof, r.events)
+                r = worker_throughput(
+                    runs["profile"], CONFIGS[0], w + n, w, timeout=max(180.0, n / 50), profile=prof
+                )
+                profile_text = cprofile_top(prof, w + n)
     finally:
-        with phase(f"deleting {prefix}.* topics and registry keys"):
-            run.close()
+        with phase(f"deleting the bench-{bench}-* topics, groups and keys"):
+            for run in runs.values():
+                run.close()
 
+    first = next(iter(runs.values()))
     say("")
     say(
         f"machine: {os.cpu_count()} cores ({len(os.sched_getaffinity(0))} usable), {cpu_model()}; "
-        f"Python {platform.python_version()}; broker on this machine ({run.s.kafka_bootstrap}); "
+        f"Python {platform.python_version()}; broker and Redis on this machine ({first.s.kafka_bootstrap}); "
         f"load average {load_before[0]:.2f} before, {os.getloadavg()[0]:.2f} after"
     )
-    say(f"model: {model}; topics with {PARTITIONS} partitions")
+    say(f"models: {model}; topics with {PARTITIONS} partitions")
+    say(f"each row: its own prefix and fresh events; the first {w:,} events of each are warm-up, not timed")
     say("")
-    print(table(results + ([faust] if faust else []), faust))
+    print(table([*results.values(), *latencies], results.get("quix")))
+    if check_note:
+        say(check_note)
     say("")
     say("targets:")
-    say(f"  one worker >= {TARGET_EVENTS_PER_S:,} events/s: {met(best.rate >= TARGET_EVENTS_PER_S)} "
-        f"({best.rate:,.0f} events/s at batch {best.batch})")  # fmt: skip
-    if faust:
-        ratio = best.rate / faust.rate
-        verdict = met(ratio >= TARGET_RATIO)
-        say(f"  >= {TARGET_RATIO:.0f}x the Faust per-event baseline: {verdict} ({ratio:.2f}x)")
-    for r in results:
-        if r.p99_ms is not None:
-            say(
-                f"  p99 < {TARGET_P99_MS:.0f} ms at {args.rate:,.0f} events/s, batch {r.batch}: "
-                f"{met(r.p99_ms < TARGET_P99_MS)} ({r.p99_ms:.1f} ms)"
-            )
+    for line in targets(results, latencies, args.rate):
+        say(line)
     if details:
         say("")
         say("latency breakdown (steady window):")
@@ -908,11 +1113,13 @@ def main() -> int:
             say(f"  {detail}")
     if stages:
         say("")
-        say("where one batch of 1000 spends its time (µs per event; stages timed separately):")
-        total = sum(us for _, us in stages)
+        say("where Worker.process spends its time, batches of 1000 fresh events (µs per event):")
         for name, us in stages:
-            say(f"  {name:<45} {us:7.2f}  {100 * us / total:5.1f}%")
-        say(f"  {'sum':<45} {total:7.2f}  -> at most {1e6 / total:,.0f} events/s on one core")
+            say(f"  {name:<58} {us:8.2f}  {100 * us / stage_total:5.1f}%")
+        say(
+            f"  {'process() per event, measured':<58} {stage_total:8.2f}  "
+            f"-> {1e6 / stage_total:,.0f} events/s"
+        )
     if profile_text:
         say("")
         say(profile_text)

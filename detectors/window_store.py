@@ -39,7 +39,9 @@ partition's fresh offsets are above all it added before) - the signals' ``window
 Events at offsets at or below a partition's stored offset were already added (a replay after a
 crash or rebalance) and are skipped, so counts are exact under at-least-once delivery. If
 another worker moved a partition's offset meanwhile (a rebalance), the script changes nothing, the
-worker re-reads the offsets and retries.
+worker re-reads the offsets and retries. After its writes the script also returns what
+`close_ready` reads first (the partitions hash, the open and pending windows, the outbox), so a
+batch's add and the start of its close share one round trip.
 
 **Closing** (`WindowStore.close_ready`): the combined watermark is the minimum, over the
 partitions, of each one's max event time (``partitions`` = the topic's partitions; a partition not
@@ -115,6 +117,7 @@ from typing import Any
 from urllib.parse import quote
 
 import numpy as np
+import orjson
 import redis
 
 from detectors.alerts import DriftAlert
@@ -243,7 +246,9 @@ for _, p in ipairs(doc.parts) do
 end
 redis.call('EXPIRE', KEYS[1], ttl)
 redis.call('EXPIRE', KEYS[2], ttl)
-return {'ok', tostring(late)}
+-- What close_ready reads first, read here so that a batch's add and close share a round trip.
+return {'ok', tostring(late), redis.call('HGETALL', KEYS[1]), redis.call('ZRANGE', KEYS[2], 0, -1),
+        redis.call('ZRANGE', KEYS[tonumber(ARGV[2])], 0, -1), redis.call('HGETALL', KEYS[tonumber(ARGV[3])])}
 """
 
 
@@ -271,6 +276,11 @@ def _window_offsets(raw: Mapping[Any, Any]) -> dict[int, tuple[int, int]]:
         for k, v in sorted(fields.items(), key=lambda kv: int(kv[0][2:]))
         if k.startswith("f:")
     }
+
+
+def _pairs(flat: Sequence[Any]) -> dict[Any, Any]:
+    """A Lua ``HGETALL`` reply (field, value, field, value, ...) as a dict."""
+    return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
 def _parse_marker(raw: bytes | str | None) -> dict[str, Any] | None:
@@ -402,6 +412,8 @@ class WindowStore:
         self._publish = self.r.register_script(_PUBLISH_LUA)
         self._takeover_alert = self.r.register_script(_TAKEOVER_ALERT_LUA)
         self._now = time.time()  # of the last `close_ready`: the clock of claims and the outbox
+        # What the last `add` read back for the next `close_ready` (partitions, windows, pending, outbox).
+        self._read_ahead: list[Any] | None = None
         self.windows: list[WindowStat] = []
         """`WindowStat` of every window evaluated by the last `close_ready`."""
         self.inflight: dict[float, float] = {}
@@ -503,13 +515,16 @@ class WindowStore:
             fresh = offs > stored[np.searchsorted(uniq, part)]
             n_fresh = int(np.count_nonzero(fresh))
             if n_fresh == 0:
+                self._read_ahead = None  # nothing sent: close_ready reads for itself
                 return AddResult(added=0, replayed=n, late=0, attempts=attempt)
             keys, doc, new_offsets, bad_ts = self._plan(cols, ts, part, offs, fresh, now, counted or {})
-            reply = self._script(keys=keys, args=[json.dumps(doc, separators=(",", ":"))])
+            keys += [self.pending_key, self.outbox_key]  # read back for close_ready (Lua is 1-based)
+            reply = self._script(keys=keys, args=[orjson.dumps(doc), str(len(keys) - 1), str(len(keys))])
             if _text(reply[0]) == "conflict":
                 self._offsets.pop(int(_text(reply[1])), None)
                 continue
             self._offsets.update(new_offsets)
+            self._read_ahead = [_pairs(reply[2]), reply[3], reply[4], _pairs(reply[5])]
             late = int(_text(reply[1])) + bad_ts
             return AddResult(added=n_fresh - late, replayed=n - n_fresh, late=late, attempts=attempt)
         raise RuntimeError(f"gave up adding a batch to {self._prefix}: partition offsets kept changing")
@@ -647,12 +662,16 @@ class WindowStore:
         """
         now = time.time() if now is None else now
         self._now = now
-        pipe = self.r.pipeline(transaction=False)
-        pipe.hgetall(self.partitions_key)
-        pipe.zrange(self.windows_key, 0, -1)
-        pipe.zrange(self.pending_key, 0, -1)
-        pipe.hgetall(self.outbox_key)
-        raw_parts, raw_windows, raw_pending, raw_outbox = pipe.execute()
+        if self._read_ahead is not None:  # read by this batch's `add`, after its writes
+            raw_parts, raw_windows, raw_pending, raw_outbox = self._read_ahead
+            self._read_ahead = None
+        else:
+            pipe = self.r.pipeline(transaction=False)
+            pipe.hgetall(self.partitions_key)
+            pipe.zrange(self.windows_key, 0, -1)
+            pipe.zrange(self.pending_key, 0, -1)
+            pipe.hgetall(self.outbox_key)
+            raw_parts, raw_windows, raw_pending, raw_outbox = pipe.execute()
         wm = self._watermark({_text(k): _text(v) for k, v in raw_parts.items()}, now)
         self.windows = []
         self.recovered = []
@@ -798,6 +817,7 @@ class WindowStore:
 
     def abandon(self) -> None:
         """The batch that closed the in-flight windows will be redone: let the redo take them over."""
+        self._read_ahead = None
         self.inflight.clear()
         self.outbox.clear()
         self.recovered = []

@@ -180,16 +180,16 @@ class WriteResult:
     rejected: dict[int, str] = field(default_factory=dict)  # too late (now, or when first seen)
     replay_missed: list[int] = field(default_factory=list)  # replayed, results no longer kept: NaN
 
-    def columns(self, names: Sequence[str]) -> dict[str, list[Any]]:
-        """Feature columns by name, for a model: floats (NaN = undefined) and category strings."""
+    def columns(self, names: Sequence[str]) -> dict[str, list[Any] | np.ndarray]:
+        """Feature columns by name, for a model: float64 arrays (NaN = undefined) and lists of
+        category strings. Arrays, not lists: the model encoding and the detectors take them as
+        they are (a list of floats costs them a conversion per value)."""
         index = {name: j for j, name in enumerate(self.feature_names)}
         unknown = [n for n in names if n not in index]
         if unknown:
             raise KeyError(f"not features of this view: {', '.join(unknown)}")
         return {
-            name: self.categorical[name]
-            if name in self.categorical
-            else self.features[:, index[name]].tolist()
+            name: self.categorical[name] if name in self.categorical else self.features[:, index[name]].copy()
             for name in names
         }
 

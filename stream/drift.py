@@ -50,7 +50,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from detectors.adwin import AdwinDetector
 from detectors.alerts import AlertPolicy, DriftAlert
-from detectors.cusum import CusumDetector
+from detectors.cusum import CusumDetector, CusumJob, update_many
 from detectors.monitor import MonitorConfig
 from detectors.policy_store import SharedAlertPolicy
 from detectors.reference import Reference
@@ -207,6 +207,24 @@ class _Adwins:
     detectors: dict[str, AdwinDetector]
     offset: int = -1
     cusums: dict[str, CusumDetector] = field(default_factory=dict)
+    # Their gauges' labelled children (`labels()` costs a lookup and a lock per call).
+    _gauges: dict[tuple[str, str], Any] = field(default_factory=dict)
+
+    def gauges(self, m: DriftMetrics, model: str, version: str, feature: str, p: int) -> tuple[Any, Any]:
+        """The ADWIN width and estimate gauges of `feature` on this partition."""
+        key = ("adwin", feature)
+        if key not in self._gauges:
+            labels = (model, version, feature, str(p))
+            self._gauges[key] = (m.adwin_width.labels(*labels), m.adwin_estimate.labels(*labels))
+        pair: tuple[Any, Any] = self._gauges[key]
+        return pair
+
+    def cusum_gauge(self, m: DriftMetrics, model: str, version: str, feature: str, p: int) -> Any:
+        """The CUSUM statistic gauge of `feature` on this partition."""
+        key = ("cusum", feature)
+        if key not in self._gauges:
+            self._gauges[key] = m.cusum.labels(model, version, feature, str(p))
+        return self._gauges[key]
 
     def state(self) -> dict[str, Any]:
         return {
@@ -358,7 +376,7 @@ class DriftStage:
     def observe(
         self,
         meta: ModelVersion,
-        columns: Mapping[str, Sequence[Any]],
+        columns: Mapping[str, Sequence[Any] | np.ndarray],
         rows: np.ndarray,
         scores: np.ndarray,
         ts: np.ndarray,
@@ -384,7 +402,7 @@ class DriftStage:
     def _observe(
         self,
         meta: ModelVersion,
-        columns: Mapping[str, Sequence[Any]],
+        columns: Mapping[str, Sequence[Any] | np.ndarray],
         rows: np.ndarray,
         scores: np.ndarray,
         ts: np.ndarray,
@@ -401,7 +419,7 @@ class DriftStage:
             if name == SCORE_FEATURE or name not in columns:
                 continue
             col = columns[name]
-            values = [col[i] for i in picked]
+            values = col[rows] if isinstance(col, np.ndarray) else [col[i] for i in picked]
             if name in v.boolean:  # a two-level category to the detectors
                 batch[name] = boolean_categories(values)
             elif ref.kind == "numeric":
@@ -528,14 +546,17 @@ class DriftStage:
         parts: np.ndarray,
         offs: np.ndarray,
     ) -> tuple[list[DriftSignal], list[WindowStat]]:
-        signals: list[DriftSignal] = []
-        stats: list[WindowStat] = []
         model, version = v.meta.name, str(v.meta.version)
+        jobs: list[CusumJob] = []
+        standardised: dict[str, np.ndarray] = {}  # per feature, for the whole batch: sliced per partition
+        # Per partition, as each partition's detectors were fed one after another: ADWIN's, then CUSUM's.
+        found: dict[int, tuple[list[DriftSignal], list[WindowStat]]] = {}
         for p in np.unique(parts).tolist():
             adwins = self._load(v, p)
             fresh = (parts == p) & (offs > adwins.offset)  # a replayed event was fed already
             if not fresh.any():
                 continue
+            signals, stats = found.setdefault(p, ([], []))
             for feature, det in adwins.detectors.items():
                 values = scores if feature == SCORE_FEATURE else batch.get(feature)
                 if values is None:
@@ -544,25 +565,28 @@ class DriftStage:
                     np.asarray(values, dtype=np.float64)[fresh], ts[fresh], offsets=offs[fresh], partition=p
                 )
                 stats += det.windows
-                labels = (model, version, feature, str(p))
-                self.metrics.adwin_width.labels(*labels).set(det.width)
-                estimate = det.estimate
-                if not math.isnan(estimate):
-                    self.metrics.adwin_estimate.labels(*labels).set(estimate)
+                width, estimate = adwins.gauges(self.metrics, model, version, feature, p)
+                width.set(det.width)
+                if not math.isnan(det.estimate):
+                    estimate.set(det.estimate)
             for feature, cus in adwins.cusums.items():
                 values = scores if feature == SCORE_FEATURE else batch.get(feature)
                 if values is None:
                     continue
-                signals += cus.update(
-                    np.asarray(values, dtype=np.float64)[fresh], ts[fresh], offsets=offs[fresh], partition=p
-                )
-                stats += cus.windows
-                statistic = cus.statistic
-                if not math.isnan(statistic):
-                    self.metrics.cusum.labels(model, version, feature, str(p)).set(statistic)
+                if feature not in standardised:
+                    standardised[feature] = cus.standardised(np.asarray(values, dtype=np.float64))
+                jobs.append(CusumJob(cus, standardised[feature][fresh], ts[fresh], offs[fresh], p))
             adwins.offset = int(offs[fresh].max())
             v.dirty.add(p)
-        return signals, stats
+        # Every partition's CUSUMs in one stacked pass (`detectors.cusum.update_many`).
+        for job, more in zip(jobs, update_many(jobs), strict=True):
+            cus, p = job.detector, int(job.partition or 0)
+            found[p][0].extend(more)
+            found[p][1].extend(cus.windows)
+            statistic = cus.statistic
+            if not math.isnan(statistic):
+                v.partitions[p].cusum_gauge(self.metrics, model, version, cus.feature, p).set(statistic)
+        return [s for sig, _ in found.values() for s in sig], [w for _, st in found.values() for w in st]
 
     def _adwin_key(self, v: _Version, partition: int) -> str:
         return f"{self._prefix(v.meta)}:~adwin:{partition}"

@@ -30,7 +30,7 @@ from stream.predictions import Arm
 
 log = logging.getLogger("driftline.scoring")
 
-Columns = Mapping[str, Sequence[Any]]
+Columns = Mapping[str, Sequence[Any] | np.ndarray]
 
 
 class DeploymentSource(Protocol):

@@ -69,6 +69,10 @@ from stream.watchdog import Watchdog, exit_stuck
 log = logging.getLogger("driftline.worker")
 
 
+Column = Sequence[Any] | np.ndarray
+"""One feature's values for a batch: a list (raw event values) or an array (the feature store's)."""
+
+
 @dataclass
 class FeatureColumns:
     """A batch's model inputs by feature name, and the events refused (batch index -> reason).
@@ -76,14 +80,14 @@ class FeatureColumns:
     ``per_version``: the inputs of versions whose feature view is not production's, by ref.
     """
 
-    columns: Mapping[str, Sequence[Any]]
+    columns: Mapping[str, Column]
     rejected: Mapping[int, str] = field(default_factory=dict)
-    per_version: Mapping[str, Mapping[str, Sequence[Any]]] = field(default_factory=dict)
+    per_version: Mapping[str, Mapping[str, Column]] = field(default_factory=dict)
 
     def subset(self, keep: Sequence[int]) -> FeatureColumns:
         """The columns of rows `keep` only (nothing rejected)."""
 
-        def pick(columns: Mapping[str, Sequence[Any]]) -> dict[str, list[Any]]:
+        def pick(columns: Mapping[str, Column]) -> dict[str, list[Any]]:
             return {name: [col[i] for i in keep] for name, col in columns.items()}
 
         return FeatureColumns(pick(self.columns), {}, {ref: pick(c) for ref, c in self.per_version.items()})
@@ -100,6 +104,11 @@ class RawFeatures:
 
     def columns(self, batch: EventBatch, names: Sequence[str]) -> FeatureColumns:
         return FeatureColumns(batch.columns(names))
+
+
+def _cell(col: Column, i: int) -> Any:
+    """Row `i` of a column as a plain Python value (a feature store column is a float64 array)."""
+    return col[i].item() if isinstance(col, np.ndarray) else col[i]
 
 
 def feature_columns(source: FeatureSource, batch: EventBatch, scorer: Scorer) -> FeatureColumns:
@@ -449,7 +458,7 @@ class Worker:
                 }
                 if self.cfg.attach_features:
                     own = features.per_version.get(meta.ref, columns)
-                    record["features"] = {f.name: own[f.name][i] for f in meta.features}
+                    record["features"] = {f.name: _cell(own[f.name], i) for f in meta.features}
                 value = orjson.dumps(record, option=orjson.OPT_UTC_Z)
                 outputs.append(Output(topic, e.entity_id.encode(), value, source=batch.messages[i]))
         self.metrics.event_lag.observe_many(now - event_times)
