@@ -8,6 +8,7 @@ from typing import Any
 import faust
 from prometheus_client import CollectorRegistry
 
+from driftline.retrain_process import run_in_child
 from driftline.settings import Settings
 from driftline.training_data import topic_training_window
 from driftline.wiring import feature_view, model_registry, redis_address, redis_client, redis_probe
@@ -58,7 +59,7 @@ def build_joiner(
 
 def retrain_job(s: Settings, model: str, reason: str) -> dict[str, Any]:
     """Train a candidate on the labeled events in Kafka; if it is not worse, register it and start
-    its canary. Blocking: the retrainer runs it in a thread."""
+    its canary. Blocking: the retrainer runs it in a child process (`driftline.retrain_process`)."""
     registry = model_registry(s)
     cfg = RetrainConfig(
         estimator=s.retrain_estimator,
@@ -128,7 +129,7 @@ def build_retrainer(s: Settings, metrics: CollectorRegistry | None = None) -> fa
         f"kafka://{s.kafka_bootstrap}",
         Topics(s.topic_prefix),
         config,
-        job=lambda model, reason: retrain_job(s, model, reason),
+        job=lambda model, reason: run_in_child(s, model, reason),  # memory back after each job
         deployment=model_registry(s, publish=False).deployment,
         apply_decision=lambda model, version, decision: apply_decision(s, model, version, decision),
         metrics=metrics,
