@@ -82,10 +82,10 @@ def rss_mb(pid: int) -> float:
 
 def children_rss_mb(pid: int) -> float:
     """RSS of a process's children (the retrainer's job while one runs), MB."""
-    try:
-        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except FileNotFoundError:
-        return 0.0
+    kids: list[str] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):  # per thread: the job's is an executor thread
+        with contextlib.suppress(FileNotFoundError):
+            kids += (task / "children").read_text().split()
     return sum(rss_mb(int(k)) for k in kids)
 
 
@@ -309,3 +309,7 @@ def report(args: argparse.Namespace, s: Settings, samples: list[Sample], r: redi
         print(f"  {'family':<16} {'keys':>11} {'MB':>9} {'mean TTL':>10}")
         for fam, (keys, mb, ttl) in sorted(families.items(), key=lambda kv: -kv[1][1]):
             print(f"  {fam:<16} {keys:>11,.0f} {mb:>9.1f} {'none' if ttl < 0 else f'{ttl:,.0f} s':>10}")
+
+
+if __name__ == "__main__":
+    main()

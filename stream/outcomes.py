@@ -142,9 +142,10 @@ def binary_label(value: int | float | str) -> int:
 class JoinConfig:
     group_id: str = "driftline-outcomes"
     label_wait_seconds: int = 3600  # how long either half waits for the other
-    # How long a joined pair's keys stay: for the stragglers of the same event (a shadow's or a
-    # redone prediction, a repeated label), which come within seconds of the first half.
-    matched_keep_seconds: int = 300
+    # How long a joined pair's keys stay, for the stragglers of the same event: a shadow's
+    # prediction (same worker batch: seconds later), a batch redone after an output failure
+    # (within the watchdog's batch_deadline, 120 s). A later straggler waits as a new half.
+    matched_keep_seconds: int = 120
     batch_size: int = 1000
     batch_timeout: float = 0.1
     error_delta: float = 0.002  # the error-rate ADWIN's delta
@@ -453,7 +454,8 @@ class OutcomeJoiner:
                 outcomes.append(Outcome.of(Prediction.model_validate_json(raw), label, value))
             matched.add(label.event_id)
         self._pending(waiting_p - matched, waiting_l - matched, matched)
-        return outcomes
+        # After a crash, a half the killed batch wrote can be met from both sides in its replay.
+        return list({o.id: o for o in outcomes}.values())
 
     def _pending(self, waiting_p: set[str], waiting_l: set[str], matched: set[str]) -> None:
         deadline = time.time() + self.cfg.label_wait_seconds

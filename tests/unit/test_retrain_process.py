@@ -21,5 +21,5 @@ def test_a_job_that_raises_is_a_job_error_with_its_cause() -> None:
 
 
 def test_a_job_over_its_time_is_killed_and_a_job_error() -> None:
-    with pytest.raises(RetrainJobError, match="ran over 0.5 s and was killed"):
+    with pytest.raises(RetrainJobError, match=r"ran over 0\.5 s and was killed"):
         run_in_child(_nothing_listens(), "fraud", "a test", timeout=0.5)
