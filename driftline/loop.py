@@ -9,6 +9,7 @@ import faust
 from prometheus_client import CollectorRegistry
 
 from driftline.errors import DriftlineError
+from driftline.retrain_process import run_in_child
 from driftline.settings import Settings
 from driftline.training_data import topic_training_window
 from driftline.wiring import (
@@ -66,7 +67,7 @@ def build_joiner(
 
 def retrain_job(s: Settings, model: str, reason: str) -> dict[str, Any]:
     """Train a candidate on the labeled events in Kafka; if it is not worse, register it and start
-    its canary. Blocking: the retrainer runs it in a thread."""
+    its canary. Blocking: the retrainer runs it in a child process (`driftline.retrain_process`)."""
     registry = model_registry(s)
     cfg = RetrainConfig(
         estimator=s.retrain_estimator,
@@ -140,7 +141,7 @@ def build_retrainer(s: Settings, metrics: CollectorRegistry | None = None) -> fa
         f"kafka://{s.kafka_bootstrap}",
         Topics(s.topic_prefix),
         config,
-        job=lambda model, reason: retrain_job(s, model, reason),
+        job=lambda model, reason: run_in_child(s, model, reason),  # memory back after each job
         deployment=model_registry(s, publish=False).deployment,
         apply_decision=lambda model, version, decision: apply_decision(s, model, version, decision),
         broker_settings=security,

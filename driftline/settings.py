@@ -247,6 +247,16 @@ class Settings(BaseSettings):
             env[f"DRIFTLINE_{name.upper()}"] = str(value)
         return env
 
+    def child_json(self) -> bytes:
+        """These settings as JSON, secrets revealed, for a child process's stdin (never logged)."""
+        data: dict[str, Any] = self.model_dump(mode="json")  # secrets masked here ...
+        for name, value in self.model_dump(mode="python").items():  # ... and revealed here
+            if isinstance(value, SecretStr):
+                data[name] = value.get_secret_value()
+            elif isinstance(value, dict):
+                data[name] = {k: _reveal(v) for k, v in value.items()}
+        return json.dumps(data).encode()
+
     def __repr_args__(self) -> Any:
         for name, value in super().__repr_args__():
             yield name, redact_url(value) if name == "redis_url" else value

@@ -6,7 +6,9 @@ alerts to ``<prefix>.alerts`` -> commit, each batch one Kafka transaction. Predi
 by entity and labels by event, so the two halves of a pair land in different partitions, often
 in different joiner processes: the join state lives in Redis, shared by all joiners.
 
-Redis keys (namespace = topic prefix), each expiring ``label_wait_seconds`` after its write:
+Redis keys (namespace = topic prefix), each expiring ``label_wait_seconds`` after its write
+(a pair's two keys ``matched_keep_seconds`` after it joined: Redis holds the pairs still waiting,
+not every event of the last hour):
 
 * ``<ns>:join:p:<event_id>`` hash, field ``<model>:<version>:<arm>`` -> the prediction (JSON);
 * ``<ns>:join:l:<event_id>`` the label (JSON);
@@ -140,6 +142,10 @@ def binary_label(value: int | float | str) -> int:
 class JoinConfig:
     group_id: str = "driftline-outcomes"
     label_wait_seconds: int = 3600  # how long either half waits for the other
+    # How long a joined pair's keys stay, for the stragglers of the same event: a shadow's
+    # prediction (same worker batch: seconds later), a batch redone after an output failure
+    # (within the watchdog's batch_deadline, 120 s). A later straggler waits as a new half.
+    matched_keep_seconds: int = 120
     batch_size: int = 1000
     batch_timeout: float = 0.1
     error_delta: float = 0.002  # the error-rate ADWIN's delta
@@ -261,6 +267,10 @@ class OutcomeJoiner:
                 "auto.offset.reset": "earliest",
                 "isolation.level": "read_committed",  # only predictions the worker committed
                 "session.timeout.ms": 10_000,
+                # librdkafka prefetches up to 64 MB by default, and a joiner behind fills it: 16 MB
+                # is still ~40 batches of predictions ahead, and a process RSS that does not
+                # grow with its lag.
+                "queued.max.messages.kbytes": 16_384,
             }
         )
         self._producer_config = {
@@ -444,7 +454,8 @@ class OutcomeJoiner:
                 outcomes.append(Outcome.of(Prediction.model_validate_json(raw), label, value))
             matched.add(label.event_id)
         self._pending(waiting_p - matched, waiting_l - matched, matched)
-        return outcomes
+        # After a crash, a half the killed batch wrote can be met from both sides in its replay.
+        return list({o.id: o for o in outcomes}.values())
 
     def _pending(self, waiting_p: set[str], waiting_l: set[str], matched: set[str]) -> None:
         deadline = time.time() + self.cfg.label_wait_seconds
@@ -456,6 +467,10 @@ class OutcomeJoiner:
         if matched:
             pipe.zrem(self._key("pending-p"), *matched)
             pipe.zrem(self._key("pending-l"), *matched)
+            keep = min(self.cfg.matched_keep_seconds, self.cfg.label_wait_seconds)
+            for event_id in matched:  # LT: only ever shortened
+                pipe.expire(self._pkey(event_id), keep, lt=True)
+                pipe.expire(self._lkey(event_id), keep, lt=True)
         if len(pipe):
             pipe.execute()
         self._sweep(force=False)

@@ -10,13 +10,15 @@ Three agents (``build_app``):
   verdict); otherwise `RetrainPolicy` decides on the per-model state in the
   ``retrain-state`` table (changelog-backed: a restart keeps running jobs and cooldowns). Keyed
   by model, one model's triggers are handled one at a time, so concurrent triggers start one
-  job. The job (training, registration, canary: a callable from the composition root) runs in a
-  thread while the agent waits for it;
+  job. The job (training, registration, canary: a callable from the composition root, which
+  runs it in a child process, `driftline.retrain_process`) is called in a thread while the agent
+  waits for it;
 * ``rollout`` reads ``<prefix>.outcomes`` (keyed by model, so co-partitioned with its table):
   while a canary (or a shadow) is on trial it counts its outcomes and production's served ones
   since the trial started (``rollouts`` table, saved every 100 outcomes), each outcome ``id``
-  once (a redone or re-joined outcome is not evidence twice; the ids are remembered for the
-  trial by this process), and `decide_rollout`
+  once (a redone or re-joined outcome is not evidence twice; this process remembers the latest
+  ``RetrainerConfig.dedup_outcomes`` ids, `RecentIds`: repeats come close together, and a set of
+  every id would grow with every outcome while production serves), and `decide_rollout`
   promotes or rolls back once the evidence is in. Production's live error rate over each
   ``accuracy_window`` outcomes is checked too: above
   ``max_error_rate`` it triggers a retrain.
@@ -48,6 +50,7 @@ from inference.retrain_policy import RetrainPolicy, RetrainState, RetrainTrigger
 from inference.rollout import RolloutDecision, RolloutPolicy, decide_rollout
 from stream.dependency import Dependency, dependency_gauge, outage_of
 from stream.outcomes import Outcome
+from stream.recent_ids import RecentIds
 from stream.topics import Topics
 
 log = logging.getLogger("driftline.retrainer")
@@ -75,6 +78,7 @@ class RetrainerConfig(BaseModel):
     max_error_rate: float | None = Field(None, gt=0, lt=1)  # production's live error rate that retrains
     accuracy_window: int = Field(1000, ge=10)
     partitions: int = Field(6, ge=1)
+    dedup_outcomes: int = Field(100_000, ge=1)  # outcome ids remembered to count each once
 
 
 # The composition root's side: the blocking work, injected so this module knows no registry or trainer.
@@ -234,7 +238,7 @@ def build_app(
 
     deployments: dict[str, tuple[float, Deployment]] = {}
     counts: dict[str, dict[str, Any]] = {}  # the table's rows, written back every 100 outcomes
-    seen: dict[str, set[str]] = {}  # per model, the outcome ids counted in its current trial
+    seen: dict[str, RecentIds] = {}  # per model, the latest outcome ids counted in its current trial
 
     async def current(model: str) -> Deployment:
         cached = deployments.get(model)
@@ -272,13 +276,14 @@ def build_app(
         canary = dep.canary.version if dep.canary else dep.shadow.version if dep.shadow else None
         if (st.get("canary"), st.get("production")) != (canary, prod):
             st = {"canary": canary, "production": prod, "cn": 0, "ce": 0, "pn": 0, "pe": 0, "an": 0, "ae": 0}
-            seen[model] = set()
+            seen[model] = RecentIds(config.dedup_outcomes)
         st.setdefault("unsaved", 0)
         counts[model] = st
-        ids = seen.setdefault(model, set())
-        if o.id in ids:
+        ids = seen.get(model)
+        if ids is None:
+            ids = seen[model] = RecentIds(config.dedup_outcomes)
+        if not ids.add(o.id):
             return st  # the same outcome again (a redone batch, a label sent twice): counted once
-        ids.add(o.id)
         wrong = 0 if o.correct else 1
         if canary is not None and o.version == canary:
             st["cn"] += 1

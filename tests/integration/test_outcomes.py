@@ -87,3 +87,30 @@ def test_labels_join_predictions_in_either_order_once_each(own_settings: Setting
     assert m.unmatched._value.get() == 1
     assert m.outcomes.labels("fraud", "1", "production")._value.get() == 3
     assert m.accuracy.labels("fraud", "1")._value.get() == 1.0
+
+
+def test_a_joined_pair_keeps_its_keys_only_for_stragglers(own_settings: Settings) -> None:
+    """Redis holds what still waits: a joined pair's keys expire after ``matched_keep_seconds``
+    (a shadow's prediction arriving within it still joins), a waiting half after the full wait."""
+    s = own_settings
+    topics = Topics(s.topic_prefix)
+    cfg = JoinConfig(group_id=f"{s.topic_prefix}-outcomes", label_wait_seconds=3600, matched_keep_seconds=30)
+
+    def join_all(expected: int) -> list[dict[str, object]]:
+        cfg.exit_when_idle = 3.0
+        joiner = build_joiner(s, cfg)
+        joiner.run()
+        return [r.json() for r in consume_all(s, topics.outcomes, expected, 20)]
+
+    _send(s, topics.predictions, [("e1", _prediction("e1", 0.9)), ("e2", _prediction("e2", 0.8))])
+    _send(s, topics.labels, [("e1", _label("e1", 1))])
+    assert [o["event_id"] for o in join_all(1)] == ["e1"]
+    r = build_joiner(s, cfg).r
+    ns = s.topic_prefix
+    assert 0 < r.ttl(f"{ns}:join:p:e1") <= 30 and 0 < r.ttl(f"{ns}:join:l:e1") <= 30
+    assert r.ttl(f"{ns}:join:p:e2") > 3000  # still waiting for its label: the whole wait
+
+    _send(s, topics.predictions, [("e1", _prediction("e1", 0.3, arm="shadow", version=2))])
+    got = sorted((o["event_id"], o["arm"]) for o in join_all(2))
+    assert got == [("e1", "production"), ("e1", "shadow")]  # the straggler met the kept label
+    assert 0 < r.ttl(f"{ns}:join:p:e1") <= 30  # written again by the straggler, shortened again

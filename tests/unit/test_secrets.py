@@ -100,3 +100,20 @@ def test_child_environment_carries_the_real_secrets(monkeypatch: pytest.MonkeyPa
     again = Settings()
     assert again.kafka_client_config()["sasl.password"] == PASSWORD
     assert again.redis_url == s.redis_url and again.api_token == s.api_token
+
+
+def test_child_json_carries_the_secrets_a_child_process_needs() -> None:
+    from pydantic import SecretStr
+
+    from driftline.settings import Settings
+
+    s = Settings(
+        api_token=SecretStr("tok-123"),
+        redis_password=SecretStr("pw-456"),
+        kafka_config={"sasl.password": "kpw-789", "security.protocol": "SASL_SSL"},
+    )
+    back = Settings.model_validate_json(s.child_json())
+    assert back.api_token is not None and back.api_token.get_secret_value() == "tok-123"
+    assert back.redis_password is not None and back.redis_password.get_secret_value() == "pw-456"
+    assert "kpw-789" not in s.model_dump_json()  # the ordinary dump still masks them
+    assert back.model_dump(mode="python")["kafka_config"]["security.protocol"] == "SASL_SSL"
