@@ -22,6 +22,14 @@ dies before publishing them leaves them to be published as they are by whoever t
 the policy is not asked again, so it neither counts them twice nor drops them as already emitted
 before they ever were.
 
+With ``incidents`` (a factory of `detectors.incidents.IncidentBook`) the version's incident book
+lives in the same JSON as the policy (``{"policy": ..., "incidents": ...}``), so it is decided in
+the same transaction: ``decide`` returns the policy's alerts followed by the book's
+`IncidentEvent` s, and ``record`` stores both. Each event's incident snapshot is also written to
+the hash ``incidents_key`` (``<ns>:incidents``: incident id -> latest `DriftIncident` JSON,
+evidence attached since its last event included) for the HTTP API. `supersede` resolves the open
+incident when another version takes over production.
+
 >>> shared = SharedAlertPolicy(redis.Redis(port=1), "dl:drift:fraud:3:~policy")  # never connects here:
 >>> shared.decide([], model="fraud", version=3)  # nothing to decide, so no round trip
 []
@@ -35,7 +43,8 @@ from typing import Any
 
 import redis
 
-from detectors.alerts import AlertPolicy, DriftAlert
+from detectors.alerts import AlertPolicy
+from detectors.incidents import DriftOutput, IncidentBook, IncidentEvent
 from detectors.signals import DriftSignal, WindowStat
 
 _MAX_ATTEMPTS = 50
@@ -52,6 +61,8 @@ class SharedAlertPolicy:
         ttl_seconds: int = 30 * 86_400,
         history_key: str | None = None,
         history_size: int = 1000,
+        incidents: Callable[[], IncidentBook] | None = None,
+        incidents_key: str | None = None,
     ) -> None:
         self.r = client
         self.key = key
@@ -59,17 +70,45 @@ class SharedAlertPolicy:
         self.ttl_seconds = ttl_seconds
         self.history_key = history_key
         self.history_size = history_size
+        self.incidents = incidents
+        self.incidents_key = incidents_key
+        self._kept: Any = None
+        self.last_book: IncidentBook | None = None
+        """The incident book as of this instance's latest decision."""
 
     def load(self) -> AlertPolicy:
         """The policy as stored (a fresh one from ``make`` if none is)."""
-        raw = self.r.get(self.key)
-        return self._policy(raw)
+        return self._load(self.r.get(self.key))[0]
 
-    def _policy(self, raw: object) -> AlertPolicy:
+    def book(self) -> IncidentBook | None:
+        """The incident book as stored (None without ``incidents``)."""
+        return self._load(self.r.get(self.key))[1]
+
+    def _load(self, raw: object) -> tuple[AlertPolicy, IncidentBook | None]:
         if raw is None:
-            return self.make()
+            self._kept = None
+            return self.make(), None if self.incidents is None else self.incidents()
         text = raw.decode() if isinstance(raw, bytes) else str(raw)
-        return AlertPolicy.from_state(json.loads(text))
+        doc = json.loads(text)
+        if "policy" not in doc:
+            doc = {"policy": doc}  # stored before incidents existed
+        saved = doc.get("incidents")
+        self._kept = saved  # written back as it was by an instance without a book
+        book: IncidentBook | None = None
+        if self.incidents is not None:
+            book = self.incidents() if saved is None else IncidentBook.from_state(saved)
+        return AlertPolicy.from_state(doc["policy"]), book
+
+    def _save(self, pipe: Any, policy: AlertPolicy, book: IncidentBook | None) -> None:
+        doc: dict[str, Any] = {"policy": policy.state()}
+        if book is not None:
+            doc["incidents"] = book.state()
+        elif self._kept is not None:
+            doc["incidents"] = self._kept
+        pipe.set(self.key, json.dumps(doc, separators=(",", ":")), ex=self.ttl_seconds)
+        if self.incidents_key is not None and book is not None and book.changed:
+            latest = {inc.id: inc.model_dump_json() for inc in book.changed}  # the last one per id wins
+            pipe.hset(self.incidents_key, mapping=latest)
 
     def decide(
         self,
@@ -78,12 +117,13 @@ class SharedAlertPolicy:
         model: str,
         version: int,
         windows: Iterable[WindowStat] = (),
-        record: Callable[[Any, list[DriftAlert]], None] | None = None,
-    ) -> list[DriftAlert]:
-        """The alerts to publish; the shared state is updated atomically with the decision.
+        record: Callable[[Any, list[DriftOutput]], None] | None = None,
+    ) -> list[DriftOutput]:
+        """The alerts (and incident events) to publish; the shared state is updated atomically
+        with the decision.
 
-        ``record(pipe, alerts)`` may queue more writes in the same ``MULTI`` (called once per
-        attempt, with that attempt's alerts).
+        ``record(pipe, outputs)`` may queue more writes in the same ``MULTI`` (called once per
+        attempt, with that attempt's outputs).
         """
         stats = list(windows)
         if not signals and not stats:
@@ -92,17 +132,50 @@ class SharedAlertPolicy:
             with self.r.pipeline(transaction=True) as pipe:
                 try:
                     pipe.watch(self.key)
-                    policy = self._policy(pipe.get(self.key))
+                    policy, book = self._load(pipe.get(self.key))
                     alerts = policy.decide(signals, model=model, version=version, windows=stats)
+                    events = (
+                        []
+                        if book is None
+                        else book.observe(signals, model=model, version=version, windows=stats)
+                    )
                     pipe.multi()
-                    pipe.set(self.key, json.dumps(policy.state(), separators=(",", ":")), ex=self.ttl_seconds)
+                    self._save(pipe, policy, book)
                     if self.history_key is not None and alerts:
                         pipe.lpush(self.history_key, *[a.model_dump_json() for a in alerts])
                         pipe.ltrim(self.history_key, 0, self.history_size - 1)
+                    outputs: list[DriftOutput] = [*alerts, *events]
                     if record is not None:
-                        record(pipe, alerts)
+                        record(pipe, outputs)
                     pipe.execute()
-                    return alerts
+                    self.last_book = book
+                    return outputs
                 except redis.WatchError:
                     continue  # another worker decided meanwhile: decide again on its state
         raise RuntimeError(f"gave up deciding alerts on {self.key}: other workers kept changing it")
+
+    def supersede(
+        self, new_version: int, record: Callable[[Any, list[DriftOutput]], None] | None = None
+    ) -> list[IncidentEvent]:
+        """Version `new_version` took over production: resolve this version's open incident, once."""
+        if self.incidents is None:
+            return []
+        for _ in range(_MAX_ATTEMPTS):
+            with self.r.pipeline(transaction=True) as pipe:
+                try:
+                    pipe.watch(self.key)
+                    policy, book = self._load(pipe.get(self.key))
+                    if book is None or book.open is None:
+                        pipe.unwatch()
+                        return []
+                    events = book.supersede(new_version)
+                    pipe.multi()
+                    self._save(pipe, policy, book)
+                    if record is not None:
+                        record(pipe, list(events))
+                    pipe.execute()
+                    self.last_book = book
+                    return events
+                except redis.WatchError:
+                    continue
+        raise RuntimeError(f"gave up resolving incidents on {self.key}: other workers kept changing it")

@@ -25,6 +25,7 @@ window start in epoch seconds; ``<m>:<v>`` the model and version):
 ``<ns>:drift:<m>:<v>:~pending``                 sorted set of windows claimed, not published (score =
                                                 claim or takeover time)
 ``<ns>:drift:<m>:<v>:~outbox``                  hash: alert id -> ``{owner, at, alert}``, the alerts
+                                                (and incident events)
                                                 decided outside merged windows (ADWIN's), unpublished
 ==============================================  ======================================================
 
@@ -122,6 +123,7 @@ import redis
 
 from detectors.alerts import DriftAlert
 from detectors.base import Evaluation
+from detectors.incidents import DriftOutput, parse_output
 from detectors.ks import KSWindow, benjamini_hochberg
 from detectors.missing import MissingRate
 from detectors.monitor import MonitorConfig
@@ -420,7 +422,7 @@ class WindowStore:
         """Windows this instance closed (or took over) and not yet published: start -> claim time."""
         self.outbox: set[str] = set()
         """Ids of the alerts in the outbox this instance recorded (or took over), not yet published."""
-        self.recovered: list[DriftAlert] = []
+        self.recovered: list[DriftOutput] = []
         """Alerts of windows taken over by the last `close_ready` that had been decided but never
         published: the worker produces them again as they are (same ids), without a new decision."""
 
@@ -770,18 +772,22 @@ class WindowStore:
             new = json.dumps({**doc, "owner": self.owner, "at": now}, separators=(",", ":"))
             if int(self._takeover_alert(keys=[self.outbox_key], args=[aid, _text(raw), new])):
                 self.outbox.add(aid)
-                self.recovered.append(DriftAlert.model_validate(doc["alert"]))
+                self.recovered.append(parse_output(doc["alert"]))
 
-    def record_decision(self, pipe: Any, alerts: Sequence[DriftAlert]) -> None:
+    def record_decision(self, pipe: Any, alerts: Sequence[DriftOutput]) -> None:
         """Queue on `pipe` (the alert policy's ``MULTI``) where the decided alerts are kept until published.
 
         A window with alerts becomes "decided" atomically with the policy state that emitted them,
         so whoever takes it over publishes exactly these alerts rather than deciding again; the
-        other alerts (ADWIN's) go to the outbox, likewise.
+        other alerts (ADWIN's) and incident events go to the outbox, likewise.
         """
         kept: set[str] = set()
         for ws, at in self.inflight.items():
-            mine = [a for a in alerts if a.detector in WINDOWED_DETECTORS and a.window_start_ts == ws]
+            mine = [
+                a
+                for a in alerts
+                if isinstance(a, DriftAlert) and a.detector in WINDOWED_DETECTORS and a.window_start_ts == ws
+            ]
             if mine:
                 pipe.set(self.closed_key(ws), self._marker_value("decided", at, mine), xx=True, keepttl=True)
                 kept |= {a.id for a in mine}

@@ -226,8 +226,9 @@ def tail(
         raise CliError(f"{exc.args[0]} (run `driftline topics create`)") from None
 
 
-alerts_app = typer.Typer(no_args_is_help=True, help="Drift alerts.")
+alerts_app = typer.Typer(no_args_is_help=True, help="Drift incidents and the signals behind them.")
 app.add_typer(alerts_app, name="alerts")
+_KIND_COLOR = {"opened": "red", "updated": "yellow", "resolved": "green"}
 
 
 @alerts_app.command("tail")
@@ -235,16 +236,20 @@ def alerts_tail(
     from_beginning: Annotated[
         bool, typer.Option("--from-beginning", help="Start at the earliest offset.")
     ] = False,
-    max_messages: Annotated[int | None, typer.Option("--max", min=1, help="Stop after N alerts.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON alert per line.")] = False,
+    max_messages: Annotated[int | None, typer.Option("--max", min=1, help="Stop after N messages.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON message per line.")] = False,
     idle_timeout: Annotated[float | None, typer.Option(min=0, help="Stop after N idle seconds.")] = None,
+    signals: Annotated[
+        bool, typer.Option("--signals", help="Every detector signal (<prefix>.signals) instead of incidents.")
+    ] = False,
 ) -> None:
-    """Drift alerts as they are raised, one line each."""
+    """Drift incidents as they open, update and resolve, one line each (--signals: every alert)."""
     from stream.tail import tail as tail_topic
     from stream.topics import Topics
 
     s = settings("kafka")
-    topic = Topics(s.topic_prefix).alerts
+    topics = Topics(s.topic_prefix)
+    topic = topics.signals if signals else topics.alerts
     try:
         for msg in tail_topic(s.kafka_client_config(), topic, from_beginning, max_messages, idle_timeout):
             a = msg.value if isinstance(msg.value, dict) else {}
@@ -252,13 +257,23 @@ def alerts_tail(
                 sys.stdout.write(orjson.dumps(a).decode() + "\n")
                 sys.stdout.flush()
                 continue
-            color = "red" if a.get("severity") == "critical" else "yellow"
             model = f"{a.get('model')}:{a.get('version')}"
-            console.print(
-                f"[{color}]{a.get('severity', '?'):8}[/{color}] {a.get('ts', '')}  {model}  "
-                f"{a.get('detector', '?'):5}  {a.get('message', msg.value)}",
-                highlight=False,
-            )
+            if signals:
+                color = "red" if a.get("severity") == "critical" else "yellow"
+                line = (
+                    f"[{color}]{a.get('severity', '?'):8}[/{color}] {a.get('ts', '')}  {model}  "
+                    f"{a.get('detector', '?'):5}  {a.get('message', msg.value)}"
+                )
+            else:
+                kind = str(a.get("kind", "?"))
+                color = _KIND_COLOR.get(kind, "white")
+                changes = "; ".join(a.get("changes") or [])
+                line = (
+                    f"[{color}]{kind:8}[/{color}] {a.get('severity', '?'):8} {a.get('ts', '')}  {model}  "
+                    f"{str(a.get('incident_id', '?'))[:12]}  {a.get('summary', msg.value)}"
+                    + (f"  ({changes})" if changes and kind != "opened" else "")
+                )
+            console.print(line, highlight=False)
     except LookupError as exc:
         raise CliError(f"{exc.args[0]} (run `driftline topics create`)") from None
 

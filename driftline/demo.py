@@ -7,10 +7,10 @@
 3. Stream a synthetic card-fraud day: a covariate shift at a third of it, a concept flip at two
    thirds, labels 200 events late, and a few broken events. While a canary waits for evidence
    after the stream ends, more post-drift traffic follows.
-4. Show live progress: events/s, consumer lag, the PSI of a drifting feature, alerts as they fire,
-   retrains, canaries and rollout decisions. Then a summary (events, alerts, model versions,
-   accuracy before and after) and an HTML drift report; stop the children, and the stack too
-   unless ``--keep``.
+4. Show live progress: events/s, consumer lag, the PSI of a drifting feature, drift incidents as
+   they open, update and resolve (and how many detector signals they gather), retrains, canaries
+   and rollout decisions. Then a summary (events, incidents, model versions, accuracy before and
+   after) and an HTML drift report; stop the children, and the stack too unless ``--keep``.
 """
 
 from __future__ import annotations
@@ -168,7 +168,9 @@ class Progress:
     served_by: Counter[str] = field(default_factory=Counter)
     lag: int | None = None
     psi: float | None = None
-    alerts: Counter[str] = field(default_factory=Counter)
+    incidents: dict[str, dict[str, Any]] = field(default_factory=dict)  # id -> its latest event
+    opened: Counter[int] = field(default_factory=Counter)  # per model version
+    signals: int = 0
     lines: deque[str] = field(default_factory=lambda: deque(maxlen=12))
     steps: list[dict[str, Any]] = field(default_factory=list)
     dead_letters: int = 0
@@ -197,13 +199,26 @@ class Progress:
         acc[0] += 1
         acc[1] += int(o["correct"])
 
-    def on_alert(self, a: dict[str, Any]) -> None:
+    def on_incident(self, e: dict[str, Any]) -> None:
+        """An incident event from ``<prefix>.alerts``."""
         self.last_activity = time.monotonic()
-        self.alerts[a["severity"]] += 1
-        color = "red" if a["severity"] == "critical" else "yellow"
+        kind = e.get("kind")
+        if kind == "opened" and e["incident_id"] not in self.incidents:
+            self.opened[int(e["version"])] += 1
+        self.incidents[e["incident_id"]] = e
+        color = {"opened": "red", "updated": "yellow", "resolved": "green"}.get(str(kind), "white")
+        detail = f" ({'; '.join(e['changes'])})" if kind != "opened" and e.get("changes") else ""
         self.lines.append(
-            f"[{color}]{a['severity']} alert[/{color}] {a['model']}:{a['version']} {a['message']}"
+            f"[{color}]incident {kind}[/{color}] {e['model']}:{e['version']} {e['severity']} "
+            f"{e['incident_id'][:8]}: {e['summary']}{detail}"
         )
+
+    def on_signal(self, _: dict[str, Any]) -> None:
+        """A detector signal from ``<prefix>.signals``: counted, the incident carries its detail."""
+        self.signals += 1
+
+    def open_incidents(self) -> int:
+        return sum(e.get("kind") != "resolved" for e in self.incidents.values())
 
     def on_step(self, e: dict[str, Any]) -> None:
         self.last_activity = time.monotonic()
@@ -219,7 +234,7 @@ class Progress:
 
     def view(self, production: str, canary: str | None) -> Group:
         elapsed = time.monotonic() - self.started
-        t = Table("scored", "events/s", "consumer lag", f"PSI {WATCHED}", "production", "canary", "alerts")
+        t = Table("scored", "events/s", "consumer lag", f"PSI {WATCHED}", "production", "canary", "incidents")
         t.add_row(
             f"{self.scored:,} / {self.n:,}",
             f"{self.scored / elapsed:,.0f}" if elapsed > 0 else "-",
@@ -227,7 +242,7 @@ class Progress:
             "-" if self.psi is None else f"{self.psi:.3f}",
             production,
             canary or "-",
-            f"{self.alerts['critical']} critical, {self.alerts['warning']} warning",
+            f"{len(self.incidents)} ({self.open_incidents()} open) from {self.signals} signals",
         )
         return Group(t, *self.lines)
 
@@ -294,6 +309,7 @@ def run_demo(s: Settings, n: int, rate: float, keep: bool, console: Console) -> 
         "predictions": _follower(s, topics.predictions, "driftline-demo"),
         "outcomes": _follower(s, topics.outcomes, "driftline-demo-outcomes"),
         "alerts": _follower(s, topics.alerts, "driftline-demo-alerts"),
+        "signals": _follower(s, topics.signals, "driftline-demo-signals"),
         "models": _follower(s, topics.models, "driftline-demo-models"),
         "dlq": _follower(s, topics.dlq, "driftline-demo-dlq"),
     }
@@ -379,7 +395,9 @@ def run_demo(s: Settings, n: int, rate: float, keep: bool, console: Console) -> 
                         elif name == "outcomes":
                             progress.on_outcome(value)
                         elif name == "alerts":
-                            progress.on_alert(value)
+                            progress.on_incident(value)
+                        elif name == "signals":
+                            progress.on_signal(value)
                         elif name == "models":
                             progress.on_step(value)
                         else:
@@ -442,11 +460,20 @@ def _summary(s: Settings, p: Progress, first: str, last: str, console: Console) 
     console.rule("[bold]Summary[/bold]")
     console.print(
         f"{p.scored:,} events scored through Kafka ({p.dead_letters} broken ones in {s.topic_prefix}.dlq); "
-        f"alerts: {p.alerts['critical']} critical, {p.alerts['warning']} warning; "
+        f"incidents: {len(p.incidents)} opened, {len(p.incidents) - p.open_incidents()} resolved "
+        f"(from {p.signals} detector signals); "
         f"retrains: {p.count('retrain_started')}; promotions: {p.count('promoted')}, "
         f"rollbacks: {p.count('rolled_back')}; production {first} -> {last}",
         highlight=False,
     )
+    if p.incidents:
+        inc = Table("incident", "model", "severity", "state", "summary", title="drift incidents")
+        for e in p.incidents.values():
+            state = "open" if e.get("kind") != "resolved" else f"resolved ({e['incident'].get('resolution')})"
+            inc.add_row(
+                e["incident_id"][:12], f"{e['model']}:{e['version']}", e["severity"], state, e["summary"]
+            )
+        console.print(inc)
     t = Table("phase", "model", "labeled outcomes", "accuracy", title="live accuracy (served predictions)")
     for (phase, version), (total, correct) in sorted(
         p.accuracy.items(),

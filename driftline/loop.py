@@ -14,6 +14,7 @@ from driftline.settings import Settings
 from driftline.training_data import topic_training_window
 from driftline.wiring import (
     feature_view,
+    incident_config,
     model_registry,
     redis_address,
     redis_client,
@@ -50,6 +51,7 @@ def build_joiner(
         group_id=f"{s.topic_prefix}-outcomes",
         label_wait_seconds=s.label_wait_seconds,
         cooldown_seconds=s.drift_cooldown_seconds,
+        incidents=incident_config(s),
         batch_deadline=s.batch_deadline_seconds,
     )
     probe = redis_probe(s)

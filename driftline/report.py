@@ -1,12 +1,15 @@
 """``driftline report``: a self-contained HTML drift report, drawn from what the system recorded.
 
 `gather` reads, never re-runs: the model's versions and lifecycle events (registry, Redis), the
-drift windows the workers closed (``<ns>:drift:<model>:<version>:~history``, Redis), the alerts
-(``<prefix>.alerts``, Kafka) and the latest events (``<prefix>.events``, Kafka) for the current
-distribution of each feature. `render` turns that `ReportData` into one HTML page of plotly
-charts (plotly.js inlined, so the file opens offline): per feature the reference against the
-current histogram, PSI and the KS p-value over time with their thresholds, a timeline of alerts,
-change points (ADWIN, error rate) and model versions, and the alerts as a table.
+drift windows the workers closed (``<ns>:drift:<model>:<version>:~history``, Redis), the incidents
+(their latest state, ``<ns>:incidents``, Redis; their lifecycle events, ``<prefix>.alerts``, Kafka),
+the retrainer's steps (``<prefix>.models``), the per-signal alerts (``<prefix>.signals``, Kafka)
+and the latest events (``<prefix>.events``, Kafka) for the current distribution of each feature.
+`render` turns that `ReportData` into one HTML page of plotly charts (plotly.js inlined, so the
+file opens offline) that leads with the incidents - one row each: state, severity, features,
+opened/resolved, what the retrainer did - and their timeline; then per feature the reference
+against the current histogram, PSI and the KS p-value over time with their thresholds, a timeline
+of alerts, change points (ADWIN, error rate) and model versions, and the alerts as a table.
 """
 
 from __future__ import annotations
@@ -20,11 +23,12 @@ import orjson
 from pydantic import BaseModel, Field, ValidationError
 
 from detectors.alerts import DriftAlert
+from detectors.incidents import DriftIncident, IncidentEvent
 from detectors.signals import SCORE_FEATURE, WindowStat
 from driftline.settings import Settings
 from driftline.wiring import model_registry, redis_client
 from inference.metadata import ModelEvent, ModelVersion
-from stream.drift import history_key
+from stream.drift import history_key, incidents_key
 from stream.event_log import read_messages, read_recent
 from stream.events import RawEvent
 from stream.topics import Topics
@@ -48,6 +52,11 @@ class ReportData(BaseModel):
     alerts: list[DriftAlert]
     current: dict[str, list[Any]]  # feature -> its values in the latest events
     current_events: int
+    incidents: list[DriftIncident] = Field(default_factory=list)
+    """Each incident's latest state, oldest first."""
+    incident_events: list[IncidentEvent] = Field(default_factory=list)
+    retrains: dict[str, list[str]] = Field(default_factory=dict)
+    """Incident id -> what the retrainer did about it (its steps for jobs the incident started)."""
 
 
 def gather(s: Settings, model: str, since: float | None = None, recent: int = 5000) -> ReportData:
@@ -65,13 +74,30 @@ def gather(s: Settings, model: str, since: float | None = None, recent: int = 50
         )
     topics = Topics(s.topic_prefix)
     alerts = []
-    for msg in read_messages(s.kafka_client_config(), topics.alerts):
+    for msg in read_messages(s.kafka_client_config(), topics.signals):
         try:
             alert = DriftAlert.model_validate_json(msg.value() or b"")
         except ValidationError:
             continue
         if alert.model == model and _after(alert.window_end_ts, since):
             alerts.append(alert)
+    incidents = []
+    for raw in r.hvals(incidents_key(s.topic_prefix)):
+        try:
+            inc = DriftIncident.model_validate_json(raw)
+        except ValidationError:
+            continue
+        if inc.model == model and _after(inc.latest_window.end_ts, since):
+            incidents.append(inc)
+    incidents.sort(key=lambda i: i.first_window.start_ts)
+    lifecycle = []
+    for msg in read_messages(s.kafka_client_config(), topics.alerts):
+        try:
+            step = IncidentEvent.model_validate_json(msg.value() or b"")
+        except ValidationError:
+            continue
+        if step.model == model:
+            lifecycle.append(step)
     features = {name for v in versions for name in v.reference}
     current: dict[str, list[Any]] = {name: [] for name in sorted(features)}
     n = 0
@@ -93,7 +119,30 @@ def gather(s: Settings, model: str, since: float | None = None, recent: int = 50
         alerts=alerts,
         current=current,
         current_events=n,
+        incidents=incidents,
+        incident_events=lifecycle,
+        retrains=_retrains(s, model, {i.id for i in incidents}),
     )
+
+
+def _retrains(s: Settings, model: str, ids: set[str]) -> dict[str, list[str]]:
+    """Per incident, the retrainer's steps for the job it triggered (from ``<prefix>.models``)."""
+    out: dict[str, list[str]] = {}
+    for msg in read_messages(s.kafka_client_config(), Topics(s.topic_prefix).models):
+        try:
+            doc = orjson.loads(msg.value() or b"")
+        except orjson.JSONDecodeError:
+            continue
+        if not isinstance(doc, dict) or doc.get("name") != model:
+            continue
+        detail = doc.get("detail") if isinstance(doc.get("detail"), dict) else {}
+        trigger = detail.get("trigger") if isinstance(detail, dict) else None
+        iid = trigger.get("incident_id") if isinstance(trigger, dict) else None
+        if iid in ids and str(doc.get("kind", "")).startswith("retrain_"):
+            out.setdefault(iid, []).append(
+                f"{str(doc['kind']).removeprefix('retrain_')}: {doc.get('reason', '')}"
+            )
+    return out
 
 
 def _after(ts: float, since: float | None) -> bool:
@@ -110,6 +159,8 @@ def render(data: ReportData) -> str:
     from plotly.subplots import make_subplots
 
     figures: list[tuple[str, Any]] = []
+    if data.incidents:
+        figures.append(("Incidents over event time", _incident_timeline(data)))
     production = next((v for v in reversed(data.versions) if v.stage == "production"), data.versions[-1])
     names = [n for n in sorted(production.reference) if n in data.current]
     if names:
@@ -226,18 +277,28 @@ def render(data: ReportData) -> str:
     timeline.update_layout(height=380, margin={"t": 30}, xaxis_title="event time")
     figures.append(("Alerts and change points", timeline))
 
+    # Lifecycle steps of one version come seconds apart: labels alternate above and below their
+    # markers, and the full text is in the hover, so they never print over each other.
+    positions = ("top center", "bottom center")
     versions = go.Figure(
         go.Scatter(
             x=[e.ts for e in data.events],
             y=[f"v{e.version}" for e in data.events],
             mode="markers+text",
             text=[e.kind.replace("_", " ") for e in data.events],
-            textposition="top center",
+            textposition=[positions[i % 2] for i in range(len(data.events))],
+            hovertext=[f"v{e.version} {e.kind} {e.ts.isoformat(timespec='seconds')}" for e in data.events],
             marker={"size": 11},
             name="lifecycle",
         )
     )
-    versions.update_layout(height=300, margin={"t": 30}, xaxis_title="wall clock", showlegend=False)
+    versions.update_layout(
+        height=120 + 60 * max(len({e.version for e in data.events}), 1),
+        margin={"t": 30},
+        xaxis_title="wall clock",
+        showlegend=False,
+        yaxis={"range": [-0.7, max(len({e.version for e in data.events}), 1) - 0.3]},
+    )
     figures.append(("Model versions: registered, canary, shadow, promoted, rolled back", versions))
 
     parts = [
@@ -262,6 +323,7 @@ def render(data: ReportData) -> str:
         for a in sorted(data.alerts, key=lambda a: a.window_end_ts)
     )
     since = f" since {_time(data.since).isoformat()}" if data.since is not None else ""
+    incidents_html = _incident_table(data)
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Driftline report: {html.escape(data.model)}</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1400px}}
@@ -271,13 +333,89 @@ td,th{{border:1px solid #ddd;padding:4px 8px;text-align:left}}</style>
 <h1>Driftline drift report: {html.escape(data.model)}</h1>
 <p>Generated {data.generated_at.isoformat(timespec="seconds")}{since}.
 Production: {html.escape(production.ref)}.
-{len(data.alerts)} alerts, {sum(len(v.windows) for v in data.windows)} closed drift windows,
-{len(data.versions)} versions. Score drift is listed as <code>{SCORE_FEATURE}</code>.</p>
+{len(data.incidents)} incidents ({sum(i.state == "open" for i in data.incidents)} open) from
+{len(data.alerts)} detector signals, {sum(len(v.windows) for v in data.windows)} closed drift windows,
+{len(data.versions)} versions. Score drift is listed as <code>{SCORE_FEATURE}</code>, the error
+stream as <code>__error__</code>.</p>
+<h2>Incidents</h2>
+{incidents_html}
 {"".join(parts)}
-<h2>Alerts</h2>
+<h2>Detector signals (the incidents' detail)</h2>
 <table><tr><th>window end</th><th>model</th><th>severity</th><th>detector</th><th>feature</th>
 <th>message</th></tr>
 {rows_html}</table>
 <script>window.driftlineReport = {orjson.dumps({"figures": len(figures)}).decode()};</script>
 </body></html>
 """
+
+
+def _incident_table(data: ReportData) -> str:
+    if not data.incidents:
+        return "<p>No incidents.</p>"
+    rows = []
+    for inc in data.incidents:
+        features = ", ".join(f"{f.feature} ({'/'.join(f.detectors)})" for f in inc.features)
+        if inc.state == "resolved" and inc.resolution == "superseded":
+            ended = f"superseded by v{inc.superseded_by}"
+        elif inc.state == "resolved" and inc.resolved_ts is not None:
+            ended = f"quiet since {_time(inc.resolved_ts).isoformat(timespec='minutes')}"
+        else:
+            ended = "open"
+        retrained = "; ".join(data.retrains.get(inc.id, [])) or "no retrain started"
+        cells = (
+            inc.id[:12], f"{inc.model}:{inc.version}", inc.state, inc.severity, features,
+            _time(inc.first_window.start_ts).isoformat(timespec="minutes"), ended, retrained, inc.summary,
+        )  # fmt: skip
+        rows.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
+    head = "".join(
+        f"<th>{h}</th>"
+        for h in ("incident", "model", "state", "severity", "features (detectors)", "since (event time)",
+                  "ended", "retrainer", "summary")
+    )  # fmt: skip
+    return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
+
+
+def _event_ts(e: IncidentEvent) -> float:
+    """Event time of a lifecycle event: its resolution, or the incident's latest window then."""
+    inc = e.incident
+    return (
+        inc.resolved_ts if e.kind == "resolved" and inc.resolved_ts is not None else inc.latest_window.end_ts
+    )
+
+
+def _incident_timeline(data: ReportData) -> Any:
+    """One bar per incident from its first window to its resolution (or its latest window),
+    with a marker per lifecycle event."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    color = {"warning": "#ff9900", "critical": "#d62728"}
+    for inc in data.incidents:
+        end = inc.resolved_ts if inc.resolved_ts is not None else inc.latest_window.end_ts
+        label = f"v{inc.version} {inc.id[:8]}"
+        fig.add_trace(
+            go.Scatter(
+                x=[_time(inc.first_window.start_ts), _time(max(end, inc.first_window.end_ts))],
+                y=[label, label],
+                mode="lines",
+                line={"width": 14, "color": color[inc.severity]},
+                name=label,
+                hovertext=inc.summary,
+                showlegend=False,
+            )
+        )
+    if data.incident_events:
+        by_id = {i.id: i for i in data.incidents}
+        shown = [e for e in data.incident_events if e.incident_id in by_id]
+        fig.add_trace(
+            go.Scatter(
+                x=[_time(_event_ts(e)) for e in shown],
+                y=[f"v{e.version} {e.incident_id[:8]}" for e in shown],
+                mode="markers",
+                marker={"symbol": "line-ns-open", "size": 18, "color": "#333"},
+                text=[f"{e.kind}: {'; '.join(e.changes) or e.summary}" for e in shown],
+                name="lifecycle event",
+            )
+        )  # fmt: skip
+    fig.update_layout(height=120 + 50 * len(data.incidents), margin={"t": 30}, xaxis_title="event time")
+    return fig

@@ -95,6 +95,12 @@ class Settings(BaseSettings):
     # A merged window claimed by a worker that has not published its alerts this long after is
     # taken over and published by another worker.
     drift_close_timeout_seconds: float = Field(60.0, gt=0)
+    # Incidents (what `<prefix>.alerts` carries): warnings that open one (a critical always does),
+    # drift windows every member must stay quiet before it resolves, and the least event time
+    # between two `updated` events (escalations are sent at once).
+    incident_open_warnings: int = Field(3, ge=1)
+    incident_resolve_windows: int = Field(6, ge=1)
+    incident_update_interval_seconds: float = Field(1800.0, ge=0)
 
     # What the worker accepts as an event (bigger, wider or hostile ones are dead-lettered with
     # their own reason code; see the README's event contract): bytes per message, features per

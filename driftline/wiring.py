@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry, Gauge
 from pydantic import ValidationError
 
 from detectors.alerts import DriftAlert
+from detectors.incidents import DriftIncident, IncidentConfig
 from detectors.signals import WindowStat
 from driftline.errors import DriftlineError
 from driftline.model_inputs import parse_view
@@ -30,7 +31,7 @@ from inference.signing import MetadataSigner
 from inference.views import view_of
 from stream.decode import InputLimits
 from stream.dependency import Dependency, dependency_gauge
-from stream.drift import DriftConfig, DriftStage, alerts_key, latest_key
+from stream.drift import DriftConfig, DriftStage, alerts_key, incidents_key, latest_key
 from stream.metrics import WorkerMetrics
 from stream.producer import PRODUCER_DEFAULTS
 from stream.registry_log import KafkaRegistryArchive
@@ -135,6 +136,17 @@ def drift_config(s: Settings) -> DriftConfig:
         ks_sample_rate=s.drift_ks_sample_rate,
         cooldown_seconds=s.drift_cooldown_seconds,
         close_timeout_seconds=s.drift_close_timeout_seconds,
+        incidents=incident_config(s),
+    )
+
+
+def incident_config(s: Settings) -> IncidentConfig:
+    """The incident rules of workers and the outcome joiner (one book per version: the same rules)."""
+    return IncidentConfig(
+        open_warnings=s.incident_open_warnings,
+        resolve_windows=s.incident_resolve_windows,
+        window_seconds=s.drift_window_seconds or 300.0,
+        update_interval_seconds=s.incident_update_interval_seconds,
     )
 
 
@@ -244,6 +256,23 @@ class RedisAlertReader:
         return out
 
 
+class RedisIncidentReader:
+    """Every incident's latest state from ``<ns>:incidents`` (written with each decision)."""
+
+    def __init__(self, client: redis.Redis, namespace: str) -> None:
+        self.r = client
+        self.key = incidents_key(namespace)
+
+    def __call__(self) -> list[dict[str, Any]]:
+        out = []
+        for raw in self.r.hvals(self.key):
+            try:
+                out.append(DriftIncident.model_validate_json(raw).model_dump(mode="json"))
+            except ValidationError:
+                log.warning("skipping a malformed incident in %s", self.key)
+        return out
+
+
 def build_api(s: Settings, model: str = "fraud") -> FastAPI:
     """The HTTP API over Redis (registry, online features, drift, alerts); Kafka only for /readyz."""
     # Short timeouts: a request or probe fails fast when Redis is gone instead of hanging.
@@ -279,6 +308,7 @@ def build_api(s: Settings, model: str = "fraud") -> FastAPI:
         features=OnlineStore(client, s.topic_prefix, view, state_cache=0) if view is not None else None,
         drift=RedisDriftReader(client, s.topic_prefix, registry),
         alerts=RedisAlertReader(client, s.topic_prefix),
+        incidents=RedisIncidentReader(client, s.topic_prefix),
         # Each probe also moves its dependency's gauge and logs the state change, once.
         checks={"redis": redis_dep.ensure, "kafka": kafka_dep.ensure},
         prometheus=prometheus,

@@ -127,6 +127,8 @@ class DriftStat(BaseModel):
 _BEARER = HTTPBearer(auto_error=False, description="The API token (DRIFTLINE_API_TOKEN).")
 
 Alerts = Callable[[float | None, str | None], list[dict[str, Any]]]
+Incidents = Callable[[], list[dict[str, Any]]]
+"""Every incident's latest state (`detectors.incidents.DriftIncident` as JSON), in any order."""
 
 
 @dataclass(frozen=True)
@@ -147,6 +149,7 @@ class ApiDeps:
     # The reader of a version's own feature view (None: the version uses no view); when unset,
     # `features` serves every version.
     features_of: Callable[[ModelVersion], FeatureReader | None] | None = None
+    incidents: Incidents | None = None
     # Told of every Redis error a request met (the composition root logs one line per outage and
     # keeps the dependency gauge); None: each error is logged.
     redis_down: Callable[[Exception], None] | None = None
@@ -226,6 +229,10 @@ class DriftOut(_Out):
 
 class AlertsOut(_Out):
     alerts: list[dict[str, Any]]
+
+
+class IncidentsOut(_Out):
+    incidents: list[dict[str, Any]]
 
 
 class HealthOut(_Out):
@@ -645,8 +652,41 @@ def create_app(deps: ApiDeps) -> FastAPI:
         since: Annotated[float | None, Query(description="Only alerts raised at or after (epoch s).")] = None,
         severity: Annotated[Literal["warning", "critical"] | None, Query()] = None,
     ) -> AlertsOut:
-        """Recent alerts (the last 1,000 kept), newest first."""
+        """Recent per-signal alerts (the last 1,000 kept), newest first: the detail behind incidents."""
         return AlertsOut(alerts=deps.alerts(since, severity))
+
+    def all_incidents() -> list[dict[str, Any]]:
+        found = deps.incidents() if deps.incidents is not None else []
+        return sorted(found, key=lambda i: str(i.get("opened_at", "")), reverse=True)
+
+    @api.get("/incidents", response_model=IncidentsOut, tags=["drift"])
+    def incidents(
+        state: Annotated[Literal["open", "resolved"] | None, Query()] = None,
+        model: Annotated[str | None, Query(description="Only this model's incidents.")] = None,
+        since: Annotated[
+            float | None, Query(description="Only incidents opened at or after (epoch s).")
+        ] = None,
+    ) -> IncidentsOut:
+        """Drift incidents (one per change of a model version), newest first, with their evidence."""
+        out = []
+        for inc in all_incidents():
+            if state is not None and inc.get("state") != state:
+                continue
+            if model is not None and inc.get("model") != model:
+                continue
+            opened = inc.get("opened_at")
+            if since is not None and (opened is None or datetime.fromisoformat(opened).timestamp() < since):
+                continue
+            out.append(inc)
+        return IncidentsOut(incidents=out)
+
+    @api.get("/incidents/{incident_id}", tags=["drift"])
+    def incident(incident_id: str) -> dict[str, Any]:
+        """One incident's latest state: features with their evidence, windows, severity, summary."""
+        for inc in all_incidents():
+            if inc.get("id") == incident_id:
+                return inc
+        raise ApiError(404, "unknown_incident", f"no incident {incident_id}", "incident_id")
 
     @api.get("/metrics", tags=["health"], response_class=Response)
     def prometheus() -> Response:

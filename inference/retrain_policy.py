@@ -1,9 +1,11 @@
 """When to retrain: triggers in, one decision out, with the per-model state it needs.
 
-A `RetrainTrigger` is a critical drift alert, a warning, a live accuracy drop, or a user's
-request. `RetrainPolicy.decide` starts a job on a critical alert, on ``warnings_needed`` warnings
-within ``warnings_window_seconds``, on an accuracy drop and on request, but never while a job of
-the same model runs, and (except on request) not within ``cooldown_seconds`` of the last start.
+A `RetrainTrigger` is a critical drift incident (`incident_trigger`: its opening or its
+escalation), a warning, a live accuracy drop, or a user's request. `RetrainPolicy.decide` starts a
+job on a critical trigger, on ``warnings_needed`` warnings within ``warnings_window_seconds``, on an
+accuracy drop and on request, but never while a job of the same model runs, never twice for one
+incident (the last ``MAX_INCIDENTS`` incident ids are remembered), and (except on request) not
+within ``cooldown_seconds`` of the last start.
 The state is a small JSON-able model, so the retrainer keeps it in a changelog-backed table and
 a restart keeps the cooldown. A job marked running by another retrainer instance (it died
 mid-job) does not block.
@@ -24,7 +26,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from detectors.incidents import IncidentEvent
+
 TriggerKind = Literal["critical", "warning", "accuracy", "manual"]
+MAX_INCIDENTS = 100
 
 
 class RetrainTrigger(BaseModel):
@@ -35,6 +40,31 @@ class RetrainTrigger(BaseModel):
     reason: str
     ts: float  # wall clock, epoch seconds
     alert_id: str | None = None
+    incident_id: str | None = None
+
+
+def incident_trigger(event: IncidentEvent, now: float) -> RetrainTrigger | None:
+    """The trigger an incident event makes: a critical incident opening, or escalating to critical.
+
+    >>> from detectors.incidents import IncidentBook
+    >>> from detectors.signals import DriftSignal
+    >>> s = DriftSignal(detector="psi", feature="amount", statistic=0.4, threshold=0.2, severity="critical",
+    ...                 window_start_ts=0, window_end_ts=300, window_start_index=0, window_end_index=9,
+    ...                 n_window=9, n_reference=9, message="amount: PSI 0.4 >= 0.2")
+    >>> [opened] = IncidentBook().observe([s], model="fraud", version=1)
+    >>> incident_trigger(opened, 0.0).incident_id == opened.incident_id
+    True
+    """
+    escalated = event.kind == "updated" and "escalated to critical" in event.changes
+    if event.severity != "critical" or not (event.kind == "opened" or escalated):
+        return None
+    return RetrainTrigger(
+        model=event.model,
+        kind="critical",
+        reason=f"incident {event.incident_id}: {event.summary}",
+        ts=now,
+        incident_id=event.incident_id,
+    )
 
 
 class RetrainState(BaseModel):
@@ -48,6 +78,8 @@ class RetrainState(BaseModel):
     last_finished: float | None = None
     warnings: list[float] = Field(default_factory=list)
     jobs: int = 0
+    incidents: list[str] = Field(default_factory=list)
+    """The incidents a job was started for (the last `MAX_INCIDENTS`)."""
 
 
 class RetrainPolicy(BaseModel):
@@ -63,6 +95,8 @@ class RetrainPolicy(BaseModel):
         """(start a job?, why, the new state). ``owner``: this retrainer instance's id."""
         s = state.model_copy(deep=True)
         now = trigger.ts
+        if trigger.incident_id is not None and trigger.incident_id in s.incidents:
+            return False, f"a retrain was already started for incident {trigger.incident_id}", s
         if s.running_owner is not None:
             if s.running_owner == owner:
                 since = now - (s.running_since or now)
@@ -84,6 +118,8 @@ class RetrainPolicy(BaseModel):
         s.running_owner, s.running_since, s.last_started = owner, now, now
         s.warnings = []
         s.jobs += 1
+        if trigger.incident_id is not None:
+            s.incidents = [*s.incidents, trigger.incident_id][-MAX_INCIDENTS:]
         return True, f"{trigger.kind}: {trigger.reason}", s
 
     @staticmethod

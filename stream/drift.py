@@ -16,11 +16,14 @@ distributions, so the switch itself raises no alert):
   (`DriftStage.checkpoint`, called by the worker after the batch's outputs are durable and
   before its offsets are committed) and reloaded when a worker first sees the partition: a
   restart or a rebalance neither loses a detector's window nor feeds it a replayed event twice.
-* **Alerts**: every signal goes through one `AlertPolicy` shared by all workers
-  (`detectors.policy_store.SharedAlertPolicy`), so one drift gives one alert however many workers
-  saw it. The worker publishes the alerts with the batch's other outputs. Every alert carries the
-  Kafka offsets of its window (``window_offsets``: per partition, first and last; ADWIN's also its
-  ``partition``).
+* **Alerts and incidents**: every signal goes through one `AlertPolicy` and one
+  `detectors.incidents.IncidentBook` per version, shared by all workers
+  (`detectors.policy_store.SharedAlertPolicy`), so one drift gives one alert per feature and one
+  incident however many workers saw it. The worker publishes the per-signal alerts to
+  ``<prefix>.signals`` and the incident lifecycle events to ``<prefix>.alerts`` with the batch's
+  other outputs. Every alert carries the Kafka offsets of its window (``window_offsets``: per
+  partition, first and last; ADWIN's also its ``partition``). When production moves to another
+  version, the old version's open incident is resolved as superseded.
 
 Redis keys, under ``<ns>:drift:<model>:<version>`` (besides `WindowStore`'s): ``~adwin:<p>`` the
 ADWIN checkpoint of partition ``p`` (JSON), ``~policy`` the shared policy state (JSON) and
@@ -29,7 +32,8 @@ ADWIN checkpoint of partition ``p`` (JSON), ``~policy`` the shared policy state 
 n), written by a batch that closed windows, for readers such as the HTTP API; ``~history``, the
 list of every closed window's `WindowStat` (oldest first, the last 20,000), for reports; all expire
 ``ttl_seconds`` after their last write. ``<ns>:alerts`` (`alerts_key`) is the list of recent
-alerts, newest first, capped at 1,000 (`SharedAlertPolicy`'s ``history_key``).
+alerts, newest first, capped at 1,000 (`SharedAlertPolicy`'s ``history_key``); ``<ns>:incidents``
+(`incidents_key`) the hash of every incident's latest state (incident id -> `DriftIncident` JSON).
 
 >>> DriftConfig(window_seconds=60).window_seconds
 60.0
@@ -51,6 +55,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from detectors.adwin import AdwinDetector
 from detectors.alerts import AlertPolicy, DriftAlert
 from detectors.cusum import CusumDetector, CusumJob, update_many
+from detectors.incidents import DriftOutput, IncidentBook, IncidentConfig, IncidentEvent
 from detectors.monitor import MonitorConfig
 from detectors.policy_store import SharedAlertPolicy
 from detectors.reference import Reference
@@ -59,6 +64,8 @@ from detectors.window_store import WINDOWED_DETECTORS, WindowStore, fault_point
 from inference.encoding import numeric_values
 from inference.metadata import Distribution, ModelVersion
 from inference.views import view_from_record
+from stream.outputs import Output
+from stream.topics import Topics
 
 OTHER_CATEGORY = "__other__"  # training's catch-all share of rare categories
 HISTORY_WINDOWS = 20_000  # closed-window statistics kept per version for reports
@@ -77,6 +84,25 @@ def history_key(namespace: str, model: str, version: int) -> str:
 def alerts_key(namespace: str) -> str:
     """The list of recent alerts, newest first."""
     return f"{namespace}:alerts"
+
+
+def incidents_key(namespace: str) -> str:
+    """The hash of every incident's latest state."""
+    return f"{namespace}:incidents"
+
+
+def drift_outputs(topics: Topics, decided: Iterable[DriftOutput]) -> list[Output]:
+    """Kafka records of decided outputs: incident events to ``<prefix>.alerts`` keyed by incident id
+    (a compacted view keeps each incident's latest state), per-signal alerts to ``<prefix>.signals``."""
+    out = []
+    for d in decided:
+        if isinstance(d, IncidentEvent):
+            out.append(Output(topics.alerts, d.incident_id.encode(), d.model_dump_json().encode()))
+        else:
+            out.append(
+                Output(topics.signals, f"{d.model}:{d.feature}".encode(), d.model_dump_json().encode())
+            )
+    return out
 
 
 def to_reference(d: Distribution) -> Reference:
@@ -146,6 +172,11 @@ class DriftConfig(BaseModel):
     """A merged window claimed but not published this long ago is taken over by another worker."""
     monitor: MonitorConfig = MonitorConfig()
     """Thresholds, significance levels and which ADWINs run (``window_*`` fields are unused here)."""
+    incidents: IncidentConfig = IncidentConfig()
+    """When incidents open, update and resolve (its ``window_seconds`` is taken from ``window_seconds``)."""
+
+    def incident_book(self) -> IncidentBook:
+        return IncidentBook(self.incidents.model_copy(update={"window_seconds": self.window_seconds}))
 
 
 class DriftMetrics:
@@ -182,6 +213,18 @@ class DriftMetrics:
             "driftline_drift_windows_closed", "Merged drift windows closed by this worker",
             ["model", "version"], registry=registry,
         )  # fmt: skip
+        self.incidents_open = Gauge(
+            "driftline_incidents_open",
+            "Open drift incidents per model version (as of this worker's latest decision)",
+            ["model", "version"],
+            registry=registry,
+        )
+        self.incident_events = Counter(
+            "driftline_incident_events",
+            "Incident lifecycle events published, by kind (opened, updated, resolved)",
+            ["model", "kind"],
+            registry=registry,
+        )
         self.late = Counter(
             "driftline_drift_late_events",
             "Events dropped by the drift windows: their window had already closed",
@@ -285,8 +328,9 @@ class DriftStage:
         self.metrics = DriftMetrics(registry)
         self.partitions: list[int] | None = None
         self._current: _Version | None = None
-        self._unpublished: list[DriftAlert] = []  # returned since the last commit
-        self._resend: list[DriftAlert] = []  # of a failed attempt, for the batch's redo
+        self._unpublished: list[DriftOutput] = []  # returned since the last commit
+        self._resend: list[DriftOutput] = []  # of a failed attempt, for the batch's redo
+        self._superseded: list[DriftOutput] = []  # the previous version's incident, resolved
 
     def set_partitions(self, partitions: Iterable[int]) -> None:
         """The events topic's partitions: a merged window waits for all of them (or their idling)."""
@@ -352,7 +396,13 @@ class DriftStage:
             make=lambda: AlertPolicy(cooldown_seconds=cfg.cooldown_seconds),
             ttl_seconds=max(cfg.ttl_seconds, int(cfg.cooldown_seconds) + 60),
             history_key=alerts_key(self.namespace),
+            incidents=cfg.incident_book,
+            incidents_key=incidents_key(self.namespace),
         )
+        previous = self._current
+        if previous is not None and previous.meta.name == meta.name:
+            # Production moved on: the old version's open incident is over (once, whoever sees it first).
+            self._superseded += previous.policy.supersede(meta.version, record=store.record_decision)
         self._current = _Version(
             meta,
             store,
@@ -383,8 +433,8 @@ class DriftStage:
         partitions: np.ndarray,
         offsets: np.ndarray,
         unscored: Unscored = NO_UNSCORED,
-    ) -> list[DriftAlert]:
-        """Feed the rows the production version served; return the alerts to publish.
+    ) -> list[DriftOutput]:
+        """Feed the rows the production version served; return the alerts and incident events to publish.
 
         ``rows`` index ``columns``; ``scores``, ``ts``, ``partitions`` and ``offsets`` are the
         rows' own (already picked). ``unscored``: the batch's events production's contract
@@ -392,6 +442,8 @@ class DriftStage:
         failed attempt returned again, first.
         """
         alerts = self._observe(meta, columns, rows, scores, ts, partitions, offsets, unscored)
+        if self._superseded:
+            alerts, self._superseded = self._superseded + alerts, []
         if self._resend:
             fresh = {a.id for a in alerts}
             alerts = [a for a in self._resend if a.id not in fresh] + alerts
@@ -409,7 +461,7 @@ class DriftStage:
         partitions: np.ndarray,
         offsets: np.ndarray,
         unscored: Unscored,
-    ) -> list[DriftAlert]:
+    ) -> list[DriftOutput]:
         v = self._version(meta)
         if v is None or len(rows) + len(unscored) == 0:
             return []
@@ -460,12 +512,27 @@ class DriftStage:
             windows=windows,
             record=v.store.record_decision,
         )
-        if v.store.inflight and any(a.detector in WINDOWED_DETECTORS for a in alerts):
+        if v.store.inflight and any(
+            isinstance(a, DriftAlert) and a.detector in WINDOWED_DETECTORS for a in alerts
+        ):
             fault_point("window-decided")  # a window's alerts decided and recorded, not produced yet
         alerts = recovered + alerts
-        for alert in alerts:
-            self.metrics.alerts.labels(alert.severity, alert.detector).inc()
+        self.count(alerts)
+        if signals or windows:
+            book = v.policy.last_book
+            if book is not None:
+                self.metrics.incidents_open.labels(model, version).set(0 if book.open is None else 1)
         return alerts
+
+    def count(self, outputs: Sequence[DriftOutput]) -> None:
+        """Count the alerts and incident events about to be published."""
+        for out in outputs:
+            if isinstance(out, IncidentEvent):
+                self.metrics.incident_events.labels(out.model, out.kind).inc()
+                if out.kind == "resolved":
+                    self.metrics.incidents_open.labels(out.model, str(out.version)).set(0)
+            else:
+                self.metrics.alerts.labels(out.severity, out.detector).inc()
 
     @staticmethod
     def _with_unscored(v: _Version, rows: _Rows, unscored: Unscored) -> tuple[_Rows, dict[str, np.ndarray]]:

@@ -58,8 +58,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from pydantic import BaseModel, ValidationError
 
 from detectors.adwin import ErrorRateDetector
-from detectors.alerts import AlertPolicy, DriftAlert
+from detectors.alerts import AlertPolicy
 from detectors.cusum import ErrorCusum
+from detectors.incidents import DriftOutput, IncidentBook, IncidentConfig, IncidentEvent
 from detectors.policy_store import SharedAlertPolicy
 from inference.metadata import ModelVersion
 from inference.performance import PerformanceWindow
@@ -74,6 +75,7 @@ from stream.dependency import (
     reset_transaction,
     wait_out,
 )
+from stream.drift import drift_outputs, incidents_key
 from stream.events import LabelEvent
 from stream.offsets import first_offsets, next_offsets
 from stream.outputs import BatchOutputs, GaveUp, Output, output_counters
@@ -153,6 +155,9 @@ class JoinConfig:
     cusum_ert_events: float = 1e8  # its false-alarm budget: one per this many labelled outcomes
     performance_window: int = 1000  # outcomes per live-performance window
     cooldown_seconds: float = 3600.0  # the shared alert policy's (as in the worker)
+    # The worker's incident rules (`DriftConfig.incident_book`), window length included: the joiner
+    # decides on the same incident book as the workers.
+    incidents: IncidentConfig = field(default_factory=IncidentConfig)
     worker_id: str = "outcomes"
     exit_when_idle: float | None = None
     # The watchdog (stream.watchdog): a batch or recovery longer than this (seconds; 0 = none)
@@ -201,6 +206,12 @@ class OutcomeMetrics:
             "driftline_drift_alerts",
             "Drift alerts by severity and detector",
             ["severity", "detector"],
+            registry=r,
+        )
+        self.incident_events = Counter(
+            "driftline_incident_events",
+            "Incident lifecycle events published, by kind (opened, updated, resolved)",
+            ["model", "kind"],
             registry=r,
         )
         self.retries, self.outputs_refused = output_counters(r)
@@ -371,10 +382,7 @@ class OutcomeJoiner:
         outputs += [
             Output(self.topics.outcomes, o.model.encode(), o.model_dump_json().encode()) for o in outcomes
         ]
-        outputs += [
-            Output(self.topics.alerts, f"{a.model}:{a.feature}".encode(), a.model_dump_json().encode())
-            for a in self._observe(batch, outcomes)
-        ]
+        outputs += drift_outputs(self.topics, self._observe(batch, outcomes))
         self._checkpoint()  # before the commit: a replay of this batch starts from it
         try:
             self.outputs.deliver(outputs, next_offsets(msgs))
@@ -523,11 +531,13 @@ class OutcomeJoiner:
                 make=lambda: AlertPolicy(cooldown_seconds=cooldown),
                 ttl_seconds=max(86_400, int(cooldown) + 60),
                 history_key=f"{self.ns}:alerts",  # the worker's too: the HTTP API reads it
+                incidents=lambda: IncidentBook(self.cfg.incidents),  # the workers' book: one per version
+                incidents_key=incidents_key(self.ns),
             )
             self._versions[(model, version)] = st
         return st
 
-    def _observe(self, batch: _Batch, outcomes: list[Outcome]) -> list[DriftAlert]:
+    def _observe(self, batch: _Batch, outcomes: list[Outcome]) -> list[DriftOutput]:
         scores: dict[tuple[str, int], list[float]] = defaultdict(list)
         for p, _ in batch.predictions:
             if p.served:
@@ -538,7 +548,7 @@ class OutcomeJoiner:
         by_version: dict[tuple[str, int], list[Outcome]] = defaultdict(list)
         for o in outcomes:
             by_version[(o.model, o.version)].append(o)
-        alerts: list[DriftAlert] = []
+        alerts: list[DriftOutput] = []
         for (model, version), group in by_version.items():
             st = self._state(model, version)
             group.sort(key=lambda o: o.event_ts)
@@ -555,7 +565,10 @@ class OutcomeJoiner:
         for (model, version), st in self._versions.items():
             self._record(model, version, st)
         for a in alerts:
-            self.metrics.alerts.labels(a.severity, a.detector).inc()
+            if isinstance(a, IncidentEvent):
+                self.metrics.incident_events.labels(a.model, a.kind).inc()
+            else:
+                self.metrics.alerts.labels(a.severity, a.detector).inc()
         return alerts
 
     def _record(self, model: str, version: int, st: _VersionState) -> None:

@@ -2,9 +2,11 @@
 
 Three agents (``build_app``):
 
-* ``alerts`` reads ``<prefix>.alerts`` and forwards the alerts about a model's *production*
-  version (critical ones and warnings) as `RetrainTrigger` s to ``<prefix>.retrain``, keyed by
-  model, where ``driftline retrain MODEL`` also sends its requests;
+* ``alerts`` reads the incident events on ``<prefix>.alerts`` and forwards each critical
+  incident about a model's *production* version - its opening, or its escalation to critical -
+  as a `RetrainTrigger` (with the incident id) to ``<prefix>.retrain``, keyed by model, where
+  ``driftline retrain MODEL`` also sends its requests; `RetrainPolicy` starts at most one job
+  per incident;
 * ``retrain`` reads ``<prefix>.retrain``; while a canary or shadow of the model is on trial,
   triggers other than requests are skipped (a new candidate would replace it before its
   verdict); otherwise `RetrainPolicy` decides on the per-model state in the
@@ -44,9 +46,9 @@ import faust
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import BaseModel, Field, ValidationError
 
-from detectors.alerts import DriftAlert
+from detectors.incidents import IncidentEvent
 from inference.metadata import Deployment
-from inference.retrain_policy import RetrainPolicy, RetrainState, RetrainTrigger
+from inference.retrain_policy import RetrainPolicy, RetrainState, RetrainTrigger, incident_trigger
 from inference.rollout import RolloutDecision, RolloutPolicy, decide_rollout
 from stream.dependency import Dependency, dependency_gauge, outage_of
 from stream.outcomes import Outcome
@@ -187,19 +189,17 @@ def build_app(
     async def alerts(stream: faust.StreamT[bytes]) -> None:
         async for value in stream:
             try:
-                alert = DriftAlert.model_validate_json(value)
+                event = IncidentEvent.model_validate_json(value)
             except ValidationError as exc:
-                log.warning("skipping an alert that does not parse: %s", exc.errors()[0]["msg"])
+                log.warning("skipping an incident event that does not parse: %s", exc.errors()[0]["msg"])
                 continue
-            dep: Deployment = await registry_call(deployment, alert.model)
-            if dep.production is None or dep.production.version != alert.version:
+            t = incident_trigger(event, time.time())
+            if t is None:
+                continue  # a warning-level incident, an update that is no escalation, a resolution
+            dep: Deployment = await registry_call(deployment, event.model)
+            if dep.production is None or dep.production.version != event.version:
                 continue  # about a canary or a replaced version: not a reason to retrain production
-            kind: Literal["critical", "warning"] = "critical" if alert.severity == "critical" else "warning"
-            await trigger(
-                RetrainTrigger(
-                    model=alert.model, kind=kind, reason=alert.message, ts=time.time(), alert_id=alert.id
-                )
-            )
+            await trigger(t)
 
     @app.agent(triggers_topic)
     async def retrain(stream: faust.StreamT[bytes]) -> None:

@@ -18,7 +18,8 @@ TOPIC_CONFIGS: dict[str, dict[str, str]] = {
     "events": {},
     "labels": {},
     "predictions": {},
-    "alerts": {},
+    "alerts": {},  # incident lifecycle events (key = incident id): what humans are paged on
+    "signals": {},  # every per-signal drift alert (key = model:feature), the incidents' detail
     "models": {"cleanup.policy": "compact"},
     "dlq": {},
     "outcomes": {},  # labels joined to predictions (key = model name)
@@ -52,6 +53,10 @@ class Topics:
     @property
     def alerts(self) -> str:
         return self.name("alerts")
+
+    @property
+    def signals(self) -> str:
+        return self.name("signals")
 
     @property
     def models(self) -> str:

@@ -44,7 +44,7 @@ import numpy as np
 import orjson
 from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 
-from detectors.alerts import DriftAlert
+from detectors.incidents import DriftOutput
 from stream.dead_letter import DeadLetter
 from stream.decode import EventBatch, InputLimits, decode_batch
 from stream.dependency import (
@@ -56,7 +56,7 @@ from stream.dependency import (
     reset_transaction,
     wait_out,
 )
-from stream.drift import NO_UNSCORED, DriftStage, Unscored
+from stream.drift import NO_UNSCORED, DriftStage, Unscored, drift_outputs
 from stream.input_gate import InputGate
 from stream.metrics import WorkerMetrics
 from stream.offsets import first_offsets, next_offsets
@@ -464,11 +464,9 @@ class Worker:
         self.metrics.event_lag.observe_many(now - event_times)
         return unscored
 
-    def _alert_outputs(self, alerts: Sequence[DriftAlert], outputs: list[Output]) -> None:
-        """Queue the drift stage's alerts with the batch's other outputs."""
-        for alert in alerts:
-            key = f"{alert.model}:{alert.feature}".encode()
-            outputs.append(Output(self.topics.alerts, key, alert.model_dump_json().encode()))
+    def _alert_outputs(self, alerts: Sequence[DriftOutput], outputs: list[Output]) -> None:
+        """Queue the drift stage's alerts and incident events with the batch's other outputs."""
+        outputs += drift_outputs(self.topics, alerts)
 
     # ---- Kafka details --------------------------------------------------------------------
     def _give_up(self, msgs: list[Message]) -> None:

@@ -13,6 +13,7 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from detectors.alerts import DriftAlert
+from detectors.incidents import IncidentEvent
 from driftline.settings import Settings
 from stream.dead_letter import DeadLetter
 from stream.synthetic import DriftSchedule
@@ -68,11 +69,11 @@ class FlakyProducer:
         self.real.commit_transaction(timeout)
 
     def produce(self, topic: str, value: bytes, key: bytes | None = None, on_delivery: Any = None) -> None:
-        self._alert_in_txn |= topic.endswith(".alerts")
+        self._alert_in_txn |= topic.endswith((".signals", ".alerts"))
         self._produced += 1
         if not getattr(self, "transactional", False):
             drop = self._rounds < FIRST_FAILED and self._produced % 50 == 0
-            if topic.endswith(".alerts") and value not in self._alerts_dropped:
+            if topic.endswith((".signals", ".alerts")) and value not in self._alerts_dropped:
                 self._alerts_dropped.add(value)
                 drop = self._alert_in_txn = True
             if drop:
@@ -130,7 +131,12 @@ def test_output_failures_are_redone_once_each_and_lose_or_repeat_nothing(
         for d in (DeadLetter.model_validate_json(r.value) for r in dlq(s, n_bad))
     )
     assert len(letters) == n_bad
-    alerts = Counter(DriftAlert.model_validate_json(r.value).id for r in consume_all(s, topics.alerts, 1, 20))
+    alerts = Counter(
+        DriftAlert.model_validate_json(r.value).id for r in consume_all(s, topics.signals, 1, 20)
+    )
+    incidents = Counter(
+        IncidentEvent.model_validate_json(r.value).id for r in consume_all(s, topics.alerts, 1, 20)
+    )
     decided = running.worker.metrics.registry.get_sample_value
     produced_alerts = sum(
         decided("driftline_drift_alerts_total", {"severity": sev, "detector": det}) or 0
@@ -142,6 +148,7 @@ def test_output_failures_are_redone_once_each_and_lose_or_repeat_nothing(
         "predictions": sum(c - 1 for c in counts.values()),
         "dead letters": sum(c - 1 for c in letters.values()),
         "alerts": sum(c - 1 for c in alerts.values()),
+        "incident events": sum(c - 1 for c in incidents.values()),
     }
     retries = running.worker.metrics.retries._value.get()
     print(f"\n{injected} injected failures, {retries} redos, duplicates {duplicates}, {len(alerts)} alerts")
@@ -149,5 +156,5 @@ def test_output_failures_are_redone_once_each_and_lose_or_repeat_nothing(
     assert retries == injected  # each failure redone once: no more, no less
     # Exactly-once: aborted attempts are invisible. At-least-once: only the outputs reported
     # failed are produced again, and these (injected) were never written.
-    assert duplicates == {"predictions": 0, "dead letters": 0, "alerts": 0}
+    assert duplicates == {"predictions": 0, "dead letters": 0, "alerts": 0, "incident events": 0}
     assert count_24h_mismatches(s, Counter(e for e, _ in valid)) == {}

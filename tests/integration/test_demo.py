@@ -22,7 +22,7 @@ def _free_port() -> int:
         return port
 
 
-def test_demo_summary_shows_alerts_a_retrain_and_a_promotion(
+def test_demo_summary_shows_incidents_a_retrain_and_a_promotion(
     own_settings: Settings, cli_env: dict[str, str], tmp_path: Path
 ) -> None:
     env = {
@@ -37,10 +37,16 @@ def test_demo_summary_shows_alerts_a_retrain_and_a_promotion(
     assert result.returncode == 0, (out[-3000:], result.stderr[-3000:])
     summary = out[out.index("Summary") :]
     assert "24,000 events scored" in summary
-    critical = int(re.search(r"alerts: (\d+) critical", summary).group(1))  # type: ignore[union-attr]
+    found = re.search(r"incidents: (\d+) opened, (\d+) resolved \(from (\d+) detector signals\)", summary)
+    assert found, summary
+    opened, resolved, signals = (int(x) for x in found.groups())
     retrains = int(re.search(r"retrains: (\d+)", summary).group(1))  # type: ignore[union-attr]
     promotions = int(re.search(r"promotions: (\d+)", summary).group(1))  # type: ignore[union-attr]
-    assert critical >= 1 and retrains >= 1 and promotions >= 1, summary
+    assert opened >= 1 and retrains >= 1 and promotions >= 1, summary
+    # Incidents, not a storm: two changes (and what retrained models legitimately raise) give a
+    # few incidents out of many more detector signals; the promotions resolve them.
+    assert opened <= 4 < signals and resolved >= 1, summary
+    assert "drift incidents" in summary
     assert "production fraud:1 -> fraud:" in summary and "production fraud:1 -> fraud:1" not in summary
     assert "concept flip" in summary  # the live-accuracy table
     assert (tmp_path / "report.html").exists()

@@ -13,6 +13,7 @@ import pytest
 import redis
 
 from detectors.alerts import DriftAlert
+from detectors.incidents import split_outputs
 from detectors.monitor import MonitorConfig
 from detectors.policy_store import SharedAlertPolicy
 from detectors.psi import PSIWindow
@@ -394,8 +395,8 @@ def test_decided_alerts_are_published_again_as_decided_never_re_decided(
     dead = _closing_store(client, namespace, "dead")
     _fill(dead, stream, T0 + 300)
     signals = dead.close_ready(now=1000.0)
-    alerts = policy.decide(
-        signals, model="fraud", version=3, windows=dead.windows, record=dead.record_decision
+    alerts, _ = split_outputs(
+        policy.decide(signals, model="fraud", version=3, windows=dead.windows, record=dead.record_decision)
     )  # decided and recorded; then SIGKILL before the alerts were produced
     assert alerts and all(a.window_offsets for a in alerts)
     state = client.get(policy.key)
@@ -413,7 +414,10 @@ def test_decided_alerts_are_published_again_as_decided_never_re_decided(
     assert policy.decide(leftover, model="fraud", version=3, windows=other.windows) == []
     # The policy counted them once: the state is the one saved with the decision (the leftover
     # windows' signals had already been seen and suppressed, so they change nothing).
-    assert json.loads(client.get(policy.key) or b"{}")["ids"] == json.loads(state or b"{}")["ids"]
+    assert (
+        json.loads(client.get(policy.key) or b"{}")["policy"]["ids"]
+        == json.loads(state or b"{}")["policy"]["ids"]
+    )
     assert [json.loads(x)["id"] for x in client.lrange(f"{namespace}:alerts", 0, -1)] == [
         a.id for a in reversed(alerts)
     ]
@@ -428,8 +432,8 @@ def test_a_rewound_batch_publishes_its_windows_again(client: redis.Redis, namesp
     store = _closing_store(client, namespace, "w")
     _fill(store, stream, T0 + 300)
     signals = store.close_ready(now=1000.0)
-    alerts = policy.decide(
-        signals, model="fraud", version=3, windows=store.windows, record=store.record_decision
+    alerts, _ = split_outputs(
+        policy.decide(signals, model="fraud", version=3, windows=store.windows, record=store.record_decision)
     )
     store.abandon()  # the produce failed: the batch is redone
     leftover = store.close_ready(now=1000.5)  # at once: no timeout for its own rewound windows

@@ -10,6 +10,7 @@ import pytest
 import redis
 from prometheus_client import CollectorRegistry
 
+from detectors.incidents import split_outputs
 from inference.metadata import Distribution, FeatureSpec, ModelVersion
 from stream.drift import DriftConfig, DriftStage
 
@@ -70,7 +71,9 @@ def test_cusum_checkpoint_survives_a_restart_and_skips_replays(redis_ns: tuple[r
         got: list[tuple[str, str, str]] = []
         for i in part:
             x, scores, ts, parts, offs = data[i]
-            alerts = stage.observe(meta, {"x": x.tolist()}, np.arange(x.size), scores, ts, parts, offs)
+            alerts, _ = split_outputs(
+                stage.observe(meta, {"x": x.tolist()}, np.arange(x.size), scores, ts, parts, offs)
+            )
             stage.checkpoint()
             got += [(a.feature, a.detector, a.severity) for a in alerts]
         return got

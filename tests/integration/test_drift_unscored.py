@@ -10,6 +10,7 @@ import pytest
 import redis
 from prometheus_client import CollectorRegistry
 
+from detectors.incidents import split_outputs
 from detectors.signals import SCORE_FEATURE, WindowStat
 from inference.metadata import Distribution, FeatureSpec, ModelVersion
 from stream.drift import DriftConfig, DriftStage, Unscored, history_key
@@ -63,7 +64,7 @@ def test_unscored_events_count_as_missing_for_their_input_only_and_once(
         stage.published()
     # A batch of only dead-lettered events (nothing scored) still counts, and closes the window.
     late = Unscored(np.array([T0 + 3601.0]), np.zeros(1, dtype=np.int64), np.array([N]), [frozenset({"x"})])
-    alerts = stage.observe(meta, {}, np.empty(0, dtype=np.int64), np.empty(0), np.empty(0), parts[:0],
+    outputs = stage.observe(meta, {}, np.empty(0, dtype=np.int64), np.empty(0), np.empty(0), parts[:0],
                            parts[:0], late)  # fmt: skip
     stats = {(w.detector, w.feature): w for w in map(WindowStat.model_validate_json, r.lrange(
         history_key(ns, "m", 1), 0, -1))}  # fmt: skip
@@ -72,4 +73,6 @@ def test_unscored_events_count_as_missing_for_their_input_only_and_once(
     assert stats[("missing_rate", "y")].n_window == scored.size  # y: only the scored events
     assert stats[("missing_rate", "y")].statistic == 0.0
     assert stats[("psi", SCORE_FEATURE)].n_window == scored.size  # no score for the unscored
+    alerts, incidents = split_outputs(outputs)
     assert [(a.feature, a.detector, a.severity) for a in alerts] == [("x", "missing_rate", "critical")]
+    assert [(e.kind, [f.feature for f in e.incident.features]) for e in incidents] == [("opened", ["x"])]

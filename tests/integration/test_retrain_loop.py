@@ -79,8 +79,11 @@ def test_concept_flip_retrains_once_then_canary_is_promoted(loop_settings: Setti
     evidence = decided[0]["detail"]["evidence"]
     assert evidence["candidate_outcomes"] >= s.rollout_min_outcomes
     assert evidence["upper_bound"] < evidence["margin"]
-    alerts = [r.json() for r in consume_all(s, topics.alerts, 1, 10)]
+    alerts = [r.json() for r in consume_all(s, topics.signals, 1, 10)]
     assert any(a["detector"] == "error_rate" and a["severity"] == "critical" for a in alerts), alerts
+    incidents = [r.json() for r in consume_all(s, topics.alerts, 1, 10)]
+    opened = [e for e in incidents if e["kind"] == "opened" and e["version"] == 1]
+    assert len(opened) == 1, [(e["kind"], e["version"], e["summary"]) for e in incidents]  # one change
 
     served = [o for o in outcomes if o["served"]]
     assert len(served) == len({o["event_id"] for o in served}) == 18_000  # each event judged once

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from detectors.alerts import DriftAlert
+from detectors.incidents import IncidentBook, IncidentEvent
 from detectors.signals import DriftSignal
 from driftline.settings import Settings
 from driftline.training_data import synthetic_training_set
@@ -40,7 +40,8 @@ def _alert(feature: str, version: int = 1) -> bytes:
         n_reference=5000,
         message=f"{feature}: PSI 0.5 >= 0.2",
     )
-    return DriftAlert.from_signal(signal, "fraud", version).model_dump_json().encode()
+    [opened] = IncidentBook().observe([signal], model="fraud", version=version)
+    return opened.model_dump_json().encode()
 
 
 def _send_alerts(s: Settings, values: list[bytes]) -> None:
@@ -50,9 +51,9 @@ def _send_alerts(s: Settings, values: list[bytes]) -> None:
     assert p.flush(15) == 0
 
 
-def _skip_of(s: Settings, alert_id: str) -> dict[str, Any] | None:
+def _skip_of(s: Settings, incident_id: str) -> dict[str, Any] | None:
     for e in model_steps(s, 1, 5):
-        if e["kind"] == "retrain_skipped" and e["detail"]["trigger"].get("alert_id") == alert_id:
+        if e["kind"] == "retrain_skipped" and e["detail"]["trigger"].get("incident_id") == incident_id:
             return e
     return None
 
@@ -61,7 +62,7 @@ def _kinds(s: Settings) -> Counter[str]:
     return Counter(e["kind"] for e in model_steps(s, 1, 5))
 
 
-def test_alerts_from_three_workers_start_one_job_and_the_cooldown_survives_a_restart(
+def test_one_incident_starts_one_job_and_the_cooldown_survives_a_restart(
     own_settings: Settings, tmp_path: Path
 ) -> None:
     s = own_settings
@@ -69,15 +70,17 @@ def test_alerts_from_three_workers_start_one_job_and_the_cooldown_survives_a_res
     log = tmp_path / "retrainer.log"
     retrainer = spawn_retrainer(s, log)
     try:
-        # Three workers saw the same drift at once (each its own feature's alert).
-        _send_alerts(s, [_alert("amount"), _alert("merchant_risk"), _alert("distance_from_home")])
+        # One incident, its opening delivered three times (at-least-once redelivery), and two
+        # incidents of the other model version (a replaced one) or not critical: one job.
+        first = _alert("amount")
+        _send_alerts(s, [first, first, _alert("merchant_risk", version=7), first])
         # No events in this test's topics: the job fails ("no events to train on"), but it ran.
         wait_until(lambda: _kinds(s)["retrain_failed"] == 1 and _kinds(s)["retrain_skipped"] == 2, 120, 1.0)
         stop_process(retrainer)
         retrainer = spawn_retrainer(s, log)  # a new instance: its table comes from the changelog
         late = _alert("merchant_category")
         _send_alerts(s, [late])
-        late_id = DriftAlert.model_validate_json(late).id
+        late_id = IncidentEvent.model_validate_json(late).incident_id
         # (A restart may re-read alerts Faust had not committed yet: at-least-once, also skipped.)
         wait_until(lambda: _skip_of(s, late_id) is not None, 120, 1.0)
     except AssertionError:
@@ -90,6 +93,8 @@ def test_alerts_from_three_workers_start_one_job_and_the_cooldown_survives_a_res
     assert kinds["retrain_started"] == 1, kinds
     skip = _skip_of(s, late_id)
     assert skip is not None and "cooldown" in skip["reason"], skip
+    again = _skip_of(s, IncidentEvent.model_validate_json(first).incident_id)
+    assert again is not None and "already" in again["reason"], again
 
 
 def test_bad_canary_is_rolled_back_with_its_evidence(own_settings: Settings, tmp_path: Path) -> None:

@@ -174,7 +174,7 @@ def test_the_loop_runs_on_the_secured_stack(
     assert kinds["retrain_started"] == 1 and kinds["retrain_finished"] == 1, kinds
     assert [d["detail"]["action"] for d in steps if d["kind"] == "rollout_decided"] == ["promote"]
     assert registry.load("fraud")[0].signature  # the retrainer signed what it registered
-    alerts = [r.json() for r in consume_all(admin, topics.alerts, 1, 10)]
+    alerts = [r.json() for r in consume_all(admin, topics.signals, 1, 10)]
     assert any(a["detector"] == "error_rate" for a in alerts), alerts
     # The API, as its read-only user: ready (Redis, Kafka over SASL_SSL, the signed model) and scoring.
     api = TestClient(build_api(ps.role_settings("api").model_copy(update=loop)))

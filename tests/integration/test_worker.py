@@ -339,7 +339,7 @@ def test_covariate_drift_raises_one_alert_per_drifted_feature(own_settings: Sett
     assert tally.failed == 0
     drain(s, running)
     alerts = [
-        DriftAlert.model_validate_json(r.value) for r in consume_all(s, Topics(s.topic_prefix).alerts, 6, 20)
+        DriftAlert.model_validate_json(r.value) for r in consume_all(s, Topics(s.topic_prefix).signals, 6, 20)
     ]
     features = [a.feature for a in alerts]
     critical = [a.feature for a in alerts if a.severity == "critical"]

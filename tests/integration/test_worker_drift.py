@@ -16,12 +16,13 @@ import redis
 from rich.console import Console
 
 from detectors.alerts import DriftAlert
+from detectors.incidents import DriftIncident, IncidentEvent
 from detectors.psi import PSIWindow, psi_from_counts
 from detectors.window_store import FAULT_ENV, WINDOWED_DETECTORS
 from driftline.produce import produce_generated
 from driftline.settings import Settings
 from driftline.wiring import redis_client
-from stream.drift import to_reference
+from stream.drift import incidents_key, to_reference
 from stream.synthetic import DRIFTED_FEATURES, DriftSchedule
 from stream.topics import Topics, create_topics, delete_topics
 from tests.helpers import committed_total, consume_all
@@ -133,7 +134,11 @@ def test_one_or_three_workers_give_identical_windows(
         _run_workers(three, 3)
         a = _closed_windows(one)
         state_one, state_three = _drift_state(one), _drift_state(three)
-        alerts = consume_all(three, Topics(three.topic_prefix).alerts, 1, 10)
+        alerts = consume_all(three, Topics(three.topic_prefix).signals, 1, 10)
+        incidents = [
+            IncidentEvent.model_validate_json(x.value)
+            for x in consume_all(three, Topics(three.topic_prefix).alerts, 1, 10)
+        ]
     assert len(a) >= 5, f"only {len(a)} windows closed"
     # Every feature's merged windows, every windowed statistic (PSI, KS, missing rate of every
     # feature and the score) and every partition's ADWIN and CUSUM state: the same.
@@ -156,6 +161,13 @@ def test_one_or_three_workers_give_identical_windows(
     assert all(v > 0.2 for ws, v in psi.items() if ws >= START + 4_100), psi
     alerted = [DriftAlert.model_validate_json(x.value).feature for x in alerts]
     assert drifted in alerted and len(alerted) == len(set(alerted)), "3 workers, still one alert per feature"
+    # ... and one incident, whichever worker raised which signal, holding the drifted feature.
+    assert [e.kind for e in incidents if e.kind == "opened"] == ["opened"], [e.summary for e in incidents]
+    assert len({e.incident_id for e in incidents}) == 1
+    latest = DriftIncident.model_validate_json(
+        redis_client(three).hget(incidents_key(three.topic_prefix), incidents[0].incident_id) or b"{}"
+    )  # its evidence as of now, attached since its last event too
+    assert latest.feature(drifted) is not None, latest.summary
 
 
 def _closed_starts(r: redis.Redis, s: Settings) -> list[float]:
@@ -197,7 +209,7 @@ def test_sigkill_mid_window_closes_it_once_with_the_full_count(own_settings: Set
     first.wait(30)
     committed = committed_total(s, f"{s.topic_prefix}-worker", topics.events)
     assert 0 < committed < 9_000, f"the kill should land mid-stream ({committed} of 9,000 committed)"
-    before = [DriftAlert.model_validate_json(x.value) for x in consume_all(s, topics.alerts, 0, 5)]
+    before = [DriftAlert.model_validate_json(x.value) for x in consume_all(s, topics.signals, 0, 5)]
     second = _spawn_worker(s, "--batch-size", "200", "--exit-when-idle", "5")
     producer.join(120)
     try:
@@ -214,13 +226,26 @@ def test_sigkill_mid_window_closes_it_once_with_the_full_count(own_settings: Set
     expected = _events_per_window(9_000, drift_at=3_000)
     for ws in closed:
         assert _window_count(r, s, "amount", ws) == expected[ws], ws
-    after = [DriftAlert.model_validate_json(x.value) for x in consume_all(s, topics.alerts, len(before), 10)]
+    after = [DriftAlert.model_validate_json(x.value) for x in consume_all(s, topics.signals, len(before), 10)]
     ids = [a.id for a in after]
     assert len(ids) == len(set(ids)), "an alert was repeated after the restart"
     keys = [(a.feature, a.detector, a.window_end_ts) for a in after]
     assert len(keys) == len(set(keys))
     assert next(iter(DRIFTED_FEATURES)) in {a.feature for a in after}
     assert {a.id for a in before} <= set(ids)  # what went out before the kill is still there (once)
+    _one_incident_opened_once(s)
+
+
+def _one_incident_opened_once(s: Settings) -> None:
+    """The incident events on the alerts topic: one drift, one incident, opened once, ids unique."""
+    events = [
+        IncidentEvent.model_validate_json(x.value)
+        for x in consume_all(s, Topics(s.topic_prefix).alerts, 1, 10)
+    ]
+    opened = [e.incident_id for e in events if e.kind == "opened"]
+    assert len(opened) == 1, [(e.kind, e.summary) for e in events]
+    assert len({e.id for e in events}) == len(events), "an incident event was published twice"
+    assert {e.incident_id for e in events} == set(opened)
 
 
 def _events_per_window(n: int, drift_at: int | None, seed: int = 4) -> dict[float, int]:
@@ -268,7 +293,7 @@ def test_sigkill_between_claiming_a_window_and_producing_its_alerts_loses_none(
         assert states == {"pending"}
     else:
         assert "decided" in states
-    before = [DriftAlert.model_validate_json(x.value) for x in consume_all(s, topics.alerts, 0, 5)]
+    before = [DriftAlert.model_validate_json(x.value) for x in consume_all(s, topics.signals, 0, 5)]
     assert not [a for a in before if a.window_start_ts in killed], "produced before the kill"
     second = _spawn_worker(
         s, "--batch-size", "200", "--worker-id", "w-1" if same_id else "w-2", "--exit-when-idle", "8", env=env
@@ -279,7 +304,7 @@ def test_sigkill_between_claiming_a_window_and_producing_its_alerts_loses_none(
         if second.poll() is None:
             second.kill()
     alerts = [
-        DriftAlert.model_validate_json(x.value) for x in consume_all(s, topics.alerts, len(before) + 1, 10)
+        DriftAlert.model_validate_json(x.value) for x in consume_all(s, topics.signals, len(before) + 1, 10)
     ]
     ids = [a.id for a in alerts]
     assert len(ids) == len(set(ids)), "an alert was published twice"
@@ -303,3 +328,4 @@ def test_sigkill_between_claiming_a_window_and_producing_its_alerts_loses_none(
     # every alert the shared policy decided (ADWIN's too) is on the topic, once
     history: list[bytes] = r.lrange(f"{s.topic_prefix}:alerts", 0, -1)  # type: ignore[assignment]
     assert sorted(json.loads(x)["id"] for x in history) == sorted(ids)
+    _one_incident_opened_once(s)

@@ -147,6 +147,7 @@ def make_api(
         features=FakeFeatures({"card-1": dict(STORED)}),
         drift=drift or (lambda: [stat]),
         alerts=alerts,
+        incidents=lambda: [dict(i) for i in INCIDENTS],
         checks=checks if checks is not None else {"redis": lambda: True, "kafka": lambda: True},
         prometheus=CollectorRegistry(),
         token=token,
@@ -375,6 +376,28 @@ def test_drift_and_alerts(api: Api) -> None:
     api.client.get("/alerts")
     assert api.calls["alerts"] == (None, None)
     assert_error(api.client.get("/alerts", params={"severity": "info"}), 422)
+
+
+INCIDENTS = [
+    {"id": "i-old", "model": "fraud", "state": "resolved", "opened_at": "2023-11-14T22:00:00Z"},
+    {"id": "i-new", "model": "fraud", "state": "open", "opened_at": "2023-11-15T10:00:00Z"},
+    {"id": "i-other", "model": "churn", "state": "open", "opened_at": "2023-11-15T09:00:00Z"},
+]
+
+
+def test_incidents_are_listed_newest_first_filtered_and_found_by_id(api: Api) -> None:
+    def ids(**params: Any) -> list[str]:
+        resp = api.client.get("/incidents", params=params)
+        assert resp.status_code == 200, resp.text
+        return [i["id"] for i in resp.json()["incidents"]]
+
+    assert ids() == ["i-new", "i-other", "i-old"]
+    assert ids(state="open") == ["i-new", "i-other"]
+    assert ids(model="fraud") == ["i-new", "i-old"]
+    assert ids(since=1.7e9 + 30_000) == ["i-new", "i-other"]  # opened at or after 2023-11-14T22:13Z
+    assert api.client.get("/incidents/i-old").json()["state"] == "resolved"
+    assert_error(api.client.get("/incidents/nope"), 404, "unknown_incident")
+    assert_error(api.client.get("/incidents", params={"state": "closed"}), 422)
 
 
 # -- health and metrics ----------------------------------------------------------------------------

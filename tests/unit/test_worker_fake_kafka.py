@@ -124,7 +124,7 @@ class _RebalancedKafka(_FakeKafka):
 
 def test_a_commit_refused_by_a_rebalance_does_not_stop_the_worker(own_settings: Settings) -> None:
     s = _settings(own_settings)
-    fake = _RebalancedKafka(Topics(s.topic_prefix).alerts)
+    fake = _RebalancedKafka(Topics(s.topic_prefix).signals)
     worker = _fake_worker(s, fake)
     msgs = _fake_messages(s, 2_000)
     worker.process(msgs[:1000])
@@ -138,12 +138,12 @@ def test_a_batch_whose_alerts_failed_is_redone_with_the_same_alerts(own_settings
     s = _settings(own_settings)
     r = redis_client(s)
     topics = Topics(s.topic_prefix)
-    fake = _FakeKafka(topics.alerts)
+    fake = _FakeKafka(topics.signals)
     worker = _fake_worker(s, fake)
     for lo in range(0, 9_000, 500):
         worker.process(_fake_messages(s)[lo : lo + 500])
-    failed = [DriftAlert.model_validate_json(v) for t, v in fake.failed if t == topics.alerts]
-    sent = [DriftAlert.model_validate_json(v) for t, v in fake.delivered if t == topics.alerts]
+    failed = [DriftAlert.model_validate_json(v) for t, v in fake.failed if t == topics.signals]
+    sent = [DriftAlert.model_validate_json(v) for t, v in fake.delivered if t == topics.signals]
     assert failed and worker.metrics.retries._value.get() == 1
     assert [a.id for a in sent] == list(dict.fromkeys(a.id for a in sent)), "an alert was sent twice"
     assert all(a in sent for a in failed)  # the very alerts decided (ADWIN's too), once each
