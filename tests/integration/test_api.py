@@ -18,6 +18,7 @@ from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
+from detectors.incidents import split_outputs
 from driftline.settings import Settings
 from driftline.training_data import synthetic_training_set
 from driftline.wiring import build_api, model_registry
@@ -180,16 +181,19 @@ def test_predict_reads_the_online_store_and_drift_and_alerts_come_from_redis(
         rng = np.random.default_rng(0)
         amounts = (rng.lognormal(3.5, 0.8, n) * 20).tolist()  # far above the training amounts
         ts = np.concatenate([np.linspace(t0, t0 + 50, n - 1), [t0 + 200]])
-        alerts = stage.observe(
-            meta,
-            {"amount": amounts},
-            np.arange(n),
-            rng.uniform(0, 1, n),
-            ts,
-            np.zeros(n, dtype=np.int64),
-            np.arange(n, dtype=np.int64),
+        alerts, events = split_outputs(
+            stage.observe(
+                meta,
+                {"amount": amounts},
+                np.arange(n),
+                rng.uniform(0, 1, n),
+                ts,
+                np.zeros(n, dtype=np.int64),
+                np.arange(n, dtype=np.int64),
+            )
         )
         assert alerts, "the shifted window should raise an alert"
+        assert [e.kind for e in events] == ["opened"]
 
         stats = client.get("/drift", headers=auth).json()["stats"]
         by_detector = {(x["detector"], x["feature"]): x for x in stats if x["version"] == meta.version}
@@ -203,6 +207,11 @@ def test_predict_reads_the_online_store_and_drift_and_alerts_come_from_redis(
         assert {a["id"] for a in critical} == {a.id for a in alerts if a.severity == "critical"}
         later = client.get("/alerts", params={"since": time.time() + 60}, headers=auth).json()["alerts"]
         assert later == []
+        # The incident they opened, with its evidence.
+        found = client.get("/incidents", params={"state": "open"}, headers=auth).json()["incidents"]
+        assert [i["id"] for i in found] == [events[0].incident_id]
+        one = client.get(f"/incidents/{events[0].incident_id}", headers=auth).json()
+        assert one["model"] == meta.name and "amount" in {f["feature"] for f in one["features"]}
         assert client.get("/drift").status_code == 401
     finally:
         for key in r.scan_iter(match=f"{s.topic_prefix}:*", count=1000):

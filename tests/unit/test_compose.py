@@ -64,6 +64,8 @@ DASHBOARD_METRICS = {
     "driftline_dlq_total",
     "driftline_batch_latency_seconds",
     "driftline_drift_alerts_total",
+    "driftline_incidents_open",
+    "driftline_incident_events_total",
     "driftline_event_lag_seconds",
     "driftline_consumer_lag",
     "driftline_psi",
@@ -231,6 +233,7 @@ def dashboard_exprs() -> list[str]:
             walk(panel.get("panels", []))  # rows may nest panels
 
     walk(dashboard["panels"])
+    exprs.extend(a["expr"] for a in dashboard.get("annotations", {}).get("list", []) if "expr" in a)
     return exprs
 
 
@@ -540,6 +543,15 @@ def test_dashboard_shows_batch_latency_quantiles() -> None:
         if match:
             quantiles.add(float(match.group(1)))
     assert {0.5, 0.99} <= quantiles
+
+
+def test_dashboard_marks_incidents_as_annotations() -> None:
+    dashboard = json.loads((GRAFANA_DIR / "dashboards" / "driftline.json").read_text())
+    annotations = {a["name"]: a for a in dashboard["annotations"]["list"]}
+    assert {"Incident opened", "Incident resolved"} <= set(annotations)
+    for a in annotations.values():
+        assert a["datasource"] == {"type": "prometheus", "uid": "prometheus"} and a["enable"]
+        assert "driftline_incident_events_total" in a["expr"]
 
 
 def test_dashboard_panels_use_the_provisioned_datasource() -> None:
