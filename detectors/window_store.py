@@ -144,19 +144,76 @@ def fault_point(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-# Claim due windows: SET NX each closing marker; a won window goes into the pending set, in the
-# same script, so no claimed window can be missing from it.
-_CLAIM_LUA = """
+# Close the due windows (start <= ARGV[4]), oldest first, in one atomic step. A window holding at
+# least ARGV[5] events (field ``n`` of its offsets hash) is claimed: SET NX its closing marker
+# and add it to the pending set, so no claimed window can be missing from it. A window under the
+# minimum becomes the *head* of a merged window: every later due window is moved into it (bin
+# counts HINCRBY, KS samples unioned and trimmed to the bottom ARGV[7], offsets min/max, ``n``
+# summed, ``last`` = the last window merged) and gets a "merged" marker, so its late events are
+# dropped; the head is claimed as soon as it reaches the minimum, else it stays open. The data
+# keys are built here (ARGV[8] the version's prefix, ARGV[9] the escaped features and which have
+# a KS sample): which windows merge is only known inside the script.
+_CLOSE_LUA = """
+local pfx, minn, W, ttl = ARGV[8], tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[3]
+local feats = cjson.decode(ARGV[9])
+local function okey(ws) return pfx .. ':~offsets:' .. ws end
+local function ckey(ws) return pfx .. ':~closed:' .. ws end
 local won = {}
-for i = 3, #KEYS do
-  local ws = ARGV[1 + i]
-  if redis.call('SET', KEYS[i], ARGV[1], 'NX', 'EX', ARGV[3]) then
-    redis.call('ZADD', KEYS[1], ARGV[2], ws)
-    won[#won + 1] = ws
+local head, head_n = nil, 0
+for _, ws in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[4])) do
+  if redis.call('EXISTS', ckey(ws)) == 1 then
+    redis.call('ZREM', KEYS[2], ws)
+  elseif head == nil then
+    head = ws
+    head_n = tonumber(redis.call('HGET', okey(ws), 'n')) or 0
+  else
+    for _, f in ipairs(feats) do
+      local src, dst = pfx .. ':' .. f[1] .. ':' .. ws, pfx .. ':' .. f[1] .. ':' .. head
+      local h = redis.call('HGETALL', src)
+      for i = 1, #h, 2 do redis.call('HINCRBY', dst, h[i], h[i + 1]) end
+      if #h > 0 then redis.call('EXPIRE', dst, ttl); redis.call('DEL', src) end
+      if f[2] == 1 and redis.call('EXISTS', src .. ':sample') == 1 then
+        redis.call('ZUNIONSTORE', dst .. ':sample', 2, dst .. ':sample', src .. ':sample', 'AGGREGATE', 'MIN')
+        redis.call('ZREMRANGEBYRANK', dst .. ':sample', ARGV[7], -1)
+        redis.call('EXPIRE', dst .. ':sample', ttl)
+        redis.call('DEL', src .. ':sample')
+      end
+    end
+    local hk = okey(head)
+    local o = redis.call('HGETALL', okey(ws))
+    local last = ws
+    for i = 1, #o, 2 do
+      local k, v = o[i], o[i + 1]
+      local kind = string.sub(k, 1, 2)
+      if k == 'n' then
+        head_n = head_n + tonumber(v)
+        redis.call('HINCRBY', hk, 'n', v)
+      elseif k == 'last' then
+        if tonumber(v) > tonumber(last) then last = v end
+      elseif kind == 'f:' or kind == 'l:' then
+        local cur = redis.call('HGET', hk, k)
+        if (not cur) or (kind == 'f:' and tonumber(v) < tonumber(cur)) or (kind == 'l:' and tonumber(v) > tonumber(cur)) then
+          redis.call('HSET', hk, k, v)
+        end
+      end
+    end
+    local hl = redis.call('HGET', hk, 'last')
+    if (not hl) or tonumber(last) > tonumber(hl) then redis.call('HSET', hk, 'last', last) end
+    redis.call('EXPIRE', hk, ttl)
+    redis.call('DEL', okey(ws))
+    redis.call('SET', ckey(ws), cjson.encode({owner = ARGV[10], state = 'merged', into = head, at = tonumber(ARGV[2])}), 'EX', ttl)
+    redis.call('ZREM', KEYS[2], ws)
   end
-  redis.call('ZREM', KEYS[2], ws)
+  if head ~= nil and (minn <= 1 or head_n >= minn) then
+    if redis.call('SET', ckey(head), ARGV[1], 'NX', 'EX', ttl) then
+      redis.call('ZADD', KEYS[1], ARGV[2], head)
+      won[#won + 1] = head
+    end
+    redis.call('ZREM', KEYS[2], head)
+    head = nil
+  end
 end
-if #won > 0 then redis.call('EXPIRE', KEYS[1], ARGV[3]) end
+if #won > 0 then redis.call('EXPIRE', KEYS[1], ttl) end
 return won
 """
 
@@ -232,6 +289,9 @@ for _, it in ipairs(doc.offs) do
     touched[it[1]] = 'h'
   end
 end
+for i, okey in ipairs(doc.okeys) do
+  if open[i] then redis.call('HINCRBY', KEYS[okey], 'n', doc.nwin[i]) end
+end
 for k, kind in pairs(touched) do
   if kind == 'z' then redis.call('ZREMRANGEBYRANK', KEYS[k], doc.k, -1) end
   redis.call('EXPIRE', KEYS[k], ttl)
@@ -270,12 +330,20 @@ def _text(value: bytes | str | None) -> str:
 
 def _window_offsets(raw: Mapping[Any, Any]) -> dict[int, tuple[int, int]]:
     """``{f:<p>: first, l:<p>: last}`` (the offsets hash of a window) -> ``{p: (first, last)}``."""
-    fields = {_text(k): int(_text(v)) for k, v in raw.items()}
+    fields = {
+        key: int(_text(v)) for k, v in raw.items() if (key := _text(k)).startswith(("f:", "l:"))
+    }
     return {
         int(k[2:]): (v, fields.get(f"l:{k[2:]}", v))
         for k, v in sorted(fields.items(), key=lambda kv: int(kv[0][2:]))
         if k.startswith("f:")
     }
+
+
+def _window_end(raw: Mapping[Any, Any], ws: float, window_seconds: float) -> float:
+    """The end of window `ws` from its offsets hash: that of the last window merged into it, if any."""
+    last = next((_text(v) for k, v in raw.items() if _text(k) == "last"), None)
+    return (ws if last is None else float(last)) + window_seconds
 
 
 def _pairs(flat: Sequence[Any]) -> dict[Any, Any]:
@@ -340,6 +408,7 @@ class WindowStore:
         config: MonitorConfig | None = None,
         worker_id: str | None = None,
         close_timeout_seconds: float = 60.0,
+        min_window_events: int = 1,
     ) -> None:
         if window_seconds <= 0 or allowed_lateness < 0:
             raise ValueError("window_seconds must be > 0 and allowed_lateness >= 0")
@@ -360,6 +429,8 @@ class WindowStore:
         if close_timeout_seconds <= 0:
             raise ValueError("close_timeout_seconds must be > 0")
         self.close_timeout_seconds = float(close_timeout_seconds)
+        self.min_window_events = max(int(min_window_events), 1)
+        """A due window under this many events merges the next ones in before it is evaluated."""
         cfg = config or MonitorConfig()
         self.config = cfg
         refs = dict(references)
@@ -407,7 +478,11 @@ class WindowStore:
         self._prefix = f"{namespace}:drift:{model}:{version}"
         self._offsets: dict[int, int] = {}  # partition -> last offset stored (as this worker last saw it)
         self._script = self.r.register_script(_ADD_LUA)
-        self._claim = self.r.register_script(_CLAIM_LUA)
+        self._close = self.r.register_script(_CLOSE_LUA)
+        # The close script's per-feature data keys: the escaped name, and 1 if it has a KS sample.
+        self._close_features = json.dumps(
+            [[self._escaped(f), int(f in self._ks)] for f in self._psi], separators=(",", ":")
+        )
         self._takeover = self.r.register_script(_TAKEOVER_LUA)
         self._publish = self.r.register_script(_PUBLISH_LUA)
         self._takeover_alert = self.r.register_script(_TAKEOVER_ALERT_LUA)
@@ -426,10 +501,13 @@ class WindowStore:
 
     # -- keys ------------------------------------------------------------------------------------
 
+    @staticmethod
+    def _escaped(feature: str) -> str:
+        return quote(feature, safe="").replace("~", "%7E")
+
     def feature_key(self, feature: str, window_start: float) -> str:
         """``<ns>:drift:<model>:<version>:<feature>:<window_start>``."""
-        escaped = quote(feature, safe="").replace("~", "%7E")
-        return f"{self._prefix}:{escaped}:{_ts_text(window_start)}"
+        return f"{self._prefix}:{self._escaped(feature)}:{_ts_text(window_start)}"
 
     @property
     def partitions_key(self) -> str:
@@ -621,6 +699,7 @@ class WindowStore:
             "incr": incr,
             "zadd": zadd,
             "offs": offs_doc,
+            "okeys": [index_of(self.offsets_key(ws)) for ws in window_starts],
             "k": self.ks_sample_size,
             "ttl": self.ttl_seconds,
         }
@@ -679,10 +758,22 @@ class WindowStore:
         due = [ws for ws in starts if ws + self.window_seconds + self.allowed_lateness <= wm]
         won: list[float] = []
         if due:
-            reply = self._claim(
-                keys=[self.pending_key, self.windows_key, *[self.closed_key(ws) for ws in due]],
-                args=[self._marker_value("pending", now), repr(float(now)), str(self.ttl_seconds)]
-                + [_ts_text(ws) for ws in due],
+            # The script re-reads the open windows up to the newest due one itself: which windows
+            # an under-minimum window merges must be decided on the current set, atomically.
+            reply = self._close(
+                keys=[self.pending_key, self.windows_key],
+                args=[
+                    self._marker_value("pending", now),
+                    repr(float(now)),
+                    str(self.ttl_seconds),
+                    repr(float(max(due))),
+                    str(self.min_window_events),
+                    repr(self.window_seconds),
+                    str(self.ks_sample_size),
+                    self._prefix,
+                    self._close_features,
+                    self.owner,
+                ],
             )
             won = [float(_text(w)) for w in reply]
         for ws in won:
@@ -709,8 +800,9 @@ class WindowStore:
             samples = replies[pos : pos + len(self._ks)]
             pos += len(self._ks)
             offsets = _window_offsets(replies[pos])
+            end = _window_end(replies[pos], ws, self.window_seconds)
             pos += 1
-            signals += self._evaluate_window(ws, counts, samples, offsets)
+            signals += self._evaluate_window(ws, counts, samples, offsets, end)
         if signals:
             fault_point("window-claimed")  # claimed, evaluated, drifted: nothing decided or produced yet
         return signals
@@ -823,8 +915,14 @@ class WindowStore:
         self.recovered = []
 
     def _evaluate_window(
-        self, ws: float, counts: list[Any], samples: list[Any], offsets: Mapping[int, tuple[int, int]]
+        self,
+        ws: float,
+        counts: list[Any],
+        samples: list[Any],
+        offsets: Mapping[int, tuple[int, int]],
+        end: float | None = None,
     ) -> list[DriftSignal]:
+        end = ws + self.window_seconds if end is None else end
         k = round(ws / self.window_seconds)
         merged: dict[str, np.ndarray] = {}
         for f, raw in zip(self._psi, counts, strict=True):
@@ -834,8 +932,9 @@ class WindowStore:
             merged[f] = c
         total = max((int(c.sum()) for c in merged.values()), default=0)
         window = ClosedWindow(
-            panes=(), start_ts=ws, end_ts=ws + self.window_seconds, start_index=k, end_index=k + 1, n=total
-        )
+            panes=(), start_ts=ws, end_ts=end, start_index=k, end_index=round(end / self.window_seconds),
+            n=total,
+        )  # fmt: skip
         signals: list[DriftSignal] = []
         stats: list[WindowStat] = []
         for f, c in merged.items():
