@@ -201,7 +201,7 @@ for _, ws in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[4])) do
     if (not hl) or tonumber(last) > tonumber(hl) then redis.call('HSET', hk, 'last', last) end
     redis.call('EXPIRE', hk, ttl)
     redis.call('DEL', okey(ws))
-    redis.call('SET', ckey(ws), cjson.encode({owner = ARGV[10], state = 'merged', into = head, at = tonumber(ARGV[2])}), 'EX', ttl)
+    redis.call('SET', ckey(ws), cjson.encode({owner = ARGV[10], state = 'merged', into = tonumber(head), at = tonumber(ARGV[2])}), 'EX', ttl)
     redis.call('ZREM', KEYS[2], ws)
   end
   if head ~= nil and (minn <= 1 or head_n >= minn) then
