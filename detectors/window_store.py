@@ -105,6 +105,7 @@ done: Driftline runs one Redis). The client may return bytes or str.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -191,8 +192,9 @@ for _, ws in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[4])) do
       elseif k == 'last' then
         if tonumber(v) > tonumber(last) then last = v end
       elseif kind == 'f:' or kind == 'l:' then
-        local cur = redis.call('HGET', hk, k)
-        if (not cur) or (kind == 'f:' and tonumber(v) < tonumber(cur)) or (kind == 'l:' and tonumber(v) > tonumber(cur)) then
+        local cur = tonumber(redis.call('HGET', hk, k))
+        local x = tonumber(v)
+        if (not cur) or (kind == 'f:' and x < cur) or (kind == 'l:' and x > cur) then
           redis.call('HSET', hk, k, v)
         end
       end
@@ -201,7 +203,8 @@ for _, ws in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[4])) do
     if (not hl) or tonumber(last) > tonumber(hl) then redis.call('HSET', hk, 'last', last) end
     redis.call('EXPIRE', hk, ttl)
     redis.call('DEL', okey(ws))
-    redis.call('SET', ckey(ws), cjson.encode({owner = ARGV[10], state = 'merged', into = tonumber(head), at = tonumber(ARGV[2])}), 'EX', ttl)
+    local marker = {owner = ARGV[10], state = 'merged', into = tonumber(head), at = tonumber(ARGV[2])}
+    redis.call('SET', ckey(ws), cjson.encode(marker), 'EX', ttl)
     redis.call('ZREM', KEYS[2], ws)
   end
   if head ~= nil and (minn <= 1 or head_n >= minn) then
@@ -330,9 +333,7 @@ def _text(value: bytes | str | None) -> str:
 
 def _window_offsets(raw: Mapping[Any, Any]) -> dict[int, tuple[int, int]]:
     """``{f:<p>: first, l:<p>: last}`` (the offsets hash of a window) -> ``{p: (first, last)}``."""
-    fields = {
-        key: int(_text(v)) for k, v in raw.items() if (key := _text(k)).startswith(("f:", "l:"))
-    }
+    fields = {key: int(_text(v)) for k, v in raw.items() if (key := _text(k)).startswith(("f:", "l:"))}
     return {
         int(k[2:]): (v, fields.get(f"l:{k[2:]}", v))
         for k, v in sorted(fields.items(), key=lambda kv: int(kv[0][2:]))
@@ -502,8 +503,9 @@ class WindowStore:
     # -- keys ------------------------------------------------------------------------------------
 
     @staticmethod
+    @functools.cache
     def _escaped(feature: str) -> str:
-        return quote(feature, safe="").replace("~", "%7E")
+        return quote(feature, safe="").replace("~", "%7E")  # cached: once per key of every batch
 
     def feature_key(self, feature: str, window_start: float) -> str:
         """``<ns>:drift:<model>:<version>:<feature>:<window_start>``."""
