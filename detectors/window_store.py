@@ -18,10 +18,13 @@ window start in epoch seconds; ``<m>:<v>`` the model and version):
                                                 time, ``s:<p>`` wall-clock time of the last batch
 ``<ns>:drift:<m>:<v>:~windows``                 sorted set of windows not closed yet (score = start)
 ``<ns>:drift:<m>:<v>:~offsets:<ws>``            hash: ``f:<p>`` / ``l:<p>`` first and last offset of
-                                                partition ``p`` added to the window
+                                                partition ``p`` added to the window, ``n`` its events,
+                                                ``last`` the start of the last window merged into it
+                                                (absent: none; see *Minimum events*)
 ``<ns>:drift:<m>:<v>:~closed:<ws>``             closing marker (SET NX), JSON: ``owner`` (worker id /
-                                                instance), ``state`` (pending, decided, published),
-                                                ``at`` (claim time), a decided window's ``alerts``
+                                                instance), ``state`` (pending, decided, published, or
+                                                merged: moved ``into`` an earlier window), ``at``
+                                                (claim time), a decided window's ``alerts``
 ``<ns>:drift:<m>:<v>:~pending``                 sorted set of windows claimed, not published (score =
                                                 claim or takeover time)
 ``<ns>:drift:<m>:<v>:~outbox``                  hash: alert id -> ``{owner, at, alert}``, the alerts
@@ -35,7 +38,8 @@ partitions - which checks each partition's stored offset against the one the wor
 (compare-and-set), adds the counts and samples of windows not closed yet (events for a closed
 window are *late*: dropped and counted), then stores each partition's new offset and max event
 time, and per window and partition the first offset added (HSETNX) and the last one (HSET: a
-partition's fresh offsets are above all it added before) - the signals' ``window_offsets``.
+partition's fresh offsets are above all it added before) - the signals' ``window_offsets`` - and
+the window's event count ``n`` (HINCRBY).
 Events at offsets at or below a partition's stored offset were already added (a replay after a
 crash or rebalance) and are skipped, so counts are exact under at-least-once delivery. If
 another worker moved a partition's offset meanwhile (a rebalance), the script changes nothing, the
@@ -53,6 +57,35 @@ decision is taken exactly once: any later increment for that window is rejected 
 script, so the counts it reads are final - computes PSI, the missing rate and KS on the merged data
 and returns the signals. The signals' ``window_start_index`` / ``window_end_index`` are the window
 number ``k`` and ``k + 1`` (there is no global event counter across workers).
+
+**Minimum events** (``min_window_events``, default 1 here, 500 in the worker's `DriftConfig`): a
+window also waits for that many events, so a low-rate stream - one event every 5 minutes, a
+300 s window holding ~1 - still gets PSI/KS/missing-rate windows big enough to mean something.
+The close is one Lua script (no round trip between deciding and merging; it re-reads the open
+windows up to the newest due one itself, and builds the data keys from the version's prefix).
+Oldest first, a due window with ``n >= min_window_events`` is claimed as above. One with fewer
+becomes the *head* of a merged window: every later due window is **moved into the head** -
+its bin counts added (HINCRBY, the missing bin included, so the missing rate and every
+category's count merge exactly), its KS sample unioned with the head's and trimmed to the
+``ks_sample_size`` smallest keys (the bottom-k of a union is the bottom-k of the bottom-k's: still
+a uniform sample of the whole span), its first/last offsets folded in (min/max per partition),
+``n`` summed, ``last`` set - its keys deleted and its marker set to ``{"state": "merged", "into":
+<head>}``, so its late events are dropped and counted as for any closed window. The head is
+claimed the moment ``n`` reaches the minimum; its signals and statistics report the whole span:
+``window_start_ts`` the head's start, ``window_end_ts`` the end of the last window merged
+(``window_end_index`` that window's number + 1), ``n_window`` all its events. The head keeps its
+own key and start, so claiming, deciding, takeover and publishing work on it unchanged, and a
+takeover evaluates the same span again. Each event is in one window: each merged window is
+decided once however many workers close. The head itself stays open until then: a late event in
+its own ``W`` seconds is still counted (not late), and an event for an *empty* window inside its
+span opens that window, which the next close moves into the head. **A stream that stops** with
+its newest windows under the minimum leaves them open - undecided, their events kept, expiring
+with the TTL - until more events arrive; an idle model version's last partial window is never
+evaluated. (Likewise, an event for an empty window older than windows already closed opens it
+as a new head, whose span then overlaps theirs; with ``min_window_events <= 1`` such a window
+closes alone, as it always did.) Cost: while a head waits, every batch's close runs the script
+(one round trip); on a stream with ~1 event per window, adding and merging cost ~80-160 ms per
+500-event batch (each event creates its window's ~17 keys), against ~5 ms on a 2 events/s stream.
 
 **Publishing is at least once** - a worker killed (SIGKILL) anywhere between claiming a window
 and committing the batch that carries its alerts loses none of them:
@@ -99,8 +132,9 @@ batches of 1000 events over 6 partitions: `add` + `close_ready` take 2.8 ms per 
 KS sampling (~360k events/s per worker), 7.7 ms with the default 5% sampling (~130k events/s;
 about 650 sampled values per batch), 16 ms at 20%. Closing a window costs ~1 ms more, once.
 
-The Lua script touches several keys; on Redis Cluster they would need a common hash tag (not
-done: Driftline runs one Redis). The client may return bytes or str.
+The Lua scripts touch several keys (the close script builds its keys from the prefix, undeclared);
+on Redis Cluster they would need a common hash tag and declared keys (not done: Driftline runs
+one Redis). The client may return bytes or str.
 """
 
 from __future__ import annotations
