@@ -206,12 +206,16 @@ for _, ws in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[4])) do
       local src, dst = pfx .. ':' .. f[1] .. ':' .. ws, pfx .. ':' .. f[1] .. ':' .. head
       local h = redis.call('HGETALL', src)
       for i = 1, #h, 2 do redis.call('HINCRBY', dst, h[i], h[i + 1]) end
-      if #h > 0 then redis.call('EXPIRE', dst, ttl); redis.call('DEL', src) end
-      if f[2] == 1 and redis.call('EXISTS', src .. ':sample') == 1 then
-        redis.call('ZUNIONSTORE', dst .. ':sample', 2, dst .. ':sample', src .. ':sample', 'AGGREGATE', 'MIN')
-        redis.call('ZREMRANGEBYRANK', dst .. ':sample', ARGV[7], -1)
-        redis.call('EXPIRE', dst .. ':sample', ttl)
-        redis.call('DEL', src .. ':sample')
+      if #h > 0 then redis.call('DEL', src) end
+      redis.call('EXPIRE', dst, ttl)  -- a head can wait long: keep all of it alive while it grows
+      if f[2] == 1 then
+        local ss, ds = src .. ':sample', dst .. ':sample'
+        if redis.call('EXISTS', ss) == 1 then
+          redis.call('ZUNIONSTORE', ds, 2, ds, ss, 'AGGREGATE', 'MIN')
+          redis.call('ZREMRANGEBYRANK', ds, ARGV[7], -1)
+          redis.call('DEL', ss)
+        end
+        redis.call('EXPIRE', ds, ttl)
       end
     end
     local hk = okey(head)

@@ -9,7 +9,8 @@ distributions, so the switch itself raises no alert):
   them, is decided exactly once and published at least once (a worker killed before publishing a
   window's alerts leaves it to another worker: `WindowStore` has the protocol; the worker calls
   `DriftStage.published` after each commit and `DriftStage.rewound` when it redoes a batch), and
-  its statistics do not depend on the partition assignment.
+  its statistics do not depend on the partition assignment. A window also waits for
+  `DriftConfig.min_window_events` events, taking the next windows in (a low-rate stream).
 * **ADWIN** on the score (and on each numeric feature with ``MonitorConfig.adwin_features``) runs
   where the partitions are: one detector per partition, so its state moves with the partition.
   Its state and the last offset it was fed are checkpointed to Redis at every commit point
