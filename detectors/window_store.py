@@ -183,14 +183,14 @@ def fault_point(name: str) -> None:
 # least ARGV[5] events (field ``n`` of its offsets hash) is claimed: SET NX its closing marker
 # and add it to the pending set, so no claimed window can be missing from it. A window under the
 # minimum becomes the *head* of a merged window: every later due window is moved into it (bin
-# counts HINCRBY, KS samples unioned and trimmed to the bottom ARGV[7], offsets min/max, ``n``
+# counts HINCRBY, KS samples unioned and trimmed to the bottom ARGV[6], offsets min/max, ``n``
 # summed, ``last`` = the last window merged) and gets a "merged" marker, so its late events are
 # dropped; the head is claimed as soon as it reaches the minimum, else it stays open. The data
-# keys are built here (ARGV[8] the version's prefix, ARGV[9] the escaped features and which have
+# keys are built here (ARGV[7] the version's prefix, ARGV[8] the escaped features and which have
 # a KS sample): which windows merge is only known inside the script.
 _CLOSE_LUA = """
-local pfx, minn, W, ttl = ARGV[8], tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[3]
-local feats = cjson.decode(ARGV[9])
+local pfx, minn, ttl = ARGV[7], tonumber(ARGV[5]), ARGV[3]
+local feats = cjson.decode(ARGV[8])
 local function okey(ws) return pfx .. ':~offsets:' .. ws end
 local function ckey(ws) return pfx .. ':~closed:' .. ws end
 local won = {}
@@ -212,7 +212,7 @@ for _, ws in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[4])) do
         local ss, ds = src .. ':sample', dst .. ':sample'
         if redis.call('EXISTS', ss) == 1 then
           redis.call('ZUNIONSTORE', ds, 2, ds, ss, 'AGGREGATE', 'MIN')
-          redis.call('ZREMRANGEBYRANK', ds, ARGV[7], -1)
+          redis.call('ZREMRANGEBYRANK', ds, ARGV[6], -1)
           redis.call('DEL', ss)
         end
         redis.call('EXPIRE', ds, ttl)
@@ -241,7 +241,7 @@ for _, ws in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[4])) do
     if (not hl) or tonumber(last) > tonumber(hl) then redis.call('HSET', hk, 'last', last) end
     redis.call('EXPIRE', hk, ttl)
     redis.call('DEL', okey(ws))
-    local marker = {owner = ARGV[10], state = 'merged', into = tonumber(head), at = tonumber(ARGV[2])}
+    local marker = {owner = ARGV[9], state = 'merged', into = tonumber(head), at = tonumber(ARGV[2])}
     redis.call('SET', ckey(ws), cjson.encode(marker), 'EX', ttl)
     redis.call('ZREM', KEYS[2], ws)
   end
@@ -808,7 +808,6 @@ class WindowStore:
                     str(self.ttl_seconds),
                     repr(float(max(due))),
                     str(self.min_window_events),
-                    repr(self.window_seconds),
                     str(self.ks_sample_size),
                     self._prefix,
                     self._close_features,
