@@ -51,6 +51,7 @@ class Evaluation:
             window_end_index=self.window.end_index,
             n_window=self.n_window,
             p_value=self.p_value,
+            window_start_ts=self.window.start_ts,
         )
 
     def to_signal(self, severity: Severity, threshold: float, message: str) -> DriftSignal:

@@ -49,6 +49,9 @@ class WindowStat(_Model):
     window_end_index: int
     n_window: int = Field(ge=0)
     p_value: float | None = None
+    window_start_ts: float | None = None
+    """Where the window began (None in statistics stored before it was recorded); a merged window
+    that waited for its minimum of events spans several event-time windows."""
 
 
 class DriftSignal(_Model):
@@ -89,6 +92,7 @@ class DriftSignal(_Model):
             window_end_index=self.window_end_index,
             n_window=self.n_window,
             p_value=self.p_value,
+            window_start_ts=self.window_start_ts,
         )
 
 

@@ -18,10 +18,13 @@ window start in epoch seconds; ``<m>:<v>`` the model and version):
                                                 time, ``s:<p>`` wall-clock time of the last batch
 ``<ns>:drift:<m>:<v>:~windows``                 sorted set of windows not closed yet (score = start)
 ``<ns>:drift:<m>:<v>:~offsets:<ws>``            hash: ``f:<p>`` / ``l:<p>`` first and last offset of
-                                                partition ``p`` added to the window
+                                                partition ``p`` added to the window, ``n`` its events,
+                                                ``last`` the start of the last window merged into it
+                                                (absent: none; see *Minimum events*)
 ``<ns>:drift:<m>:<v>:~closed:<ws>``             closing marker (SET NX), JSON: ``owner`` (worker id /
-                                                instance), ``state`` (pending, decided, published),
-                                                ``at`` (claim time), a decided window's ``alerts``
+                                                instance), ``state`` (pending, decided, published, or
+                                                merged: moved ``into`` an earlier window), ``at``
+                                                (claim time), a decided window's ``alerts``
 ``<ns>:drift:<m>:<v>:~pending``                 sorted set of windows claimed, not published (score =
                                                 claim or takeover time)
 ``<ns>:drift:<m>:<v>:~outbox``                  hash: alert id -> ``{owner, at, alert}``, the alerts
@@ -36,7 +39,8 @@ partitions - which checks each partition's stored offset against the one the wor
 (compare-and-set), adds the counts and samples of windows not closed yet (events for a closed
 window are *late*: dropped and counted), then stores each partition's new offset and max event
 time, and per window and partition the first offset added (HSETNX) and the last one (HSET: a
-partition's fresh offsets are above all it added before) - the signals' ``window_offsets``.
+partition's fresh offsets are above all it added before) - the signals' ``window_offsets`` - and
+the window's event count ``n`` (HINCRBY).
 Events at offsets at or below a partition's stored offset were already added (a replay after a
 crash or rebalance) and are skipped, so counts are exact under at-least-once delivery. If
 another worker moved a partition's offset meanwhile (a rebalance), the script changes nothing, the
@@ -54,6 +58,35 @@ decision is taken exactly once: any later increment for that window is rejected 
 script, so the counts it reads are final - computes PSI, the missing rate and KS on the merged data
 and returns the signals. The signals' ``window_start_index`` / ``window_end_index`` are the window
 number ``k`` and ``k + 1`` (there is no global event counter across workers).
+
+**Minimum events** (``min_window_events``, default 1 here, 500 in the worker's `DriftConfig`): a
+window also waits for that many events, so a low-rate stream - one event every 5 minutes, a
+300 s window holding ~1 - still gets PSI/KS/missing-rate windows big enough to mean something.
+The close is one Lua script (no round trip between deciding and merging; it re-reads the open
+windows up to the newest due one itself, and builds the data keys from the version's prefix).
+Oldest first, a due window with ``n >= min_window_events`` is claimed as above. One with fewer
+becomes the *head* of a merged window: every later due window is **moved into the head** -
+its bin counts added (HINCRBY, the missing bin included, so the missing rate and every
+category's count merge exactly), its KS sample unioned with the head's and trimmed to the
+``ks_sample_size`` smallest keys (the bottom-k of a union is the bottom-k of the bottom-k's: still
+a uniform sample of the whole span), its first/last offsets folded in (min/max per partition),
+``n`` summed, ``last`` set - its keys deleted and its marker set to ``{"state": "merged", "into":
+<head>}``, so its late events are dropped and counted as for any closed window. The head is
+claimed the moment ``n`` reaches the minimum; its signals and statistics report the whole span:
+``window_start_ts`` the head's start, ``window_end_ts`` the end of the last window merged
+(``window_end_index`` that window's number + 1), ``n_window`` all its events. The head keeps its
+own key and start, so claiming, deciding, takeover and publishing work on it unchanged, and a
+takeover evaluates the same span again. Each event is in one window: each merged window is
+decided once however many workers close. The head itself stays open until then: a late event in
+its own ``W`` seconds is still counted (not late), and an event for an *empty* window inside its
+span opens that window, which the next close moves into the head. **A stream that stops** with
+its newest windows under the minimum leaves them open - undecided, their events kept, expiring
+with the TTL - until more events arrive; an idle model version's last partial window is never
+evaluated. (Likewise, an event for an empty window older than windows already closed opens it
+as a new head, whose span then overlaps theirs; with ``min_window_events <= 1`` such a window
+closes alone, as it always did.) Cost: while a head waits, every batch's close runs the script
+(one round trip); on a stream with ~1 event per window, adding and merging cost ~80-160 ms per
+500-event batch (each event creates its window's ~17 keys), against ~5 ms on a 2 events/s stream.
 
 **Publishing is at least once** - a worker killed (SIGKILL) anywhere between claiming a window
 and committing the batch that carries its alerts loses none of them:
@@ -100,12 +133,14 @@ batches of 1000 events over 6 partitions: `add` + `close_ready` take 2.8 ms per 
 KS sampling (~360k events/s per worker), 7.7 ms with the default 5% sampling (~130k events/s;
 about 650 sampled values per batch), 16 ms at 20%. Closing a window costs ~1 ms more, once.
 
-The Lua script touches several keys; on Redis Cluster they would need a common hash tag (not
-done: Driftline runs one Redis). The client may return bytes or str.
+The Lua scripts touch several keys (the close script builds its keys from the prefix, undeclared);
+on Redis Cluster they would need a common hash tag and declared keys (not done: Driftline runs
+one Redis). The client may return bytes or str.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -146,19 +181,82 @@ def fault_point(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-# Claim due windows: SET NX each closing marker; a won window goes into the pending set, in the
-# same script, so no claimed window can be missing from it.
-_CLAIM_LUA = """
+# Close the due windows (start <= ARGV[4]), oldest first, in one atomic step. A window holding at
+# least ARGV[5] events (field ``n`` of its offsets hash) is claimed: SET NX its closing marker
+# and add it to the pending set, so no claimed window can be missing from it. A window under the
+# minimum becomes the *head* of a merged window: every later due window is moved into it (bin
+# counts HINCRBY, KS samples unioned and trimmed to the bottom ARGV[6], offsets min/max, ``n``
+# summed, ``last`` = the last window merged) and gets a "merged" marker, so its late events are
+# dropped; the head is claimed as soon as it reaches the minimum, else it stays open. The data
+# keys are built here (ARGV[7] the version's prefix, ARGV[8] the escaped features and which have
+# a KS sample): which windows merge is only known inside the script.
+_CLOSE_LUA = """
+local pfx, minn, ttl = ARGV[7], tonumber(ARGV[5]), ARGV[3]
+local feats = cjson.decode(ARGV[8])
+local function okey(ws) return pfx .. ':~offsets:' .. ws end
+local function ckey(ws) return pfx .. ':~closed:' .. ws end
 local won = {}
-for i = 3, #KEYS do
-  local ws = ARGV[1 + i]
-  if redis.call('SET', KEYS[i], ARGV[1], 'NX', 'EX', ARGV[3]) then
-    redis.call('ZADD', KEYS[1], ARGV[2], ws)
-    won[#won + 1] = ws
+local head, head_n = nil, 0
+for _, ws in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[4])) do
+  if redis.call('EXISTS', ckey(ws)) == 1 then
+    redis.call('ZREM', KEYS[2], ws)
+  elseif head == nil then
+    head = ws
+    head_n = tonumber(redis.call('HGET', okey(ws), 'n')) or 0
+  else
+    for _, f in ipairs(feats) do
+      local src, dst = pfx .. ':' .. f[1] .. ':' .. ws, pfx .. ':' .. f[1] .. ':' .. head
+      local h = redis.call('HGETALL', src)
+      for i = 1, #h, 2 do redis.call('HINCRBY', dst, h[i], h[i + 1]) end
+      if #h > 0 then redis.call('DEL', src) end
+      redis.call('EXPIRE', dst, ttl)  -- a head can wait long: keep all of it alive while it grows
+      if f[2] == 1 then
+        local ss, ds = src .. ':sample', dst .. ':sample'
+        if redis.call('EXISTS', ss) == 1 then
+          redis.call('ZUNIONSTORE', ds, 2, ds, ss, 'AGGREGATE', 'MIN')
+          redis.call('ZREMRANGEBYRANK', ds, ARGV[6], -1)
+          redis.call('DEL', ss)
+        end
+        redis.call('EXPIRE', ds, ttl)
+      end
+    end
+    local hk = okey(head)
+    local o = redis.call('HGETALL', okey(ws))
+    local last = ws
+    for i = 1, #o, 2 do
+      local k, v = o[i], o[i + 1]
+      local kind = string.sub(k, 1, 2)
+      if k == 'n' then
+        head_n = head_n + tonumber(v)
+        redis.call('HINCRBY', hk, 'n', v)
+      elseif k == 'last' then
+        if tonumber(v) > tonumber(last) then last = v end
+      elseif kind == 'f:' or kind == 'l:' then
+        local cur = tonumber(redis.call('HGET', hk, k))
+        local x = tonumber(v)
+        if (not cur) or (kind == 'f:' and x < cur) or (kind == 'l:' and x > cur) then
+          redis.call('HSET', hk, k, v)
+        end
+      end
+    end
+    local hl = redis.call('HGET', hk, 'last')
+    if (not hl) or tonumber(last) > tonumber(hl) then redis.call('HSET', hk, 'last', last) end
+    redis.call('EXPIRE', hk, ttl)
+    redis.call('DEL', okey(ws))
+    local marker = {owner = ARGV[9], state = 'merged', into = tonumber(head), at = tonumber(ARGV[2])}
+    redis.call('SET', ckey(ws), cjson.encode(marker), 'EX', ttl)
+    redis.call('ZREM', KEYS[2], ws)
   end
-  redis.call('ZREM', KEYS[2], ws)
+  if head ~= nil and (minn <= 1 or head_n >= minn) then
+    if redis.call('SET', ckey(head), ARGV[1], 'NX', 'EX', ttl) then
+      redis.call('ZADD', KEYS[1], ARGV[2], head)
+      won[#won + 1] = head
+    end
+    redis.call('ZREM', KEYS[2], head)
+    head = nil
+  end
 end
-if #won > 0 then redis.call('EXPIRE', KEYS[1], ARGV[3]) end
+if #won > 0 then redis.call('EXPIRE', KEYS[1], ttl) end
 return won
 """
 
@@ -234,6 +332,9 @@ for _, it in ipairs(doc.offs) do
     touched[it[1]] = 'h'
   end
 end
+for i, okey in ipairs(doc.okeys) do
+  if open[i] then redis.call('HINCRBY', KEYS[okey], 'n', doc.nwin[i]) end
+end
 for k, kind in pairs(touched) do
   if kind == 'z' then redis.call('ZREMRANGEBYRANK', KEYS[k], doc.k, -1) end
   redis.call('EXPIRE', KEYS[k], ttl)
@@ -272,12 +373,18 @@ def _text(value: bytes | str | None) -> str:
 
 def _window_offsets(raw: Mapping[Any, Any]) -> dict[int, tuple[int, int]]:
     """``{f:<p>: first, l:<p>: last}`` (the offsets hash of a window) -> ``{p: (first, last)}``."""
-    fields = {_text(k): int(_text(v)) for k, v in raw.items()}
+    fields = {key: int(_text(v)) for k, v in raw.items() if (key := _text(k)).startswith(("f:", "l:"))}
     return {
         int(k[2:]): (v, fields.get(f"l:{k[2:]}", v))
         for k, v in sorted(fields.items(), key=lambda kv: int(kv[0][2:]))
         if k.startswith("f:")
     }
+
+
+def _window_end(raw: Mapping[Any, Any], ws: float, window_seconds: float) -> float:
+    """The end of window `ws` from its offsets hash: that of the last window merged into it, if any."""
+    last = next((_text(v) for k, v in raw.items() if _text(k) == "last"), None)
+    return (ws if last is None else float(last)) + window_seconds
 
 
 def _pairs(flat: Sequence[Any]) -> dict[Any, Any]:
@@ -342,6 +449,7 @@ class WindowStore:
         config: MonitorConfig | None = None,
         worker_id: str | None = None,
         close_timeout_seconds: float = 60.0,
+        min_window_events: int = 1,
     ) -> None:
         if window_seconds <= 0 or allowed_lateness < 0:
             raise ValueError("window_seconds must be > 0 and allowed_lateness >= 0")
@@ -362,6 +470,8 @@ class WindowStore:
         if close_timeout_seconds <= 0:
             raise ValueError("close_timeout_seconds must be > 0")
         self.close_timeout_seconds = float(close_timeout_seconds)
+        self.min_window_events = max(int(min_window_events), 1)
+        """A due window under this many events merges the next ones in before it is evaluated."""
         cfg = config or MonitorConfig()
         self.config = cfg
         refs = dict(references)
@@ -409,7 +519,11 @@ class WindowStore:
         self._prefix = f"{namespace}:drift:{model}:{version}"
         self._offsets: dict[int, int] = {}  # partition -> last offset stored (as this worker last saw it)
         self._script = self.r.register_script(_ADD_LUA)
-        self._claim = self.r.register_script(_CLAIM_LUA)
+        self._close = self.r.register_script(_CLOSE_LUA)
+        # The close script's per-feature data keys: the escaped name, and 1 if it has a KS sample.
+        self._close_features = json.dumps(
+            [[self._escaped(f), int(f in self._ks)] for f in self._psi], separators=(",", ":")
+        )
         self._takeover = self.r.register_script(_TAKEOVER_LUA)
         self._publish = self.r.register_script(_PUBLISH_LUA)
         self._takeover_alert = self.r.register_script(_TAKEOVER_ALERT_LUA)
@@ -428,10 +542,14 @@ class WindowStore:
 
     # -- keys ------------------------------------------------------------------------------------
 
+    @staticmethod
+    @functools.cache
+    def _escaped(feature: str) -> str:
+        return quote(feature, safe="").replace("~", "%7E")  # cached: once per key of every batch
+
     def feature_key(self, feature: str, window_start: float) -> str:
         """``<ns>:drift:<model>:<version>:<feature>:<window_start>``."""
-        escaped = quote(feature, safe="").replace("~", "%7E")
-        return f"{self._prefix}:{escaped}:{_ts_text(window_start)}"
+        return f"{self._prefix}:{self._escaped(feature)}:{_ts_text(window_start)}"
 
     @property
     def partitions_key(self) -> str:
@@ -623,6 +741,7 @@ class WindowStore:
             "incr": incr,
             "zadd": zadd,
             "offs": offs_doc,
+            "okeys": [index_of(self.offsets_key(ws)) for ws in window_starts],
             "k": self.ks_sample_size,
             "ttl": self.ttl_seconds,
         }
@@ -681,10 +800,21 @@ class WindowStore:
         due = [ws for ws in starts if ws + self.window_seconds + self.allowed_lateness <= wm]
         won: list[float] = []
         if due:
-            reply = self._claim(
-                keys=[self.pending_key, self.windows_key, *[self.closed_key(ws) for ws in due]],
-                args=[self._marker_value("pending", now), repr(float(now)), str(self.ttl_seconds)]
-                + [_ts_text(ws) for ws in due],
+            # The script re-reads the open windows up to the newest due one itself: which windows
+            # an under-minimum window merges must be decided on the current set, atomically.
+            reply = self._close(
+                keys=[self.pending_key, self.windows_key],
+                args=[
+                    self._marker_value("pending", now),
+                    repr(float(now)),
+                    str(self.ttl_seconds),
+                    repr(float(max(due))),
+                    str(self.min_window_events),
+                    str(self.ks_sample_size),
+                    self._prefix,
+                    self._close_features,
+                    self.owner,
+                ],
             )
             won = [float(_text(w)) for w in reply]
         for ws in won:
@@ -711,8 +841,9 @@ class WindowStore:
             samples = replies[pos : pos + len(self._ks)]
             pos += len(self._ks)
             offsets = _window_offsets(replies[pos])
+            end = _window_end(replies[pos], ws, self.window_seconds)
             pos += 1
-            signals += self._evaluate_window(ws, counts, samples, offsets)
+            signals += self._evaluate_window(ws, counts, samples, offsets, end)
         if signals:
             fault_point("window-claimed")  # claimed, evaluated, drifted: nothing decided or produced yet
         return signals
@@ -829,8 +960,14 @@ class WindowStore:
         self.recovered = []
 
     def _evaluate_window(
-        self, ws: float, counts: list[Any], samples: list[Any], offsets: Mapping[int, tuple[int, int]]
+        self,
+        ws: float,
+        counts: list[Any],
+        samples: list[Any],
+        offsets: Mapping[int, tuple[int, int]],
+        end: float | None = None,
     ) -> list[DriftSignal]:
+        end = ws + self.window_seconds if end is None else end
         k = round(ws / self.window_seconds)
         merged: dict[str, np.ndarray] = {}
         for f, raw in zip(self._psi, counts, strict=True):
@@ -840,8 +977,9 @@ class WindowStore:
             merged[f] = c
         total = max((int(c.sum()) for c in merged.values()), default=0)
         window = ClosedWindow(
-            panes=(), start_ts=ws, end_ts=ws + self.window_seconds, start_index=k, end_index=k + 1, n=total
-        )
+            panes=(), start_ts=ws, end_ts=end, start_index=k, end_index=round(end / self.window_seconds),
+            n=total,
+        )  # fmt: skip
         signals: list[DriftSignal] = []
         stats: list[WindowStat] = []
         for f, c in merged.items():

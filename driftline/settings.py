@@ -95,6 +95,9 @@ class Settings(BaseSettings):
     # A merged window claimed by a worker that has not published its alerts this long after is
     # taken over and published by another worker.
     drift_close_timeout_seconds: float = Field(60.0, gt=0)
+    # A drift window also waits for this many events (a low-rate stream's windows merge until
+    # they hold enough for PSI/KS to mean something; 0 = close on event time alone).
+    drift_min_window_events: int = Field(500, ge=0)
     # Incidents (what `<prefix>.alerts` carries): warnings that open one (a critical always does),
     # drift windows every member must stay quiet before it resolves, and the least event time
     # between two `updated` events (escalations are sent at once).

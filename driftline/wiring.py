@@ -136,6 +136,7 @@ def drift_config(s: Settings) -> DriftConfig:
         ks_sample_rate=s.drift_ks_sample_rate,
         cooldown_seconds=s.drift_cooldown_seconds,
         close_timeout_seconds=s.drift_close_timeout_seconds,
+        min_window_events=s.drift_min_window_events,
         incidents=incident_config(s),
     )
 

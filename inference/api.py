@@ -116,6 +116,7 @@ class DriftStat(BaseModel):
     window_end_ts: float
     window_end_index: int
     n_window: int
+    window_start_ts: float | None = None
 
     @computed_field  # type: ignore[prop-decorator]
     @property

@@ -9,7 +9,8 @@ distributions, so the switch itself raises no alert):
   them, is decided exactly once and published at least once (a worker killed before publishing a
   window's alerts leaves it to another worker: `WindowStore` has the protocol; the worker calls
   `DriftStage.published` after each commit and `DriftStage.rewound` when it redoes a batch), and
-  its statistics do not depend on the partition assignment.
+  its statistics do not depend on the partition assignment. A window also waits for
+  `DriftConfig.min_window_events` events, taking the next windows in (a low-rate stream).
 * **ADWIN** on the score (and on each numeric feature with ``MonitorConfig.adwin_features``) runs
   where the partitions are: one detector per partition, so its state moves with the partition.
   Its state and the last offset it was fed are checkpointed to Redis at every commit point
@@ -170,6 +171,9 @@ class DriftConfig(BaseModel):
     ttl_seconds: int = Field(86_400, ge=60)
     close_timeout_seconds: float = Field(60.0, gt=0)
     """A merged window claimed but not published this long ago is taken over by another worker."""
+    min_window_events: int = Field(500, ge=0)
+    """A window closes on event time *and* this many events: one with fewer takes the next
+    windows in until it has them (0 or 1: close on event time alone). See `WindowStore`."""
     monitor: MonitorConfig = MonitorConfig()
     """Thresholds, significance levels and which ADWINs run (``window_*`` fields are unused here)."""
     incidents: IncidentConfig = IncidentConfig()
@@ -380,6 +384,7 @@ class DriftStage:
             config=cfg.monitor,
             worker_id=self.worker_id,
             close_timeout_seconds=cfg.close_timeout_seconds,
+            min_window_events=cfg.min_window_events,
         )
         numeric = {n for n, r in refs.items() if r.kind == "numeric" and len(r.sample) >= 2}
         adwin_refs = {n: refs[n] for n in sorted(numeric)} if cfg.monitor.adwin_features else {}

@@ -172,7 +172,13 @@ def test_predict_reads_the_online_store_and_drift_and_alerts_come_from_redis(
             r,
             s.topic_prefix,
             CollectorRegistry(),
-            DriftConfig(window_seconds=60, allowed_lateness=0, idle_timeout_seconds=None, ks_sample_rate=1.0),
+            DriftConfig(
+                window_seconds=60,
+                allowed_lateness=0,
+                idle_timeout_seconds=None,
+                ks_sample_rate=1.0,
+                min_window_events=0,  # its one window of 399 events closes on event time alone
+            ),
             monitored={"amount"},
             worker_id="w1",
         )

@@ -329,9 +329,8 @@ def test_signals_carry_each_partitions_offset_range(client: redis.Redis, namespa
         assert s.partition is None
         assert s.window_offsets == _offset_ranges(stream, s.window_start_ts), (s.feature, s.window_start_ts)
     raw = client.hgetall(_store(client, namespace, "x").offsets_key(T0))
-    assert len(raw) == 2 * len(
-        PARTITIONS
-    )  # a first and a last offset per partition: 12 fields, not per event
+    # a first and a last offset per partition and the window's event count: 13 fields, not per event
+    assert len(raw) == 2 * len(PARTITIONS) + 1 and int(raw[b"n"]) == 3000
 
 
 # -- closing: at least once for the outputs, exactly once for the decision -------------------------

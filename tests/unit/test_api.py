@@ -367,7 +367,7 @@ def test_drift_and_alerts(api: Api) -> None:
         {
             "model": "fraud", "version": 1, "detector": "psi", "feature": "amount", "statistic": 0.31,
             "threshold": 0.2, "p_value": None, "window_end_ts": 1.7e9, "window_end_index": 5,
-            "n_window": 1000, "above_threshold": True,
+            "n_window": 1000, "window_start_ts": None, "above_threshold": True,
         }
     ]  # fmt: skip
     resp = api.client.get("/alerts", params={"since": 1.7e9, "severity": "critical"})
