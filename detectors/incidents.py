@@ -15,9 +15,12 @@ signals of a batch and the statistics of every evaluated window) and returns `In
 * **updated** only when something material changes - a new feature, a new detector kind, an
   escalation - and at most once per ``update_interval_seconds`` of event time (an escalation is
   sent at once);
-* **resolved** when every member (feature, detector) has been quiet for ``resolve_windows``
-  windows of event time: no signal, and its latest window statistic under
-  ``threshold * hysteresis_ratio``; or by `supersede` when another version takes over production.
+* **resolved** when every member (feature, detector) is quiet: a windowed one (PSI, KS, missing
+  rate) has had ``resolve_windows`` closed windows in a row under ``threshold * hysteresis_ratio``
+  since its last signal (windows, not time: a merged window of a low-rate stream spans as long
+  as it needs to hold enough events); a change-point one (ADWIN, CUSUM, error rate: one signal
+  per change, no window statistics) has not signalled for ``resolve_windows`` windows of event
+  time. Or by `supersede` when another version takes over production.
 
 Ids are deterministic: an incident's is a hash of its model, version and opening signal, an
 event's is ``<incident id>:<revision>``, so replays and every worker agree on them. The book is
@@ -49,7 +52,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from detectors.alerts import DriftAlert, alert_id
+from detectors.alerts import CHANGE_POINT_DETECTORS, DriftAlert, alert_id
 from detectors.signals import (
     ERROR_FEATURE,
     SCORE_FEATURE,
@@ -79,7 +82,7 @@ class IncidentConfig(_Model):
     resolve_windows: int = Field(6, ge=1)
     """Windows every member must stay quiet for the incident to resolve."""
     window_seconds: float = Field(300.0, gt=0)
-    """The drift windows' length: ``resolve_windows`` of them make the quiet period."""
+    """The drift windows' length: a change-point member is quiet after ``resolve_windows`` of them."""
     hysteresis_ratio: float = Field(0.8, gt=0, le=1)
     update_interval_seconds: float = Field(1800.0, ge=0)
     """At most one ``updated`` per this much event time (escalations excepted)."""
@@ -238,14 +241,19 @@ def summarize(features: Sequence[FeatureEvidence], since_ts: float) -> str:
 
 @dataclass
 class _Member:
-    """One (feature, detector) of the open incident: when it last signalled, whether it is above."""
+    """One (feature, detector) of the open incident: when it last signalled, how quiet it has been."""
 
     last_signal_ts: float
     threshold: float
-    above: bool = False
-    """Whether a window evaluated after its last signal is still above ``threshold * hysteresis``
-    (a member whose detector reports no window statistics, e.g. the error rate, is judged by its
-    signals alone)."""
+    windowed: bool
+    """PSI, KS, missing rate: judged by its windows; the others by the time since their last signal."""
+    quiet_windows: int = 0
+    """Windows in a row under ``threshold * hysteresis`` since the last signal."""
+    last_stat_ts: float = float("-inf")
+
+
+def _finite(x: float) -> float | None:
+    return x if x > float("-inf") else None
 
 
 class IncidentBook:
@@ -279,8 +287,10 @@ class IncidentBook:
         for w in stats:
             self.clock = max(self.clock, w.window_end_ts)
             m = self._members.get((w.feature, w.detector))
-            if m is not None and w.window_end_ts > m.last_signal_ts:
-                m.above = w.statistic >= m.threshold * self.config.hysteresis_ratio
+            if m is not None and w.window_end_ts > max(m.last_signal_ts, m.last_stat_ts):
+                m.last_stat_ts = w.window_end_ts
+                below = w.statistic < m.threshold * self.config.hysteresis_ratio
+                m.quiet_windows = m.quiet_windows + 1 if below else 0
         events: list[IncidentEvent] = []
         for s in ordered:
             self.clock = max(self.clock, s.window_end_ts)
@@ -343,13 +353,11 @@ class IncidentBook:
         assert inc is not None
         m = self._members.get((s.feature, s.detector))
         if m is None:
-            self._members[(s.feature, s.detector)] = _Member(s.window_end_ts, s.threshold)
+            windowed = s.detector not in CHANGE_POINT_DETECTORS
+            self._members[(s.feature, s.detector)] = _Member(s.window_end_ts, s.threshold, windowed)
         else:
-            m.last_signal_ts, m.threshold, m.above = (
-                max(m.last_signal_ts, s.window_end_ts),
-                s.threshold,
-                False,
-            )
+            m.last_signal_ts, m.threshold = max(m.last_signal_ts, s.window_end_ts), s.threshold
+            m.quiet_windows = 0
         old = inc.feature(s.feature)
         changes: list[str] = []
         if old is None:
@@ -407,10 +415,14 @@ class IncidentBook:
         return self._event("updated", now, changes)
 
     def _maybe_resolve(self, now: datetime) -> IncidentEvent | None:
-        quiet = self.config.quiet_seconds
-        if all(not m.above and self.clock - m.last_signal_ts >= quiet for m in self._members.values()):
+        if all(self._quiet(m) for m in self._members.values()):
             return self._resolve("quiet", now)
         return None
+
+    def _quiet(self, m: _Member) -> bool:
+        if m.windowed:
+            return m.quiet_windows >= self.config.resolve_windows
+        return self.clock - m.last_signal_ts >= self.config.quiet_seconds
 
     def _resolve(
         self, how: Literal["quiet", "superseded"], now: datetime, superseded_by: int | None = None
@@ -461,7 +473,8 @@ class IncidentBook:
             "open": None if self.open is None else self.open.model_dump(mode="json"),
             "clock": self.clock if self.clock > float("-inf") else None,
             "members": [
-                [f, d, m.last_signal_ts, m.threshold, m.above] for (f, d), m in self._members.items()
+                [f, d, m.last_signal_ts, m.threshold, m.windowed, m.quiet_windows, _finite(m.last_stat_ts)]
+                for (f, d), m in self._members.items()
             ],
             "warnings": [s.model_dump(mode="json") for _, s in self._warnings],
             "changes": list(self._changes),
@@ -475,8 +488,11 @@ class IncidentBook:
             book.open = DriftIncident.model_validate(state["open"])
         clock = state.get("clock")
         book.clock = float("-inf") if clock is None else float(clock)
-        for f, d, last, threshold, above in state.get("members", []):
-            book._members[(f, d)] = _Member(float(last), float(threshold), bool(above))
+        for f, d, last, threshold, windowed, quiet, last_stat in state.get("members", []):
+            book._members[(f, d)] = _Member(
+                float(last), float(threshold), bool(windowed), int(quiet),
+                float("-inf") if last_stat is None else float(last_stat),
+            )  # fmt: skip
         warnings = [DriftSignal.model_validate(w) for w in state.get("warnings", [])]
         book._warnings = [(w.window_end_ts, w) for w in warnings]
         book._changes = list(state.get("changes", []))

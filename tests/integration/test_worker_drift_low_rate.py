@@ -11,11 +11,12 @@ import pytest
 import redis
 
 from detectors.alerts import DriftAlert
+from detectors.incidents import DriftIncident
 from detectors.signals import WindowStat
 from detectors.window_store import WINDOWED_DETECTORS
 from driftline.settings import Settings
 from driftline.wiring import redis_client
-from stream.drift import history_key
+from stream.drift import history_key, incidents_key
 from stream.producer import EventProducer, produce_synthetic
 from stream.synthetic import DriftSchedule, FraudGenerator
 from stream.topics import Topics
@@ -67,8 +68,12 @@ def test_a_low_rate_streams_categorical_drift_is_alerted(own_settings: Settings,
     spans = sorted((w.window_start_ts or 0, w.window_end_ts) for w in psi)
     assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans))  # each event in one window
     alerts = [
-        DriftAlert.model_validate_json(x.value) for x in consume_all(s, Topics(s.topic_prefix).alerts, 0, 10)
+        DriftAlert.model_validate_json(x.value) for x in consume_all(s, Topics(s.topic_prefix).signals, 0, 10)
     ]
+    incidents = [
+        DriftIncident.model_validate_json(raw) for raw in redis_client(s).hvals(incidents_key(s.topic_prefix))
+    ]
+    naming = [i for i in incidents if i.feature(CHANGED) is not None]
     windowed = [a for a in alerts if a.detector in WINDOWED_DETECTORS]
     if change:
         hits = [a for a in windowed if (a.feature, a.detector) == (CHANGED, "psi")]
@@ -77,6 +82,9 @@ def test_a_low_rate_streams_categorical_drift_is_alerted(own_settings: Settings,
         before = [w for w in psi if w.window_end_ts <= changed_at]
         after = [w for w in psi if (w.window_start_ts or 0) > changed_at]
         assert before and after and max(w.statistic for w in before) < 0.1 < min(w.statistic for w in after)
+        assert len(naming) == 1, [i.summary for i in incidents]  # its incident names the categorical
+        assert CHANGED in naming[0].summary
     else:
         assert windowed == [], [(a.feature, a.detector, a.statistic) for a in windowed]
+        assert naming == [], [i.summary for i in incidents]
         assert max(w.statistic for w in psi) < 0.1

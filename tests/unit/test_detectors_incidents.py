@@ -83,9 +83,8 @@ def test_a_lasting_drift_is_one_incident_that_resolves_after_it_stops() -> None:
     assert amount is not None and amount.detectors == ["ks", "psi"] and amount.signals == 40
     assert inc.first_window.start_ts == 0.0 and inc.latest_window.end_ts == 20 * W
     for k in range(21, 26):  # back to normal
-        events += b.observe(
-            [], model="m", version=1, windows=[stat(f, k * W, 0.01) for f in features], now=NOW
-        )
+        calm = [stat(f, k * W, 0.01, d) for f in features for d in ("psi", "ks")]
+        events += b.observe([], model="m", version=1, windows=calm, now=NOW)
     assert kinds(events).count("resolved") == 1 and kinds(events)[-1] == "resolved"
     assert kinds(events).count("opened") == 1
     last = events[-1]
@@ -101,8 +100,21 @@ def test_a_statistic_between_the_hysteresis_and_the_threshold_keeps_it_open() ->
     for k in range(2, 10):  # 0.17: under the threshold 0.2, above 0.2 * 0.8
         assert b.observe([], model="m", version=1, windows=[stat("amount", k * W, 0.17)], now=NOW) == []
     assert b.open is not None
-    ev = b.observe([], model="m", version=1, windows=[stat("amount", 10 * W, 0.1)], now=NOW)
-    assert kinds(ev) == ["resolved"]
+    assert b.observe([], model="m", version=1, windows=[stat("amount", 10 * W, 0.1)], now=NOW) == []
+    ev = b.observe([], model="m", version=1, windows=[stat("amount", 11 * W, 0.1)], now=NOW)
+    assert kinds(ev) == ["resolved"]  # two windows in a row under the hysteresis
+
+
+def test_a_windowed_member_resolves_by_windows_not_time() -> None:
+    """A low-rate stream's merged windows span days: time alone must not resolve a PSI member."""
+    b = book(resolve_windows=2)
+    b.observe([sig("amount", W)], model="m", version=1, now=NOW)
+    # Event time moves on (another detector's signal, a day later) but no amount window closed.
+    b.observe([sig("other", 300 * W, "adwin")], model="m", version=1, now=NOW)
+    assert b.observe([], model="m", version=1, windows=[stat("other", 600 * W, 0.0, "psi")], now=NOW) == []
+    assert b.open is not None
+    calm = [stat("amount", k * W, 0.0) for k in (601, 602)]
+    assert kinds(b.observe([], model="m", version=1, windows=calm, now=NOW)) == ["resolved"]
 
 
 def test_warnings_open_only_when_enough_of_them_come_and_severity_never_goes_down() -> None:
