@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import secrets
 import subprocess
@@ -22,6 +23,7 @@ import sys
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,8 +50,8 @@ from stream.drift import latest_key
 from stream.event_log import read_recent
 from stream.events import RawEvent
 from stream.offsets import end_offsets
-from stream.producer import EventProducer
-from stream.synthetic import DRIFTED_FEATURES, DriftSchedule
+from stream.producer import DeliveryTracker, EventProducer, produce_synthetic
+from stream.synthetic import DRIFTED_FEATURES, Batch, DriftSchedule, FraudGenerator
 from stream.topics import Topics, create_topics
 
 MODEL = "fraud"
@@ -322,8 +324,8 @@ def run_demo(s: Settings, n: int, rate: float, keep: bool, console: Console) -> 
     console.print(
         f"worker, outcome joiner, retrainer and API (http://{s.api_host}:{s.api_port}/docs) started; "
         f"logs: {s.stack_dir}/demo-*.log. Streaming {n:,} events at {rate:,.0f}/s: covariate shift "
-        f"at {progress.covariate_at:,}, concept flip at {progress.concept_at:,}, labels {LABEL_DELAY} "
-        "events late.",
+        f"at {progress.covariate_at:,}, concept flip at {progress.concept_at:,} or, if later, once a model "
+        f"retrained on the shift serves; labels {LABEL_DELAY} events late.",
         highlight=False,
     )
 
@@ -331,21 +333,7 @@ def run_demo(s: Settings, n: int, rate: float, keep: bool, console: Console) -> 
 
     def produce() -> None:
         try:
-            schedule = DriftSchedule(
-                covariate_at=progress.covariate_at, concept_at=progress.concept_at, width=n // 30
-            )
-            produced["tally"] = produce_generated(
-                s,
-                n,
-                rate,
-                seed=42,
-                entities=500,
-                schedule=schedule,
-                label_delay=LABEL_DELAY,
-                start_ts=start_ts,
-                console=Console(quiet=True),
-                run_id=run_id,
-            )
+            produced["tally"] = _produce_paced(s, progress, rate, start_ts, run_id, model.version)
             broken = EventProducer(s.kafka_client_config())
             for value in BROKEN_EVENTS:
                 broken.send(topics.events, "card-broken", value)
@@ -356,7 +344,19 @@ def run_demo(s: Settings, n: int, rate: float, keep: bool, console: Console) -> 
             while not produced.get("stop") and extra < 40:
                 time.sleep(1.0)
                 if produced.get("settled") and produced.get("recovered"):
-                    break
+                    if produced.get("tail"):
+                        break
+                    # Traffic after the promotion: the worker moves to the new version, which
+                    # resolves the old version's incident as superseded.
+                    produced["tail"] = True
+                    extra += 1
+                    produce_generated(
+                        s, 2000, rate, seed=100 + extra, entities=500,
+                        schedule=DriftSchedule(covariate_at=0, concept_at=0), label_delay=LABEL_DELAY,
+                        start_ts=start_ts + progress.n / 2 + extra * 1000, console=Console(quiet=True),
+                        run_id=f"{run_id}x{extra}",
+                    )  # fmt: skip
+                    continue
                 on_trial = registry.deployment(MODEL).canary is not None
                 if on_trial or not (produced.get("recovered") or produced.get("running")):
                     extra += 1
@@ -368,7 +368,7 @@ def run_demo(s: Settings, n: int, rate: float, keep: bool, console: Console) -> 
                         entities=500,
                         schedule=DriftSchedule(covariate_at=0, concept_at=0),
                         label_delay=LABEL_DELAY,
-                        start_ts=start_ts + n / 2 + extra * 1000,
+                        start_ts=start_ts + progress.n / 2 + extra * 1000,
                         console=Console(quiet=True),
                         run_id=f"{run_id}x{extra}",
                     )
@@ -427,7 +427,7 @@ def run_demo(s: Settings, n: int, rate: float, keep: bool, console: Console) -> 
                     produced["running"] = running
                     if (
                         produced.get("done")
-                        and progress.scored >= n
+                        and progress.scored >= progress.n
                         and produced["settled"]
                         and progress.lag == 0
                     ):
@@ -451,8 +451,51 @@ def run_demo(s: Settings, n: int, rate: float, keep: bool, console: Console) -> 
     else:
         LocalStack(s).down()
         console.print("stack stopped (run with --keep to leave it up)")
-    if progress.scored < n:
-        raise DriftlineError(f"only {progress.scored:,} of {n:,} events were scored in time")
+    if progress.scored < progress.n:
+        raise DriftlineError(f"only {progress.scored:,} of {progress.n:,} events were scored in time")
+
+
+PACE_CHUNK = 500
+PATIENCE_SECONDS = 120.0  # the longest the concept flip waits for the first retrained model
+
+
+def _produce_paced(
+    s: Settings, progress: Progress, rate: float, start_ts: float, run_id: str, first: int
+) -> DeliveryTracker:
+    """The main stream: the covariate shift at its index; the concept flip at its index, or - if
+    no model retrained on the shift serves by then - once one does (traffic keeps coming, still
+    shifted, at a quarter of the rate, for at most `PATIENCE_SECONDS`). Two changes in a row on one
+    model version would be one incident; paced like this, each change is its own."""
+    n = progress.n
+    gen = FraudGenerator(
+        seed=42, entities=500, start_ts=start_ts,
+        schedule=DriftSchedule(covariate_at=progress.covariate_at, concept_at=None, width=n // 30),
+    )  # fmt: skip
+    gen.run_id = run_id  # event ids are "<run_id>-<index>"
+    waited_since: float | None = None
+
+    def retrained_serves() -> bool:  # a version newer than the one serving at the start
+        return any(e.get("kind") == "promoted" and int(e.get("version") or 0) > first for e in progress.steps)
+
+    def batches() -> Iterator[Batch]:
+        nonlocal waited_since
+        sent = 0
+        while sent < progress.n:
+            if gen.schedule.concept_at is None and sent >= progress.concept_at:
+                waited_since = waited_since or time.monotonic()
+                if retrained_serves() or time.monotonic() - waited_since > PATIENCE_SECONDS:
+                    gen.schedule = dataclasses.replace(gen.schedule, concept_at=sent)
+                    progress.n += sent - progress.concept_at  # the events sent while waiting
+                    progress.concept_at = sent
+                elif rate > 0:
+                    time.sleep(3 * PACE_CHUNK / rate)  # a quarter of the rate while waiting
+            yield from gen.batches(PACE_CHUNK, chunk=PACE_CHUNK)
+            sent += PACE_CHUNK
+
+    producer = EventProducer(s.kafka_client_config())
+    topics = Topics(s.topic_prefix)
+    produce_synthetic(producer, batches(), topics.events, topics.labels, LABEL_DELAY, rate)
+    return producer.flush()
 
 
 def _summary(s: Settings, p: Progress, first: str, last: str, console: Console) -> None:

@@ -36,7 +36,8 @@ def test_demo_summary_shows_incidents_a_retrain_and_a_promotion(
     out = result.stdout
     assert result.returncode == 0, (out[-3000:], result.stderr[-3000:])
     summary = out[out.index("Summary") :]
-    assert "24,000 events scored" in summary
+    scored = int(re.search(r"([\d,]+) events scored", summary).group(1).replace(",", ""))  # type: ignore[union-attr]
+    assert scored >= 24_000, summary  # more when the concept flip waited for the first retrained model
     found = re.search(r"incidents: (\d+) opened, (\d+) resolved \(from (\d+) detector signals\)", summary)
     assert found, summary
     opened, resolved, signals = (int(x) for x in found.groups())
