@@ -22,7 +22,7 @@ from driftline.errors import DriftlineError
 from driftline.redaction import scrub_known
 from driftline.services import require
 from driftline.settings import Settings
-from driftline.stack import LocalStack, ServiceStatus
+from driftline.stack import LocalStack, ServiceStatus, StackShape
 
 app = typer.Typer(
     add_completion=False,
@@ -56,13 +56,38 @@ SECURE_HELP = (
 def stack_up(
     timeout: Annotated[float, typer.Option(min=1, help="Seconds to wait for each service.")] = 120,
     secure: Annotated[bool, typer.Option("--secure", help=SECURE_HELP)] = False,
+    kafka_brokers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=9,
+            help="KRaft nodes (each broker and controller) on consecutive ports from the bootstrap "
+            "port; more than one: new topics get min(N, 3) replicas and min.insync.replicas one less.",
+        ),
+    ] = 1,
+    redis_cluster: Annotated[
+        bool,
+        typer.Option("--redis-cluster", help="Also a Redis Cluster: 3 masters + 3 replicas on 6 ports."),
+    ] = False,
+    redis_cluster_port: Annotated[
+        int, typer.Option(min=1, max=55529, help="The Redis Cluster's first port (bus: port + 10000).")
+    ] = 7000,
 ) -> None:
     """Start Kafka (KRaft) and Redis, or reuse them if they already run."""
-    stack = LocalStack(settings(), log=lambda m: err_console.print(m, highlight=False), secure=secure)
+    shape = StackShape(
+        kafka_brokers=kafka_brokers, redis_cluster_port=redis_cluster_port if redis_cluster else None
+    )
+    stack = LocalStack(
+        settings(), log=lambda m: err_console.print(m, highlight=False), secure=secure, shape=shape
+    )
     _print_status(stack.up(timeout))
-    console.print(f"bootstrap: {stack.s.kafka_bootstrap}  redis: {stack.redis_display}", highlight=False)
+    console.print(f"bootstrap: {stack.kafka_bootstrap}  redis: {stack.redis_display}", highlight=False)
     if stack.security is not None:
         _print_secure_config(stack.security.public_settings(stack.s), stack.security.write_role_envs())
+    if stack.redis_cluster_url:
+        # The URL form of a cluster's startup nodes (driftline.redis_cluster): give every node,
+        # so a client can start while one is down.
+        console.print(f"redis cluster: {stack.redis_cluster_url}", highlight=False)
 
 
 def _print_secure_config(public: dict[str, object], envs: Path) -> None:
@@ -97,9 +122,9 @@ def stack_status(secure: Annotated[bool, typer.Option("--secure", help=SECURE_HE
 
 
 def _print_status(statuses: list[ServiceStatus]) -> None:
-    table = Table("service", "address", "pid", "state")
+    table = Table("service", "address", "pid", "state", "role")
     for s in statuses:
-        table.add_row(s.name, s.address, str(s.pid or "-"), s.state)
+        table.add_row(s.name, s.address, str(s.pid or "-"), s.state, s.role)
     console.print(table)
 
 
@@ -111,9 +136,14 @@ def _admin(s: Settings) -> AdminClient:
 @topics_app.command("create")
 def topics_create(
     partitions: Annotated[int | None, typer.Option(min=1, help="Default: settings.partitions (6).")] = None,
-    replication_factor: Annotated[int | None, typer.Option(min=1)] = None,
+    replication_factor: Annotated[
+        int | None,
+        typer.Option(min=-1, help="Default: settings.replication_factor (-1: the broker's default)."),
+    ] = None,
 ) -> None:
     """Create the prefix's topics (idempotent; existing topics are kept)."""
+    if replication_factor == 0:
+        raise CliError("--replication-factor is -1 (the broker's default) or at least 1")
     from stream.topics import Topics, create_topics
 
     s = settings("kafka")
