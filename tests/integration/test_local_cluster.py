@@ -162,8 +162,13 @@ def test_three_brokers_replicate_driftline_topics_and_survive_a_killed_broker(
 
 def _produce(producer: Producer, topic: str, values: range) -> None:
     errors: list[Any] = []
+
+    def delivered(err: Any, _msg: Any) -> None:
+        if err is not None:
+            errors.append(err)
+
     for v in values:
-        producer.produce(topic, key=str(v), value=str(v), on_delivery=lambda e, _m: e and errors.append(e))
+        producer.produce(topic, key=str(v), value=str(v), on_delivery=delivered)
     assert producer.flush(60) == 0 and not errors, errors
 
 
@@ -183,7 +188,7 @@ def _consume(config: dict[str, Any], topic: str) -> set[int]:
 def _poll(consumer: Consumer, seen: list[int]) -> bool:
     for msg in consumer.consume(500, timeout=0.5):
         assert msg.error() is None, msg.error()
-        seen.append(int(msg.value()))
+        seen.append(int(msg.value() or b"-1"))
     return True
 
 
