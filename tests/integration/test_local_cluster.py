@@ -18,12 +18,19 @@ from confluent_kafka.admin import AdminClient, ConfigResource
 from redis.cluster import RedisCluster
 
 from driftline.redis_cluster import parse_cluster_url
-from driftline.stack import _alive
-from driftline.stack_nodes import Node, cluster_info, cluster_ok
+from driftline.settings import Settings
+from driftline.stack import LocalStack, StackShape, _alive
+from driftline.stack_nodes import (
+    REDIS_CLUSTER_BUS_OFFSET,
+    REDIS_CLUSTER_NODES,
+    Node,
+    cluster_info,
+    cluster_ok,
+)
 from stream.topics import TOPIC_CONFIGS, TOPIC_PARTITIONS, Topics, create_topics
 from tests.helpers import run_cli
 from tests.integration.worker_support import wait_until
-from tests.private_stack import PrivateCluster
+from tests.private_stack import PrivateCluster, free_port, free_port_block
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -201,3 +208,41 @@ def _at_end(consumer: Consumer, topic: str) -> bool:
         if (tp.offset if tp.offset >= 0 else low) != high:  # no position yet: nothing read
             return False
     return True
+
+
+def test_cli_up_redis_cluster_prints_its_url_keeps_it_and_down_stops_every_node(tmp_path: Path) -> None:
+    kafka = free_port_block(2)
+    base = free_port_block(REDIS_CLUSTER_NODES, REDIS_CLUSTER_BUS_OFFSET)
+    s = Settings(
+        kafka_bootstrap=f"127.0.0.1:{kafka}",
+        redis_url=f"redis://127.0.0.1:{free_port()}/0",
+        stack_dir=tmp_path / "stack",
+        kafka_heap="256m",
+    )
+    env = {**os.environ, **s.as_env(), "COLUMNS": "250"}
+    # What the test stops if the CLI's `down` does not.
+    fallback = LocalStack(s, log=lambda _m: None, shape=StackShape(redis_cluster_port=base))
+    try:
+        up = run_cli("stack", "up", "--redis-cluster", "--redis-cluster-port", str(base), env=env)
+        assert up.returncode == 0, up.stderr
+        url = next(
+            line.split(": ", 1)[1] for line in up.stdout.splitlines() if line.startswith("redis cluster: ")
+        )
+        assert parse_cluster_url(url).nodes == tuple(("127.0.0.1", p) for p in range(base, base + 6))
+        assert cluster_ok(fallback.redis_cluster_nodes())
+
+        again = run_cli("stack", "up", env=env)  # no --redis-cluster: the running cluster is kept
+        assert again.returncode == 0 and "(kept)" in again.stderr, again.stderr
+        assert "started" not in again.stderr and f"redis cluster: {url}" in again.stdout
+        refused = run_cli("stack", "up", "--kafka-brokers", "3", env=env)
+        assert refused.returncode == 1 and "runs a 1-broker Kafka" in refused.stderr, refused.stderr
+
+        status = run_cli("stack", "status", env=env)
+        assert status.returncode == 0, status.stdout
+        assert status.stdout.count("running") == 8 and status.stdout.count("replica of") == 3
+    finally:
+        down = run_cli("stack", "down", env=env)
+        fallback.down(timeout=10)  # whatever the CLI left (nothing, if it works)
+    assert down.returncode == 0 and down.stdout.count("redis-") == 6 and "kafka (pid" in down.stdout
+    after = run_cli("stack", "status", env=env)
+    assert after.returncode == 1 and after.stdout.count("stopped") == 2  # the default stack's two
