@@ -520,6 +520,7 @@ class LocalStack:
             return
         if self.redis_pid() is None:
             node = Node("redis", self.redis_host, self.redis_port, self.redis_dir)
+            self.redis_dir.mkdir(parents=True, exist_ok=True)  # the secured one's ACL file goes there
             port_args = (
                 self.security.redis_args(self.redis_port, self.redis_dir)
                 if self.security
