@@ -22,7 +22,7 @@ from driftline.errors import DriftlineError
 from driftline.redaction import scrub_known
 from driftline.services import require
 from driftline.settings import Settings
-from driftline.stack import LocalStack, ServiceStatus, StackShape
+from driftline.stack import LocalStack, ServiceStatus
 
 app = typer.Typer(
     add_completion=False,
@@ -57,29 +57,36 @@ def stack_up(
     timeout: Annotated[float, typer.Option(min=1, help="Seconds to wait for each service.")] = 120,
     secure: Annotated[bool, typer.Option("--secure", help=SECURE_HELP)] = False,
     kafka_brokers: Annotated[
-        int,
+        int | None,
         typer.Option(
             min=1,
             max=9,
             help="KRaft nodes (each broker and controller) on consecutive ports from the bootstrap "
-            "port; more than one: new topics get min(N, 3) replicas and min.insync.replicas one less.",
+            "port; more than one: new topics get min(N, 3) replicas and min.insync.replicas one less. "
+            "Default: what the stack ran since its last `down`, else 1.",
         ),
-    ] = 1,
+    ] = None,
     redis_cluster: Annotated[
         bool,
         typer.Option("--redis-cluster", help="Also a Redis Cluster: 3 masters + 3 replicas on 6 ports."),
     ] = False,
     redis_cluster_port: Annotated[
-        int, typer.Option(min=1, max=55529, help="The Redis Cluster's first port (bus: port + 10000).")
-    ] = 7000,
+        int | None,
+        typer.Option(
+            min=1,
+            max=55529,
+            help="The Redis Cluster's first port (bus: port + 10000; implies --redis-cluster); default 7000.",
+        ),
+    ] = None,
 ) -> None:
-    """Start Kafka (KRaft) and Redis, or reuse them if they already run."""
-    shape = StackShape(
-        kafka_brokers=kafka_brokers, redis_cluster_port=redis_cluster_port if redis_cluster else None
-    )
-    stack = LocalStack(
-        settings(), log=lambda m: err_console.print(m, highlight=False), secure=secure, shape=shape
-    )
+    """Start Kafka (KRaft) and Redis, or reuse them if they already run. Without options, the
+    stack's shape since its last `down` (one broker and one Redis at first)."""
+    s = settings()
+    recorded = LocalStack(s, secure=secure).recorded_shape()
+    if redis_cluster and redis_cluster_port is None:
+        redis_cluster_port = recorded.redis_cluster_port or 7000
+    shape = recorded.with_options(kafka_brokers, redis_cluster_port)
+    stack = LocalStack(s, log=lambda m: err_console.print(m, highlight=False), secure=secure, shape=shape)
     _print_status(stack.up(timeout))
     console.print(f"bootstrap: {stack.kafka_bootstrap}  redis: {stack.redis_display}", highlight=False)
     if stack.security is not None:

@@ -58,7 +58,8 @@ class StackError(DriftlineError):
 
 
 class StackShape(BaseModel):
-    """What the stack runs beyond one broker and one Redis (kept in ``<stack_dir>/shape.json``)."""
+    """What the stack runs beyond one broker and one Redis, kept in ``<stack_dir>/shape.json``
+    from ``up`` to ``down``: a plain ``up``, ``status`` and ``down`` act on the recorded shape."""
 
     kafka_brokers: int = Field(1, ge=1, le=9)
     redis_cluster_port: int | None = Field(
@@ -68,6 +69,13 @@ class StackShape(BaseModel):
     @property
     def is_default(self) -> bool:
         return self.kafka_brokers == 1 and self.redis_cluster_port is None
+
+    def with_options(self, kafka_brokers: int | None, redis_cluster_port: int | None) -> StackShape:
+        """This (recorded) shape with what `stack up`'s options name instead (None: unchanged)."""
+        return StackShape(
+            kafka_brokers=self.kafka_brokers if kafka_brokers is None else kafka_brokers,
+            redis_cluster_port=self.redis_cluster_port if redis_cluster_port is None else redis_cluster_port,
+        )
 
 
 @dataclass(frozen=True)
@@ -281,29 +289,26 @@ class LocalStack:
     # ---- up -------------------------------------------------------------------------------
     def up(self, timeout: float = 120.0) -> list[ServiceStatus]:
         self.root.mkdir(parents=True, exist_ok=True)
-        self._adopt_running_shape()
+        self._check_running_shape()
         self._up_redis(timeout)
         if self.shape.redis_cluster_port is not None:
             self._up_redis_cluster(timeout)
         self._up_kafka(timeout)
         return self.status()
 
-    def _adopt_running_shape(self) -> None:
-        """Refuse a Kafka of another size than the stack's running one; keep a running Redis
-        Cluster that this ``up`` did not ask for (``down`` stops it)."""
+    def _check_running_shape(self) -> None:
+        """Refuse to start a Kafka of another size, or a Redis Cluster on other ports, than the
+        ones this stack runs (``stack down`` first); then record the shape."""
         recorded = self.recorded_shape()
         if recorded.kafka_brokers != self.shape.kafka_brokers and any(
             self._kafka_node_pid(n) for n in self.kafka_nodes(recorded)
         ):
             raise StackError(
-                f"this stack runs a {recorded.kafka_brokers}-broker Kafka: `driftline stack down` first, "
-                f"or `stack up --kafka-brokers {recorded.kafka_brokers}`"
+                f"this stack runs a {recorded.kafka_brokers}-broker Kafka: `driftline stack down` first"
             )
-        running = [n for n in self.redis_cluster_nodes(recorded) if self._redis_node_pid(n)]
-        if running and self.shape.redis_cluster_port is None:
-            self.log(f"redis cluster: still running from port {recorded.redis_cluster_port} (kept)")
-            self.shape = self.shape.model_copy(update={"redis_cluster_port": recorded.redis_cluster_port})
-        elif running and self.shape.redis_cluster_port != recorded.redis_cluster_port:
+        if recorded.redis_cluster_port != self.shape.redis_cluster_port and any(
+            self._redis_node_pid(n) for n in self.redis_cluster_nodes(recorded)
+        ):
             raise StackError(
                 f"this stack runs a Redis Cluster from port {recorded.redis_cluster_port}: "
                 "`driftline stack down` first"

@@ -79,11 +79,23 @@ def cluster_info(node: Node) -> dict[str, str]:
 
 
 def cluster_ok(nodes: list[Node]) -> bool:
-    """Every node says ``cluster_state:ok`` and knows all the others."""
+    """Every node says ``cluster_state:ok``, knows all the others, and sees half of them as
+    replicas (right after ``--cluster create`` the slots are served before every node has
+    heard which nodes replicate which master)."""
     infos = [cluster_info(node) for node in nodes]
-    return bool(nodes) and all(
+    if not nodes or not all(
         i.get("cluster_state") == "ok" and i.get("cluster_known_nodes") == str(len(nodes)) for i in infos
-    )
+    ):
+        return False
+    return all(_replicas_seen(node) == len(nodes) // 2 for node in nodes)
+
+
+def _replicas_seen(node: Node) -> int:
+    try:
+        view = _client(node).execute_command("CLUSTER NODES")
+    except redis.RedisError:
+        return -1
+    return sum("slave" in v["flags"] for v in view.values())
 
 
 def cluster_role(node: Node) -> str:

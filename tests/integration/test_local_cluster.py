@@ -210,7 +210,9 @@ def _at_end(consumer: Consumer, topic: str) -> bool:
     return True
 
 
-def test_cli_up_redis_cluster_prints_its_url_keeps_it_and_down_stops_every_node(tmp_path: Path) -> None:
+def test_cli_up_redis_cluster_prints_its_url_a_plain_up_reuses_it_and_down_stops_every_node(
+    tmp_path: Path,
+) -> None:
     kafka = free_port_block(2)
     base = free_port_block(REDIS_CLUSTER_NODES, REDIS_CLUSTER_BUS_OFFSET)
     s = Settings(
@@ -231,11 +233,14 @@ def test_cli_up_redis_cluster_prints_its_url_keeps_it_and_down_stops_every_node(
         assert parse_cluster_url(url).nodes == tuple(("127.0.0.1", p) for p in range(base, base + 6))
         assert cluster_ok(fallback.redis_cluster_nodes())
 
-        again = run_cli("stack", "up", env=env)  # no --redis-cluster: the running cluster is kept
-        assert again.returncode == 0 and "(kept)" in again.stderr, again.stderr
-        assert "started" not in again.stderr and f"redis cluster: {url}" in again.stdout
+        again = run_cli("stack", "up", env=env)  # no options: the stack's shape since `up`
+        assert again.returncode == 0, again.stderr
+        assert again.stderr.count("already running") == 8 and "started" not in again.stderr, again.stderr
+        assert f"redis cluster: {url}" in again.stdout
         refused = run_cli("stack", "up", "--kafka-brokers", "3", env=env)
         assert refused.returncode == 1 and "runs a 1-broker Kafka" in refused.stderr, refused.stderr
+        moved = run_cli("stack", "up", "--redis-cluster-port", str(base + 100), env=env)
+        assert moved.returncode == 1 and f"Redis Cluster from port {base}" in moved.stderr, moved.stderr
 
         status = run_cli("stack", "status", env=env)
         assert status.returncode == 0, status.stdout
