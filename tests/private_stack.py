@@ -14,6 +14,11 @@ directory, and stopped (data removed) afterwards.
         s = ps.settings            # the CLI/retrainer user ("driftline"), every secret included
         w = ps.role_settings("worker")  # the worker's Redis user
         env = ps.env("worker")     # DRIFTLINE_* variables for a `driftline` child process
+
+    with PrivateCluster(tmp_path, kafka_brokers=3, redis_cluster=True) as pc:
+        pc.settings                # kafka_bootstrap: all three brokers
+        pc.redis_cluster_url       # redis+cluster://... (3 masters + 3 replicas)
+        pc.kill("kafka-2"); pc.kill(f"redis-{port}")
 """
 
 from __future__ import annotations
