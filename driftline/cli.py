@@ -56,13 +56,45 @@ SECURE_HELP = (
 def stack_up(
     timeout: Annotated[float, typer.Option(min=1, help="Seconds to wait for each service.")] = 120,
     secure: Annotated[bool, typer.Option("--secure", help=SECURE_HELP)] = False,
+    kafka_brokers: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=9,
+            help="KRaft nodes (each broker and controller) on consecutive ports from the bootstrap "
+            "port; more than one: new topics get min(N, 3) replicas and min.insync.replicas one less. "
+            "Default: what the stack ran since its last `down`, else 1.",
+        ),
+    ] = None,
+    redis_cluster: Annotated[
+        bool,
+        typer.Option("--redis-cluster", help="Also a Redis Cluster: 3 masters + 3 replicas on 6 ports."),
+    ] = False,
+    redis_cluster_port: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=55529,
+            help="The Redis Cluster's first port (bus: port + 10000; implies --redis-cluster); default 7000.",
+        ),
+    ] = None,
 ) -> None:
-    """Start Kafka (KRaft) and Redis, or reuse them if they already run."""
-    stack = LocalStack(settings(), log=lambda m: err_console.print(m, highlight=False), secure=secure)
+    """Start Kafka (KRaft) and Redis, or reuse them if they already run. Without options, the
+    stack's shape since its last `down` (one broker and one Redis at first)."""
+    s = settings()
+    recorded = LocalStack(s, secure=secure).recorded_shape()
+    if redis_cluster and redis_cluster_port is None:
+        redis_cluster_port = recorded.redis_cluster_port or 7000
+    shape = recorded.with_options(kafka_brokers, redis_cluster_port)
+    stack = LocalStack(s, log=lambda m: err_console.print(m, highlight=False), secure=secure, shape=shape)
     _print_status(stack.up(timeout))
-    console.print(f"bootstrap: {stack.s.kafka_bootstrap}  redis: {stack.redis_display}", highlight=False)
+    console.print(f"bootstrap: {stack.kafka_bootstrap}  redis: {stack.redis_display}", highlight=False)
     if stack.security is not None:
         _print_secure_config(stack.security.public_settings(stack.s), stack.security.write_role_envs())
+    if stack.redis_cluster_url:
+        # The URL form of a cluster's startup nodes (driftline.redis_cluster): give every node,
+        # so a client can start while one is down.
+        console.print(f"redis cluster: {stack.redis_cluster_url}", highlight=False)
 
 
 def _print_secure_config(public: dict[str, object], envs: Path) -> None:
@@ -97,9 +129,9 @@ def stack_status(secure: Annotated[bool, typer.Option("--secure", help=SECURE_HE
 
 
 def _print_status(statuses: list[ServiceStatus]) -> None:
-    table = Table("service", "address", "pid", "state")
+    table = Table("service", "address", "pid", "state", "role")
     for s in statuses:
-        table.add_row(s.name, s.address, str(s.pid or "-"), s.state)
+        table.add_row(s.name, s.address, str(s.pid or "-"), s.state, s.role)
     console.print(table)
 
 
@@ -111,9 +143,14 @@ def _admin(s: Settings) -> AdminClient:
 @topics_app.command("create")
 def topics_create(
     partitions: Annotated[int | None, typer.Option(min=1, help="Default: settings.partitions (6).")] = None,
-    replication_factor: Annotated[int | None, typer.Option(min=1)] = None,
+    replication_factor: Annotated[
+        int | None,
+        typer.Option(min=-1, help="Default: settings.replication_factor (-1: the broker's default)."),
+    ] = None,
 ) -> None:
     """Create the prefix's topics (idempotent; existing topics are kept)."""
+    if replication_factor == 0:
+        raise CliError("--replication-factor is -1 (the broker's default) or at least 1")
     from stream.topics import Topics, create_topics
 
     s = settings("kafka")

@@ -76,7 +76,10 @@ class Settings(BaseSettings):
     redis_tls_ca: Path | None = None
     topic_prefix: str = "driftline"
     partitions: int = Field(6, ge=1)
-    replication_factor: int = Field(1, ge=1)
+    # Replicas of each topic `topics create` makes; -1: the cluster's default.replication.factor
+    # (1 on the single-broker stack, 3 on `stack up --kafka-brokers 3`, whose min.insync.replicas
+    # of 2 new topics inherit too).
+    replication_factor: int = Field(-1, ge=-1)
 
     # The feature view of model versions that recorded none of their own (registered before
     # versions recorded their view): "fraud" (built in), a path to a YAML FeatureView, or "none".
@@ -168,6 +171,13 @@ class Settings(BaseSettings):
         allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
         if not value or not set(value) <= allowed:
             raise ValueError("topic_prefix may only contain letters, digits, '.', '_' and '-'")
+        return value
+
+    @field_validator("replication_factor")
+    @classmethod
+    def _replicas_or_broker_default(cls, value: int) -> int:
+        if value == 0:
+            raise ValueError("replication_factor is -1 (the broker's default) or at least 1")
         return value
 
     @field_validator("kafka_config")

@@ -27,6 +27,8 @@ TOPIC_CONFIGS: dict[str, dict[str, str]] = {
     # The model registry's durable copy (stream/registry_log.py): compacted, never expired.
     "registry": {"cleanup.policy": "compact", "retention.ms": "-1"},
 }
+# replication_factor that makes the broker use its default.replication.factor (Kafka >= 2.4).
+BROKER_DEFAULT = -1
 # Topics whose order matters across keys get one partition, whatever `partitions` says.
 TOPIC_PARTITIONS: dict[str, int] = {"registry": 1}
 
@@ -97,10 +99,13 @@ def create_topics(
     admin: AdminClient,
     topics: Topics,
     partitions: int,
-    replication_factor: int = 1,
+    replication_factor: int = BROKER_DEFAULT,
     timeout: float = 30.0,
 ) -> list[TopicStatus]:
-    """Create every Driftline topic that is missing; existing topics are left as they are."""
+    """Create every Driftline topic that is missing; existing topics are left as they are.
+
+    `replication_factor` -1 lets the broker's ``default.replication.factor`` apply (and its
+    ``min.insync.replicas``, which a topic inherits unless it sets its own)."""
     existing = admin.list_topics(timeout=timeout).topics
     wanted = [
         NewTopic(

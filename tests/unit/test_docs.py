@@ -23,6 +23,7 @@ MUST_HAVE_EXAMPLES = {
     "stream.synthetic",
     "stream.topics",
     "driftline.settings",
+    "driftline.redis_cluster",
 }
 
 
