@@ -485,10 +485,11 @@ def _produce_paced(
                 waited_since = waited_since or time.monotonic()
                 if retrained_serves() or time.monotonic() - waited_since > PATIENCE_SECONDS:
                     gen.schedule = dataclasses.replace(gen.schedule, concept_at=sent)
-                    progress.n += sent - progress.concept_at  # the events sent while waiting
                     progress.concept_at = sent
-                elif rate > 0:
-                    time.sleep(3 * PACE_CHUNK / rate)  # a quarter of the rate while waiting
+                else:
+                    progress.n += PACE_CHUNK  # still shifted, not flipped yet: the stream grows
+                    if rate > 0:
+                        time.sleep(3 * PACE_CHUNK / rate)  # a quarter of the rate while waiting
             yield from gen.batches(PACE_CHUNK, chunk=PACE_CHUNK)
             sent += PACE_CHUNK
 
