@@ -56,6 +56,9 @@ from detectors.policy_store import SharedAlertPolicy
 from detectors.reference import Reference
 from detectors.signals import SCORE_FEATURE, DriftSignal, WindowStat
 from detectors.window_store import WINDOWED_DETECTORS, WindowStore, fault_point
+from feature_store.definitions import FeatureView
+from feature_store.online import OnlineStore
+from feature_store.warmup import LiveWarmup, warmup_seconds
 from inference.encoding import numeric_values
 from inference.metadata import Distribution, ModelVersion
 from inference.views import view_from_record
@@ -89,6 +92,16 @@ def to_reference(d: Distribution) -> Reference:
         count=d.count,
         other_category=OTHER_CATEGORY if d.kind == "categorical" else None,
     )
+
+
+def _warm_aggregates(meta: ModelVersion, view: FeatureView) -> dict[str, float]:
+    """The aggregates of `view` that `meta` has warm references of, with their warm-up length."""
+    aggregates = warmup_seconds(view)
+    return {
+        name: d.warmup_seconds
+        for name, d in meta.reference.items()
+        if name in aggregates and d.warmup_seconds is not None
+    }
 
 
 def boolean_categories(values: Sequence[Any]) -> np.ndarray:
@@ -146,6 +159,8 @@ class DriftConfig(BaseModel):
     """A merged window claimed but not published this long ago is taken over by another worker."""
     monitor: MonitorConfig = MonitorConfig()
     """Thresholds, significance levels and which ADWINs run (``window_*`` fields are unused here)."""
+    warmup_refresh_seconds: float = Field(60.0, ge=0)
+    """How often (wall clock) the online store's warm-up start is read again once known."""
 
 
 class DriftMetrics:
@@ -276,10 +291,10 @@ class DriftStage:
         self.r = client
         self.namespace = namespace
         self.config = config or DriftConfig()
-        # Which model inputs get detectors (None: all with a reference). The worker monitors the
-        # raw event features and the score: windowed aggregates such as a 24 h count grow while
-        # an entity's history fills up, so against a training-time reference they "drift" during
-        # every warm-up; they need warm-up-aware references first.
+        # Which model inputs get detectors (None: all with a reference), for versions that recorded
+        # no view. A version with a view: its raw features, the score, and its windowed aggregates
+        # with warm references, whose values count only once their window is fully observed
+        # (`feature_store.warmup`: else every warm-up of a fresh stream would look like drift).
         self.monitored = monitored
         self.worker_id = worker_id
         self.metrics = DriftMetrics(registry)
@@ -287,6 +302,7 @@ class DriftStage:
         self._current: _Version | None = None
         self._unpublished: list[DriftAlert] = []  # returned since the last commit
         self._resend: list[DriftAlert] = []  # of a failed attempt, for the batch's redo
+        self._warmup: tuple[str, LiveWarmup | None] | None = None  # of the version last seen
 
     def set_partitions(self, partitions: Iterable[int]) -> None:
         """The events topic's partitions: a merged window waits for all of them (or their idling)."""
@@ -366,12 +382,28 @@ class DriftStage:
         return self._current
 
     def _monitored_of(self, meta: ModelVersion) -> set[str] | None:
-        """The inputs of `meta` that get detectors: its own view's raw features (every input
-        without a view), or the stage's setting for a version that recorded no view."""
+        """The inputs of `meta` that get detectors: its own view's raw features and the windowed
+        aggregates whose reference was built from warm rows (`Distribution.warmup_seconds`;
+        every input without a view), or the stage's setting for a version that recorded no view."""
         if meta.inputs is None:
             return self.monitored
         view = view_from_record(meta.inputs.view)
-        return None if view is None else set(view.passthrough)
+        if view is None:
+            return None
+        return set(view.passthrough) | set(_warm_aggregates(meta, view))
+
+    def _warmup_of(self, meta: ModelVersion) -> LiveWarmup | None:
+        """The live warm-up rule of `meta`'s monitored aggregates (None: it monitors none)."""
+        if self._warmup is not None and self._warmup[0] == meta.ref:
+            return self._warmup[1]
+        view = view_from_record(meta.inputs.view) if meta.inputs is not None else None
+        seconds = _warm_aggregates(meta, view) if view is not None else {}
+        live = None
+        if view is not None and seconds:
+            key = OnlineStore.since_key(self.namespace, view.name)
+            live = LiveWarmup(self.r, key, seconds, refresh_seconds=self.config.warmup_refresh_seconds)
+        self._warmup = (meta.ref, live)
+        return live
 
     def observe(
         self,
@@ -415,6 +447,8 @@ class DriftStage:
             return []
         picked = rows.tolist()
         batch: dict[str, np.ndarray] = {}
+        live = self._warmup_of(meta)
+        warm = live.masks(np.asarray(ts, dtype=np.float64)) if live is not None and len(rows) else {}
         for name, ref in v.store.references.items():
             if name == SCORE_FEATURE or name not in columns:
                 continue
@@ -426,6 +460,8 @@ class DriftStage:
                 batch[name] = numeric_values(values, len(values))  # None/strings -> NaN (missing)
             else:
                 batch[name] = np.array(values, dtype=object)
+            if name in warm:  # a warming value is neither a value nor missing: NaN skips ADWIN/CUSUM
+                batch[name] = np.where(warm[name], batch[name], np.nan)
         parts = np.asarray(partitions, dtype=np.int64)
         offs = np.asarray(offsets, dtype=np.int64)
         if len(unscored):
@@ -433,11 +469,15 @@ class DriftStage:
                 batch, np.asarray(ts, dtype=np.float64), parts, offs, np.asarray(scores, np.float64)
             )
             both, counted = self._with_unscored(v, rows_in, unscored)
+            for name, mask in warm.items():
+                if name in counted:
+                    counted[name][: len(mask)] &= mask
             added = v.store.add(
                 both.columns, both.ts, both.parts, both.offs, scores=both.scores, counted=counted
             )
         else:
-            added = v.store.add(batch, ts, parts, offs, scores=scores)
+            counts = {name: mask for name, mask in warm.items() if name in batch}
+            added = v.store.add(batch, ts, parts, offs, scores=scores, counted=counts or None)
         signals = v.store.close_ready()
         recovered = list(v.store.recovered)  # decided by a worker that died before publishing them
         windows = list(v.store.windows)
