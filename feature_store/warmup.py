@@ -20,6 +20,8 @@ the online store's (`LiveWarmup`, reading ``<ns>:fs:<view>:since``, which the st
 >>> need = warmup_seconds(fraud_feature_view())
 >>> need["count_10m"], need["amount_mean_24h"], need["amount_last"]
 (600.0, 86400.0, 0.0)
+>>> tile_seconds(fraud_feature_view())["amount_mean_24h"]
+7200.0
 >>> w = Warmup(since=1000.0, seconds={"count_10m": 600.0})
 >>> w.mask("count_10m", np.array([1000.0, 1599.0, 1600.0])).tolist()
 [False, False, True]
@@ -50,6 +52,17 @@ def warmup_seconds(view: FeatureView) -> dict[str, float]:
                 out[agg.name(w)] = w.total_seconds()
         else:
             out[agg.name(None)] = 0.0 if agg.function == "last" else math.inf
+    return out
+
+
+def tile_seconds(view: FeatureView) -> dict[str, float]:
+    """Per aggregate feature of `view`, its window's tile size in seconds (0 for a lifetime one)."""
+    out: dict[str, float] = {}
+    for agg in view.aggregations:
+        for w in agg.windows:
+            out[agg.name(w)] = view.tile_size(w).total_seconds()
+        if not agg.windows:
+            out[agg.name(None)] = 0.0
     return out
 
 

@@ -296,6 +296,27 @@ def warm_references(
     return out
 
 
+def warm_score_reference(
+    warmup: Warmup,
+    inputs: Mapping[str, object],
+    secs: np.ndarray,
+    scores: np.ndarray,
+    rng: np.random.Generator,
+) -> Distribution | None:
+    """The score's reference from the holdout rows on which every aggregate input is warm (the
+    score is a function of them all, so its warm-up is their longest), marked with that warm-up;
+    None when the model reads no aggregate, one never warm (a lifetime count) or too few such rows."""
+    needs = [warmup.seconds[name] for name in inputs if name in warmup.seconds]
+    if not needs or not math.isfinite(need := max(needs)):
+        return None
+    warm = secs - warmup.since >= need
+    if int(warm.sum()) < MIN_WARM_ROWS:
+        return None
+    return Distribution(
+        kind="numeric", sample=_sample(scores[warm], rng), count=int(warm.sum()), warmup_seconds=need
+    )
+
+
 def train_model(
     numeric: Mapping[str, np.ndarray],
     categorical: Mapping[str, np.ndarray],
@@ -378,4 +399,8 @@ def train_model(
         calibration=ScoreCalibration.fit(hold_scores, y[hold_idx]),
     )
     score_reference = Distribution(kind="numeric", sample=_sample(hold_scores, rng), count=int(hold_idx.size))
+    if warmup is not None and secs is not None:
+        score_reference = (
+            warm_score_reference(warmup, columns, secs[hold_idx], hold_scores, rng) or score_reference
+        )
     return TrainedModel(onnx_bytes, features, training, reference, score_reference, sklearn_model=model)

@@ -58,7 +58,7 @@ from detectors.signals import SCORE_FEATURE, DriftSignal, WindowStat
 from detectors.window_store import WINDOWED_DETECTORS, WindowStore, fault_point
 from feature_store.definitions import FeatureView
 from feature_store.online import OnlineStore
-from feature_store.warmup import LiveWarmup, warmup_seconds
+from feature_store.warmup import LiveWarmup, tile_seconds, warmup_seconds
 from inference.encoding import numeric_values
 from inference.metadata import Distribution, ModelVersion
 from inference.views import view_from_record
@@ -354,6 +354,7 @@ class DriftStage:
             close_timeout_seconds=cfg.close_timeout_seconds,
         )
         numeric = {n for n, r in refs.items() if r.kind == "numeric" and len(r.sample) >= 2}
+        numeric -= set(self._aggregates_of(meta))  # windowed detectors only (`_aggregates_of`)
         adwin_refs = {n: refs[n] for n in sorted(numeric)} if cfg.monitor.adwin_features else {}
         if score is not None and cfg.monitor.adwin_score:
             adwin_refs[SCORE_FEATURE] = score
@@ -390,14 +391,33 @@ class DriftStage:
         view = view_from_record(meta.inputs.view)
         if view is None:
             return None
-        return set(view.passthrough) | set(_warm_aggregates(meta, view))
+        return set(view.passthrough) | set(self._aggregates_of(meta))
+
+    def _aggregates_of(self, meta: ModelVersion) -> dict[str, float]:
+        """The windowed aggregates of `meta` that get detectors, with their warm-up: those with a
+        warm reference whose tiles are no longer than a drift window. A window read mid-tile covers
+        ``W - tile`` to ``W`` (a 24 h window of 2 h tiles: 22 to 24 h), so a drift window shorter
+        than a tile sees the value at one phase of that cycle while the reference averages every
+        phase: a false drift. Only the merged windows (PSI, KS, missing rate) watch them: the
+        per-partition ADWIN/CUSUM assume independent values, and an entity's successive aggregate
+        values share most of their window (on the synthetic stream a 1 h sum's CUSUM false-alarms
+        every few hours)."""
+        view = view_from_record(meta.inputs.view) if meta.inputs is not None else None
+        if view is None:
+            return {}
+        tiles = tile_seconds(view)
+        limit = self.config.window_seconds
+        return {n: w for n, w in _warm_aggregates(meta, view).items() if tiles.get(n, 0.0) <= limit}
 
     def _warmup_of(self, meta: ModelVersion) -> LiveWarmup | None:
         """The live warm-up rule of `meta`'s monitored aggregates (None: it monitors none)."""
         if self._warmup is not None and self._warmup[0] == meta.ref:
             return self._warmup[1]
         view = view_from_record(meta.inputs.view) if meta.inputs is not None else None
-        seconds = _warm_aggregates(meta, view) if view is not None else {}
+        seconds = self._aggregates_of(meta)
+        score = meta.score_reference
+        if score is not None and score.warmup_seconds is not None:  # its inputs' longest warm-up
+            seconds[SCORE_FEATURE] = score.warmup_seconds
         live = None
         if view is not None and seconds:
             key = OnlineStore.since_key(self.namespace, view.name)
@@ -462,6 +482,8 @@ class DriftStage:
                 batch[name] = np.array(values, dtype=object)
             if name in warm:  # a warming value is neither a value nor missing: NaN skips ADWIN/CUSUM
                 batch[name] = np.where(warm[name], batch[name], np.nan)
+        if SCORE_FEATURE in warm:
+            scores = np.where(warm[SCORE_FEATURE], np.asarray(scores, dtype=np.float64), np.nan)
         parts = np.asarray(partitions, dtype=np.int64)
         offs = np.asarray(offsets, dtype=np.int64)
         if len(unscored):
@@ -476,7 +498,7 @@ class DriftStage:
                 both.columns, both.ts, both.parts, both.offs, scores=both.scores, counted=counted
             )
         else:
-            counts = {name: mask for name, mask in warm.items() if name in batch}
+            counts = {name: mask for name, mask in warm.items() if name in batch or name == SCORE_FEATURE}
             added = v.store.add(batch, ts, parts, offs, scores=scores, counted=counts or None)
         signals = v.store.close_ready()
         recovered = list(v.store.recovered)  # decided by a worker that died before publishing them

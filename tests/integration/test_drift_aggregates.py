@@ -24,7 +24,7 @@ from driftline.training_data import synthetic_training_set
 from driftline.wiring import model_registry, redis_client
 from feature_store.definitions import fraud_feature_view
 from feature_store.online import OnlineStore
-from feature_store.warmup import SINCE_MEMBER
+from feature_store.warmup import SINCE_MEMBER, tile_seconds, warmup_seconds
 from inference.metadata import Distribution, FeatureSpec, ModelVersion, VersionInputs
 from inference.training import TrainedModel, register_trained, train_model
 from stream.drift import DriftConfig, DriftStage, alerts_key, history_key
@@ -38,16 +38,17 @@ pytestmark = pytest.mark.integration
 VIEW = fraud_feature_view()
 START = 1.7e9
 WINDOW = 300.0  # the default drift window: ~600 events of the 2 events/s stream
-_TRAINED: list[tuple[TrainedModel, VersionInputs]] = []
+_TRAINED: dict[int, tuple[TrainedModel, VersionInputs]] = {}
 
 
-def _register(s: Settings) -> ModelVersion:
-    """A model of the fraud view trained as `driftline models train` does (20,000 events)."""
-    if not _TRAINED:
-        data = synthetic_training_set(20_000, seed=0, view=VIEW)
+def _register(s: Settings, rows: int = 20_000) -> ModelVersion:
+    """A model of the fraud view trained on `rows` synthetic events as `driftline models train`
+    does (2 events/s: 20,000 events hold no full 24 h window, 240,000 do)."""
+    if rows not in _TRAINED:
+        data = synthetic_training_set(rows, seed=0, view=VIEW)
         trained = train_model(data.numeric, data.categorical, data.labels, data.ts, warmup=data.warmup)
-        _TRAINED.append((trained, version_inputs(parse_view("fraud")[1], data.raw)))
-    trained, inputs = _TRAINED[0]
+        _TRAINED[rows] = trained, version_inputs(parse_view("fraud")[1], data.raw)
+    trained, inputs = _TRAINED[rows]
     return register_trained(model_registry(s), "fraud", trained, "production", inputs=inputs)
 
 
@@ -128,7 +129,7 @@ def test_warming_aggregate_values_count_neither_in_windows_nor_in_cusum(
     v = stage._current
     assert v is not None
     assert set(v.store.references) == {"amount", "count_1h", "__score__"}  # count_24h: unmarked
-    assert set(v.partitions[0].cusums) == {"amount", "count_1h", "__score__"}
+    assert set(v.partitions[0].cusums) == {"amount", "__score__"}  # aggregates: windowed detectors only
     for ws in range(int(START), int(START) + n - 400, 400):  # every closed window
         amount = sum(int(c) for c in r.hgetall(f"{ns}:drift:fraud:1:amount:{ws}").values())
         count = sum(int(c) for c in r.hgetall(f"{ns}:drift:fraud:1:count_1h:{ws}").values())
@@ -159,9 +160,21 @@ def test_a_fresh_stream_without_drift_raises_no_alert_with_aggregates_monitored(
     """200,000 events (28 h of event time) from a fresh store: the warm-up of every aggregate
     included, the aggregates with warm references monitored through it, and no alert."""
     s = own_settings
-    meta = _register(s)
-    warm = {n for n, d in meta.reference.items() if d.warmup_seconds is not None}
-    assert {"count_10m", "count_1h", "amount_sum_1h"} <= warm
+    meta = _register(s, rows=240_000)  # 33 h: its holdout and the end of its training rows are warm
+    marked = {n for n, d in meta.reference.items() if d.warmup_seconds is not None}
+    assert marked == set(warmup_seconds(VIEW))  # every aggregate of the view (none is lifetime but last)
+    assert meta.score_reference is not None and meta.score_reference.warmup_seconds == 86_400.0
+    # Monitored with 300 s drift windows: the aggregates whose tiles fit in one (not the 24 h ones).
+    tiles = tile_seconds(VIEW)
+    warm = {n for n in marked if tiles[n] <= WINDOW}
+    assert warm == {
+        "count_10m",
+        "count_1h",
+        "amount_mean_1h",
+        "amount_sum_1h",
+        "amount_max_1h",
+        "amount_last",
+    }
     _produce(s, FraudGenerator(seed=11, entities=1000, start_ts=START).batches(200_000, chunk=20_000))
     drain(s, start_worker(s, batch_size=5000), timeout=300)
     since = _since(s)
@@ -175,9 +188,12 @@ def test_a_fresh_stream_without_drift_raises_no_alert_with_aggregates_monitored(
         ends = by_feature.get(name, [])
         assert len(ends) > 250, (name, len(ends))
         assert min(ends) > since + (meta.reference[name].warmup_seconds or 0.0), name
-    assert "count_24h" not in by_feature  # 20,000 training events hold no full 24 h window
     assert len(by_feature["amount"]) > 300
+    assert not {n for n in by_feature if n.endswith("_24h")}
+    assert 30 < len(by_feature["__score__"]) < 60, len(by_feature["__score__"])  # the last ~4 h only
+    assert min(by_feature["__score__"]) > since + 86_400
     alerts = _alerts(s)
+        )
     assert not alerts, [(a.detector, a.feature, a.message) for a in alerts[:10]]
 
 
