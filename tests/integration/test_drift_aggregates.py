@@ -193,7 +193,6 @@ def test_a_fresh_stream_without_drift_raises_no_alert_with_aggregates_monitored(
     assert 30 < len(by_feature["__score__"]) < 60, len(by_feature["__score__"])  # the last ~4 h only
     assert min(by_feature["__score__"]) > since + 86_400
     alerts = _alerts(s)
-        )
     assert not alerts, [(a.detector, a.feature, a.message) for a in alerts[:10]]
 
 
