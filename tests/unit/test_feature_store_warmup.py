@@ -8,14 +8,17 @@ from typing import Any
 
 import numpy as np
 import pytest
+from prometheus_client import CollectorRegistry
 
+from driftline.model_inputs import parse_view
 from driftline.training_data import synthetic_training_set
 from feature_store.definitions import Aggregation, FeatureView, fraud_feature_view
 from feature_store.historical import EventLog, replay
 from feature_store.warmup import SINCE_MEMBER, LiveWarmup, Warmup, warm_masks, warmup_seconds
-from inference.metadata import Distribution, FeatureSpec, ModelVersion
+from inference.metadata import Distribution, FeatureSpec, ModelVersion, VersionInputs
 from inference.signing import MetadataSigner
 from inference.training import MIN_WARM_ROWS, train_model, warm_references
+from stream.drift import DriftConfig, DriftStage
 from stream.synthetic import FraudGenerator
 
 
@@ -179,3 +182,35 @@ def test_the_live_rule_reads_the_store_start_until_known_then_only_every_refresh
     assert live.masks(ts)["count_10m"].tolist() == [False, True] and client.reads == 2
     now[0] = 60.0
     assert live.masks(ts)["count_10m"].tolist() == [True, True] and client.reads == 3
+
+
+def _view_version(reference: dict[str, Distribution], score: Distribution | None = None) -> ModelVersion:
+    return _version(reference).model_copy(
+        update={"inputs": VersionInputs(view=parse_view("fraud")[1]), "score_reference": score}
+    )
+
+
+def test_the_stage_monitors_warm_aggregates_whose_tiles_fit_in_a_drift_window() -> None:
+    def ref(warmup: float | None) -> Distribution:
+        return Distribution(kind="numeric", sample=[1.0, 2.0], count=2, warmup_seconds=warmup)
+
+    meta = _view_version(
+        {"amount": ref(None), "count_1h": ref(3600.0), "count_24h": ref(86_400.0), "count_10m": ref(None)},
+        score=ref(86_400.0),
+    )
+    client: Any = None  # choosing what to monitor reads nothing
+
+    def stage(window: float) -> DriftStage:
+        return DriftStage(
+            client, "ns", CollectorRegistry(), DriftConfig(window_seconds=window), monitored={"x"}
+        )
+
+    raw = set(fraud_feature_view().passthrough)
+    # count_10m's reference is from every training row (no warm-up): never monitored.
+    assert stage(300)._monitored_of(meta) == raw | {"count_1h"}  # 24 h: 2 h tiles
+    assert stage(7200)._monitored_of(meta) == raw | {"count_1h", "count_24h"}
+    assert stage(300)._monitored_of(_version({"count_1h": ref(3600.0)})) == {"x"}  # no view recorded
+    live = stage(300)._warmup_of(meta)
+    assert live is not None and live.seconds == {"count_1h": 3600.0, "__score__": 86_400.0}
+    assert live.key == "ns:fs:fraud:since"
+    assert stage(300)._warmup_of(_view_version({"amount": ref(None)})) is None
