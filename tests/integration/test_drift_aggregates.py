@@ -62,12 +62,12 @@ def _produce(s: Settings, batches: Iterable[Batch]) -> None:
 
 def _alerts(s: Settings) -> list[DriftAlert]:
     raw = redis_client(s).lrange(alerts_key(s.topic_prefix), 0, -1)
-    return [DriftAlert.model_validate_json(x) for x in raw]  # type: ignore[union-attr]
+    return [DriftAlert.model_validate_json(x) for x in raw]
 
 
 def _history(s: Settings, version: int) -> list[dict[str, object]]:
     raw = redis_client(s).lrange(history_key(s.topic_prefix, "fraud", version), 0, -1)
-    return [json.loads(x) for x in raw]  # type: ignore[union-attr]
+    return [json.loads(x) for x in raw]
 
 
 def _since(s: Settings) -> float:
