@@ -10,6 +10,11 @@ distributions, so the switch itself raises no alert):
   window's alerts leaves it to another worker: `WindowStore` has the protocol; the worker calls
   `DriftStage.published` after each commit and `DriftStage.rewound` when it redoes a batch), and
   its statistics do not depend on the partition assignment.
+* **Windowed aggregates** of a version's view are monitored by the windowed detectors once
+  warm (`feature_store.warmup`): a value counts only when its window is fully observed since the
+  online store's first event (``<ns>:fs:<view>:since``), as the version's warm references were
+  built; warming values are masked out of the windows and out of ADWIN/CUSUM on the score (whose
+  warm-up is its inputs' longest). See `DriftStage._aggregates_of` for which ones.
 * **ADWIN** on the score (and on each numeric feature with ``MonitorConfig.adwin_features``) runs
   where the partitions are: one detector per partition, so its state moves with the partition.
   Its state and the last offset it was fed are checkpointed to Redis at every commit point
@@ -400,8 +405,8 @@ class DriftStage:
         than a tile sees the value at one phase of that cycle while the reference averages every
         phase: a false drift. Only the merged windows (PSI, KS, missing rate) watch them: the
         per-partition ADWIN/CUSUM assume independent values, and an entity's successive aggregate
-        values share most of their window (on the synthetic stream a 1 h sum's CUSUM false-alarms
-        every few hours)."""
+        values share most of their window (on the synthetic stream without drift, a 1 h sum's CUSUMs
+        raised 7 critical false alarms in 28 h of event time)."""
         view = view_from_record(meta.inputs.view) if meta.inputs is not None else None
         if view is None:
             return {}
