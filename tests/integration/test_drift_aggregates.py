@@ -96,7 +96,9 @@ def _meta() -> ModelVersion:
             # Built from every training row (no warm rows, or before the rule): not monitored.
             "count_24h": Distribution(kind="numeric", sample=rng.normal(size=2000).tolist(), count=2000),
         },
-        score_reference=Distribution(kind="numeric", sample=rng.random(2000).tolist(), count=2000),
+        score_reference=Distribution(  # the score's warm-up: its longest input's (here 1 h)
+            kind="numeric", sample=rng.random(2000).tolist(), count=2000, warmup_seconds=3600.0
+        ),
         inputs=VersionInputs(view=view_record),
     )
 
@@ -115,17 +117,18 @@ def test_warming_aggregate_values_count_neither_in_windows_nor_in_cusum(
     rng = np.random.default_rng(1)
     columns = {name: rng.normal(size=n) for name in ("amount", "count_1h", "count_24h")}
     warming = ts < START + 3600
+    scores = rng.random(n) + np.where(warming, 0.5, 0.0)
     for name in ("amount", "count_1h"):  # far off during the first hour: an alert if counted
         columns[name][warming] += 5.0
     parts, offs = np.zeros(n, dtype=np.int64), np.arange(n)
     alerts = []
     for lo in range(0, n, 1000):
         rows = np.arange(lo, min(lo + 1000, n))
-        alerts += stage.observe(meta, columns, rows, rng.random(rows.size), ts[rows], parts[rows], offs[rows])
+        alerts += stage.observe(meta, columns, rows, scores[rows], ts[rows], parts[rows], offs[rows])
         stage.checkpoint()
     detectors = {(a.feature, a.detector) for a in alerts}
     assert "amount" in {f for f, _ in detectors}  # the raw feature's shift is seen
-    assert not {f for f, _ in detectors} & {"count_1h", "count_24h"}, detectors
+    assert not {f for f, _ in detectors} & {"count_1h", "count_24h", "__score__"}, detectors
     v = stage._current
     assert v is not None
     assert set(v.store.references) == {"amount", "count_1h", "__score__"}  # count_24h: unmarked
@@ -133,6 +136,8 @@ def test_warming_aggregate_values_count_neither_in_windows_nor_in_cusum(
     for ws in range(int(START), int(START) + n - 400, 400):  # every closed window
         amount = sum(int(c) for c in r.hgetall(f"{ns}:drift:fraud:1:amount:{ws}").values())
         count = sum(int(c) for c in r.hgetall(f"{ns}:drift:fraud:1:count_1h:{ws}").values())
+        score = sum(int(c) for c in r.hgetall(f"{ns}:drift:fraud:1:__score__:{ws}").values())
+        assert score == count
         assert amount == 400
         assert count == (400 if ws >= START + 3600 else 0), ws  # warming: not even missing
 
