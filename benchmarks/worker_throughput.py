@@ -321,15 +321,24 @@ def train_and_register(settings: list[dict[str, Any]], rows: int, out: Any) -> N
     """In a child process: train logistic regression on synthetic data, register it as production
     in every prefix of `settings` (all of one feature view)."""
     try:
+        from driftline.model_inputs import parse_view, version_inputs
         from driftline.training_data import synthetic_training_set
-        from driftline.wiring import feature_view
         from inference.training import train_model
 
         first = Settings(**settings[0])
-        data = synthetic_training_set(rows, seed=0, view=feature_view(first))
+        view, record = parse_view(first.feature_view)
+        data = synthetic_training_set(rows, seed=0, view=view)
         t = train_model(
-            data.numeric, data.categorical, data.labels, data.ts, estimator="logreg", source="benchmark"
+            data.numeric,
+            data.categorical,
+            data.labels,
+            data.ts,
+            estimator="logreg",
+            source="benchmark",
+            warmup=data.warmup,
         )
+        # As `driftline models train` registers it: with its view, so its warm aggregates are monitored.
+        inputs = version_inputs(record, data.raw)
         for s in settings:
             model_registry(Settings(**s)).register(
                 MODEL,
@@ -339,6 +348,7 @@ def train_and_register(settings: list[dict[str, Any]], rows: int, out: Any) -> N
                 reference=t.reference,
                 score_reference=t.score_reference,
                 stage="production",
+                inputs=inputs,
             )
         out.put(
             {

@@ -285,6 +285,7 @@ def train(
         seed=seed,
         source=source,
         boolean=data.boolean,
+        warmup=data.warmup,
     )
     inputs = version_inputs(record, data.raw, policy)
     meta = _lookup(lambda: register_trained(registry, name, trained, target, inputs=inputs))

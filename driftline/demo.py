@@ -108,7 +108,9 @@ def ensure_model(s: Settings, console: Console) -> ModelVersion:
     )
     view, record = parse_view("fraud")  # the synthetic stream's view, recorded with the version
     data = synthetic_training_set(20_000, seed=0, view=view)
-    trained = train_model(data.numeric, data.categorical, data.labels, data.ts, source=DEMO_SOURCE)
+    trained = train_model(
+        data.numeric, data.categorical, data.labels, data.ts, source=DEMO_SOURCE, warmup=data.warmup
+    )
     inputs = version_inputs(record, data.raw)
     meta = register_trained(registry, MODEL, trained, stage="production", inputs=inputs)
     metrics = ", ".join(f"{k} {v:.3f}" for k, v in trained.training.metrics.items())

@@ -100,6 +100,7 @@ def retrain_job(s: Settings, model: str, reason: str) -> dict[str, Any]:
         source=f"{s.topic_prefix}.events + labels ({reason})",
         boolean=data.boolean,
         inputs=inputs,
+        warmup=data.warmup,
     )
     out: dict[str, Any] = result.model_dump(mode="json")
     if result.registered and result.candidate_version is not None:

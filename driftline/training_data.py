@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
@@ -14,6 +15,7 @@ from pydantic import ValidationError
 from driftline.errors import DriftlineError
 from feature_store.definitions import FeatureView
 from feature_store.historical import EventLog, HistoricalEvent, replay, replay_chunks
+from feature_store.warmup import Warmup
 from inference.contract import KindConflict, column_kinds, raw_inputs
 from inference.metadata import RawInput
 from inference.retraining import RetrainConfig, RowWindow
@@ -35,6 +37,9 @@ class LabeledArrays:
     boolean: dict[str, np.ndarray] = field(default_factory=dict)  # 1.0 / 0.0, NaN = missing
     # The raw event fields the inputs come from, with their kinds (the version's input contract).
     raw: list[RawInput] = field(default_factory=list)
+    # With a feature view: when the replay's first applied event happened and each aggregate's
+    # warm-up length, for references of warm rows only (`feature_store.warmup`).
+    warmup: Warmup | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -106,7 +111,10 @@ def _replayed(
             boolean_out[name] = result.features[keep, j]
         else:
             numeric_out[name] = result.features[keep, j]
-    return LabeledArrays(numeric_out, categorical_out, labels[keep], ts[keep], boolean=boolean_out)
+    warmup = Warmup.of(view, ts[result.applied])  # unlabeled events count in the aggregates too
+    return LabeledArrays(
+        numeric_out, categorical_out, labels[keep], ts[keep], boolean=boolean_out, warmup=warmup
+    )
 
 
 class LabelIndex:
@@ -194,6 +202,7 @@ def topic_training_window(
             window.add(log.ts[keep], {"~label": y[keep], "~raw": np.array(raw, dtype=object)[keep]})
     else:
         logs: dict[int, tuple[list[str], list[dict[str, FeatureValue]]]] = {}
+        first = math.inf  # the replay's first applied event time: where its warm-up starts
 
         def remembered() -> Iterator[EventLog]:
             for log, event_ids, raw in chunks:
@@ -202,6 +211,9 @@ def topic_training_window(
 
         for chunk in replay_chunks(view, remembered()):
             events += len(chunk.log)
+            applied_ts = chunk.log.ts[chunk.applied]
+            if applied_ts.size:
+                first = min(first, float(applied_ts.min()))
             event_ids, raw = logs.pop(id(chunk.log))
             y = labels.lookup(event_ids)
             keep = np.flatnonzero(chunk.applied & (y >= 0))  # rejected events are not trained on
@@ -226,7 +238,8 @@ def topic_training_window(
     numeric = {k: v.astype(np.float64) for k, v in cols.items() if v.dtype != object and k not in booleans}
     boolean = {k: cols[k].astype(np.float64) for k in booleans if k in cols}
     categorical = {k: v for k, v in cols.items() if v.dtype == object}
-    return LabeledArrays(numeric, categorical, y, ts, boolean=boolean, raw=contract)
+    warmup = Warmup.of(view, np.array([first]))
+    return LabeledArrays(numeric, categorical, y, ts, boolean=boolean, raw=contract, warmup=warmup)
 
 
 def _binary_labels(values: list[object], path: Path) -> np.ndarray:

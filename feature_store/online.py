@@ -18,6 +18,9 @@ Keys of a view, under ``<p> = <ns>:fs:<view>``; every key has a TTL (``ttl``, de
                                         per batch, score = its last offset), kept for the last
                                         ``replay_retention`` offsets, for replays
 ``<p>:definition``                      string: the `FeatureView` JSON, for tools
+``<p>:since``                           sorted set, one member ``first``: the earliest event
+                                        time the store applied (``ZADD LT``), when its
+                                        aggregates' warm-up began (`feature_store.warmup`)
 ======================================  ========================================================
 
 ``redis-cli HGET <p>:entity:card-000317 features`` prints an entity's features. The TTL of an
@@ -74,6 +77,7 @@ from redis.connection import Connection
 from feature_store.definitions import FeatureView
 from feature_store.engine import Column, Columns, Engine, RunOutcome, StateMismatch, Tails
 from feature_store.state_cache import StateCache
+from feature_store.warmup import SINCE_MEMBER
 
 __all__ = ["EntityFeatures", "OnlineStore", "StateMismatch", "WriteConflict", "WriteResult"]
 
@@ -293,6 +297,7 @@ class OnlineStore:
         self.engine = Engine(view)
         self.names = self.engine.names
         self.prefix = f"{namespace}:fs:{view.name}"
+        self._since = self.since_key(namespace, view.name).encode()
         self.ttl_ms = int(ttl / timedelta(milliseconds=1))
         self.replay_retention = replay_retention
         self.clock = clock
@@ -314,6 +319,7 @@ class OnlineStore:
             "offset": f"{p}:offset:<source>:<partition>",
             "replay": f"{p}:replay:<source>:<partition>",
             "definition": f"{p}:definition",
+            "since": f"{p}:since",
         }
 
     def entity_key(self, entity_id: str) -> str:
@@ -327,6 +333,11 @@ class OnlineStore:
 
     def definition_key(self) -> str:
         return f"{self.prefix}:definition"
+
+    @staticmethod
+    def since_key(namespace: str, view: str) -> str:
+        """The sorted set holding the earliest event time the store of `view` applied."""
+        return f"{namespace}:fs:{view}:since"
 
     def watermark(self, source: str, partition: int) -> int | None:
         """Highest offset of (source, partition) applied so far (None: none)."""
@@ -581,6 +592,12 @@ class OnlineStore:
         # The latest features of each changed entity: those of its last event when that one is
         # its newest (the usual case), else computed from the state at its newest event time.
         applied = np.flatnonzero(result.applied)
+        if applied.size:  # the aggregates' warm-up starts at the first event applied (LT: the minimum)
+            first = float(batch.times[applied].min())
+            commands += [
+                _command(b"ZADD", self._since, b"LT", repr(first).encode(), SINCE_MEMBER),
+                _command(b"PEXPIRE", self._since, ttl),
+            ]
         last = np.full(len(batch.entities), -1, dtype=np.int64)
         np.maximum.at(last, batch.rows[applied], applied)
         changed = np.flatnonzero(last >= 0)

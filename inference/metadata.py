@@ -96,13 +96,20 @@ class FeatureSpec(_Model):
 
 
 class Distribution(_Model):
-    """A reference distribution: a sample of values (numeric) or category shares (categorical)."""
+    """A reference distribution: a sample of values (numeric) or category shares (categorical).
+
+    ``warmup_seconds``: set on a windowed aggregate's reference built from warm rows only (those
+    at least this long after the training replay's first event: `feature_store.warmup`), which
+    is what makes the worker monitor it; None (left out of the JSON, so metadata signed before
+    the field existed still verifies): every training row counted.
+    """
 
     kind: Literal["numeric", "categorical"]
     sample: list[float] = Field(default_factory=list, max_length=MAX_REFERENCE_SAMPLE)
     frequencies: dict[str, float] = Field(default_factory=dict)
     missing_rate: float = Field(0.0, ge=0.0, le=1.0)
     count: int = Field(ge=0)
+    warmup_seconds: float | None = Field(None, ge=0.0, allow_inf_nan=False, exclude_if=lambda v: v is None)
 
 
 class TrainingInfo(_Model):

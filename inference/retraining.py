@@ -17,6 +17,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from feature_store.warmup import Warmup
 from inference.metadata import ModelVersion, VersionInputs, check_model_name
 from inference.registry import ModelRegistry
 from inference.training import (
@@ -202,6 +203,7 @@ def retrain(
     source: str = "",
     boolean: Mapping[str, np.ndarray] | None = None,
     inputs: VersionInputs | None = None,
+    warmup: Warmup | None = None,
 ) -> RetrainResult:
     """Train a candidate for `name` on the rows `config` selects; register it (stage "candidate")
     unless it is worse than the production version on the same holdout rows.
@@ -261,6 +263,7 @@ def retrain(
         seed=config.seed,
         source=source,
         boolean=sub_boolean,
+        warmup=warmup,
     )
     if trained.training.holdout_rows != hold_idx.size:  # the shared split must agree with training
         raise RuntimeError(

@@ -32,6 +32,7 @@ from sklearn.metrics import log_loss, roc_auc_score
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
+from feature_store.warmup import Warmup
 from inference.encoding import Column, encode_features, numeric_values
 from inference.metadata import (
     MAX_REFERENCE_SAMPLE,
@@ -49,6 +50,7 @@ Estimator = Literal["logreg", "gbt"]
 
 INPUT_NAME = "input"
 MAX_CATEGORIES = 50
+MIN_WARM_ROWS = 200  # fewer warm training rows: an aggregate's reference stays unmarked (unmonitored)
 OTHER_CATEGORY = "__other__"
 # Opsets every onnxruntime >= 1.17 loads; skl2onnx uses lower ones when they suffice.
 TARGET_OPSET: dict[str, int] = {"": 17, "ai.onnx.ml": 3}
@@ -274,6 +276,47 @@ def describe_columns(
     return features, reference
 
 
+def warm_references(
+    warmup: Warmup, numeric: Mapping[str, np.ndarray], secs: np.ndarray, seed: int = 0
+) -> dict[str, Distribution]:
+    """The reference of each windowed aggregate in `numeric` from its warm rows only (times
+    `secs`: `feature_store.warmup`), marked with its warm-up; an aggregate with fewer than
+    ``MIN_WARM_ROWS`` warm rows (a 24 h window over a shorter training set) gets none here."""
+    rng = np.random.default_rng([seed, 1])  # its own: the other references' samples stay as they were
+    out: dict[str, Distribution] = {}
+    for name, col in numeric.items():
+        need = warmup.seconds.get(name)
+        if need is None or not math.isfinite(need):
+            continue
+        warm = warmup.mask(name, secs)
+        if int(warm.sum()) < MIN_WARM_ROWS:
+            continue
+        _, described = describe_columns({name: np.asarray(col)[warm]}, {}, rng)
+        out[name] = described[name].model_copy(update={"warmup_seconds": need})
+    return out
+
+
+def warm_score_reference(
+    warmup: Warmup,
+    inputs: Mapping[str, object],
+    secs: np.ndarray,
+    scores: np.ndarray,
+    rng: np.random.Generator,
+) -> Distribution | None:
+    """The score's reference from the holdout rows on which every aggregate input is warm (the
+    score is a function of them all, so its warm-up is their longest), marked with that warm-up;
+    None when the model reads no aggregate, one never warm (a lifetime count) or too few such rows."""
+    needs = [warmup.seconds[name] for name in inputs if name in warmup.seconds]
+    if not needs or not math.isfinite(need := max(needs)):
+        return None
+    warm = secs - warmup.since >= need
+    if int(warm.sum()) < MIN_WARM_ROWS:
+        return None
+    return Distribution(
+        kind="numeric", sample=_sample(scores[warm], rng), count=int(warm.sum()), warmup_seconds=need
+    )
+
+
 def train_model(
     numeric: Mapping[str, np.ndarray],
     categorical: Mapping[str, np.ndarray],
@@ -284,12 +327,15 @@ def train_model(
     seed: int = 0,
     source: str = "",
     boolean: Mapping[str, np.ndarray] | None = None,
+    warmup: Warmup | None = None,
 ) -> TrainedModel:
     """Fit `estimator` on the earliest rows, export to ONNX, measure the ONNX model on the rest.
 
     `numeric` columns: numbers, NaN/None = missing; `categorical` columns: strings, None = missing;
     `boolean` columns: True/False (or 1/0), None/NaN = missing, encoded as one 0/1 column.
     `ts`: datetime64, epoch seconds or datetime objects (naive = UTC), one per row.
+    `warmup` (the replay's, with `ts`): the reference of each windowed aggregate is built from its
+    warm training rows only and marked so (`warm_references`); the model still trains on every row.
     """
     y = _labels(labels)
     n = y.size
@@ -317,6 +363,8 @@ def train_model(
     train_categorical = {name: np.asarray(col)[train_idx] for name, col in categorical.items()}
     train_boolean = {name: np.asarray(col)[train_idx] for name, col in boolean.items()}
     features, reference = describe_columns(train_numeric, train_categorical, rng, train_boolean)
+    if warmup is not None and secs is not None:
+        reference.update(warm_references(warmup, train_numeric, secs[train_idx], seed))
 
     columns: dict[str, Column] = {**numeric, **categorical, **boolean}
     X = encode_features(features, columns, n)
@@ -351,4 +399,8 @@ def train_model(
         calibration=ScoreCalibration.fit(hold_scores, y[hold_idx]),
     )
     score_reference = Distribution(kind="numeric", sample=_sample(hold_scores, rng), count=int(hold_idx.size))
+    if warmup is not None and secs is not None:
+        score_reference = (
+            warm_score_reference(warmup, columns, secs[hold_idx], hold_scores, rng) or score_reference
+        )
     return TrainedModel(onnx_bytes, features, training, reference, score_reference, sklearn_model=model)

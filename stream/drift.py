@@ -11,6 +11,11 @@ distributions, so the switch itself raises no alert):
   `DriftStage.published` after each commit and `DriftStage.rewound` when it redoes a batch), and
   its statistics do not depend on the partition assignment. A window also waits for
   `DriftConfig.min_window_events` events, taking the next windows in (a low-rate stream).
+* **Windowed aggregates** of a version's view are monitored by the windowed detectors once
+  warm (`feature_store.warmup`): a value counts only when its window is fully observed since the
+  online store's first event (``<ns>:fs:<view>:since``), as the version's warm references were
+  built; warming values are masked out of the windows and out of ADWIN/CUSUM on the score (whose
+  warm-up is its inputs' longest). See `DriftStage._aggregates_of` for which ones.
 * **ADWIN** on the score (and on each numeric feature with ``MonitorConfig.adwin_features``) runs
   where the partitions are: one detector per partition, so its state moves with the partition.
   Its state and the last offset it was fed are checkpointed to Redis at every commit point
@@ -62,6 +67,9 @@ from detectors.policy_store import SharedAlertPolicy
 from detectors.reference import Reference
 from detectors.signals import SCORE_FEATURE, DriftSignal, WindowStat
 from detectors.window_store import WINDOWED_DETECTORS, WindowStore, fault_point
+from feature_store.definitions import FeatureView
+from feature_store.online import OnlineStore
+from feature_store.warmup import LiveWarmup, tile_seconds, warmup_seconds
 from inference.encoding import numeric_values
 from inference.metadata import Distribution, ModelVersion
 from inference.views import view_from_record
@@ -116,6 +124,16 @@ def to_reference(d: Distribution) -> Reference:
         count=d.count,
         other_category=OTHER_CATEGORY if d.kind == "categorical" else None,
     )
+
+
+def _warm_aggregates(meta: ModelVersion, view: FeatureView) -> dict[str, float]:
+    """The aggregates of `view` that `meta` has warm references of, with their warm-up length."""
+    aggregates = warmup_seconds(view)
+    return {
+        name: d.warmup_seconds
+        for name, d in meta.reference.items()
+        if name in aggregates and d.warmup_seconds is not None
+    }
 
 
 def boolean_categories(values: Sequence[Any]) -> np.ndarray:
@@ -181,6 +199,9 @@ class DriftConfig(BaseModel):
 
     def incident_book(self) -> IncidentBook:
         return IncidentBook(self.incidents.model_copy(update={"window_seconds": self.window_seconds}))
+
+    warmup_refresh_seconds: float = Field(60.0, ge=0)
+    """How often (wall clock) the online store's warm-up start is read again once known."""
 
 
 class DriftMetrics:
@@ -323,10 +344,10 @@ class DriftStage:
         self.r = client
         self.namespace = namespace
         self.config = config or DriftConfig()
-        # Which model inputs get detectors (None: all with a reference). The worker monitors the
-        # raw event features and the score: windowed aggregates such as a 24 h count grow while
-        # an entity's history fills up, so against a training-time reference they "drift" during
-        # every warm-up; they need warm-up-aware references first.
+        # Which model inputs get detectors (None: all with a reference), for versions that recorded
+        # no view. A version with a view: its raw features, the score, and its windowed aggregates
+        # with warm references, whose values count only once their window is fully observed
+        # (`feature_store.warmup`: else every warm-up of a fresh stream would look like drift).
         self.monitored = monitored
         self.worker_id = worker_id
         self.metrics = DriftMetrics(registry)
@@ -335,6 +356,7 @@ class DriftStage:
         self._unpublished: list[DriftOutput] = []  # returned since the last commit
         self._resend: list[DriftOutput] = []  # of a failed attempt, for the batch's redo
         self._superseded: list[DriftOutput] = []  # the previous version's incident, resolved
+        self._warmup: tuple[str, LiveWarmup | None] | None = None  # of the version last seen
 
     def set_partitions(self, partitions: Iterable[int]) -> None:
         """The events topic's partitions: a merged window waits for all of them (or their idling)."""
@@ -387,6 +409,7 @@ class DriftStage:
             min_window_events=cfg.min_window_events,
         )
         numeric = {n for n, r in refs.items() if r.kind == "numeric" and len(r.sample) >= 2}
+        numeric -= set(self._aggregates_of(meta))  # windowed detectors only (`_aggregates_of`)
         adwin_refs = {n: refs[n] for n in sorted(numeric)} if cfg.monitor.adwin_features else {}
         if score is not None and cfg.monitor.adwin_score:
             adwin_refs[SCORE_FEATURE] = score
@@ -421,12 +444,47 @@ class DriftStage:
         return self._current
 
     def _monitored_of(self, meta: ModelVersion) -> set[str] | None:
-        """The inputs of `meta` that get detectors: its own view's raw features (every input
-        without a view), or the stage's setting for a version that recorded no view."""
+        """The inputs of `meta` that get detectors: its own view's raw features and the windowed
+        aggregates whose reference was built from warm rows (`Distribution.warmup_seconds`;
+        every input without a view), or the stage's setting for a version that recorded no view."""
         if meta.inputs is None:
             return self.monitored
         view = view_from_record(meta.inputs.view)
-        return None if view is None else set(view.passthrough)
+        if view is None:
+            return None
+        return set(view.passthrough) | set(self._aggregates_of(meta))
+
+    def _aggregates_of(self, meta: ModelVersion) -> dict[str, float]:
+        """The windowed aggregates of `meta` that get detectors, with their warm-up: those with a
+        warm reference whose tiles are no longer than a drift window. A window read mid-tile covers
+        ``W - tile`` to ``W`` (a 24 h window of 2 h tiles: 22 to 24 h), so a drift window shorter
+        than a tile sees the value at one phase of that cycle while the reference averages every
+        phase: a false drift. Only the merged windows (PSI, KS, missing rate) watch them: the
+        per-partition ADWIN/CUSUM assume independent values, and an entity's successive aggregate
+        values share most of their window (on the synthetic stream without drift, a 1 h sum's CUSUMs
+        raised 7 critical false alarms in 28 h of event time)."""
+        view = view_from_record(meta.inputs.view) if meta.inputs is not None else None
+        if view is None:
+            return {}
+        tiles = tile_seconds(view)
+        limit = self.config.window_seconds
+        return {n: w for n, w in _warm_aggregates(meta, view).items() if tiles.get(n, 0.0) <= limit}
+
+    def _warmup_of(self, meta: ModelVersion) -> LiveWarmup | None:
+        """The live warm-up rule of `meta`'s monitored aggregates (None: it monitors none)."""
+        if self._warmup is not None and self._warmup[0] == meta.ref:
+            return self._warmup[1]
+        view = view_from_record(meta.inputs.view) if meta.inputs is not None else None
+        seconds = self._aggregates_of(meta)
+        score = meta.score_reference
+        if score is not None and score.warmup_seconds is not None:  # its inputs' longest warm-up
+            seconds[SCORE_FEATURE] = score.warmup_seconds
+        live = None
+        if view is not None and seconds:
+            key = OnlineStore.since_key(self.namespace, view.name)
+            live = LiveWarmup(self.r, key, seconds, refresh_seconds=self.config.warmup_refresh_seconds)
+        self._warmup = (meta.ref, live)
+        return live
 
     def observe(
         self,
@@ -472,6 +530,8 @@ class DriftStage:
             return []
         picked = rows.tolist()
         batch: dict[str, np.ndarray] = {}
+        live = self._warmup_of(meta)
+        warm = live.masks(np.asarray(ts, dtype=np.float64)) if live is not None and len(rows) else {}
         for name, ref in v.store.references.items():
             if name == SCORE_FEATURE or name not in columns:
                 continue
@@ -483,6 +543,10 @@ class DriftStage:
                 batch[name] = numeric_values(values, len(values))  # None/strings -> NaN (missing)
             else:
                 batch[name] = np.array(values, dtype=object)
+            if name in warm:  # a warming value is neither a value nor missing: NaN skips ADWIN/CUSUM
+                batch[name] = np.where(warm[name], batch[name], np.nan)
+        if SCORE_FEATURE in warm:
+            scores = np.where(warm[SCORE_FEATURE], np.asarray(scores, dtype=np.float64), np.nan)
         parts = np.asarray(partitions, dtype=np.int64)
         offs = np.asarray(offsets, dtype=np.int64)
         if len(unscored):
@@ -490,11 +554,15 @@ class DriftStage:
                 batch, np.asarray(ts, dtype=np.float64), parts, offs, np.asarray(scores, np.float64)
             )
             both, counted = self._with_unscored(v, rows_in, unscored)
+            for name, mask in warm.items():
+                if name in counted:
+                    counted[name][: len(mask)] &= mask
             added = v.store.add(
                 both.columns, both.ts, both.parts, both.offs, scores=both.scores, counted=counted
             )
         else:
-            added = v.store.add(batch, ts, parts, offs, scores=scores)
+            counts = {name: mask for name, mask in warm.items() if name in batch or name == SCORE_FEATURE}
+            added = v.store.add(batch, ts, parts, offs, scores=scores, counted=counts or None)
         signals = v.store.close_ready()
         recovered = list(v.store.recovered)  # decided by a worker that died before publishing them
         windows = list(v.store.windows)

@@ -111,6 +111,9 @@ def test_topic_window_matches_the_whole_log_replay(monkeypatch: pytest.MonkeyPat
         np.testing.assert_array_equal(col, full.numeric[name][sel])
     for name, col in got.categorical.items():
         assert col.tolist() == full.categorical[name][sel].tolist()
+    # The warm-up starts at the log's first event, not at the window's first row.
+    assert got.warmup is not None and got.warmup == full.warmup
+    assert got.warmup.since == min(e.ts.timestamp() for e in events) < float(got.ts.min())
 
 
 def test_topic_window_without_a_view_keeps_raw_features(monkeypatch: pytest.MonkeyPatch) -> None:
