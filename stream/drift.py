@@ -28,8 +28,10 @@ distributions, so the switch itself raises no alert):
   incident however many workers saw it. The worker publishes the per-signal alerts to
   ``<prefix>.signals`` and the incident lifecycle events to ``<prefix>.alerts`` with the batch's
   other outputs. Every alert carries the Kafka offsets of its window (``window_offsets``: per
-  partition, first and last; ADWIN's also its ``partition``). When production moves to another
-  version, the old version's open incident is resolved as superseded.
+  partition, first and last; ADWIN's also its ``partition``). The worker tells the stage what it
+  serves (`DriftStage.deployed`, at start and after each swap): open incidents of versions no
+  longer served - the old production after a promotion, a canary rolled back - are resolved as
+  superseded by the production version.
 
 Redis keys, under ``<ns>:drift:<model>:<version>`` (besides `WindowStore`'s): ``~adwin:<p>`` the
 ADWIN checkpoint of partition ``p`` (JSON), ``~policy`` the shared policy state (JSON) and
@@ -56,12 +58,12 @@ from typing import Any
 import numpy as np
 import redis
 from prometheus_client import CollectorRegistry, Counter, Gauge
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from detectors.adwin import AdwinDetector
 from detectors.alerts import AlertPolicy, DriftAlert
 from detectors.cusum import CusumDetector, CusumJob, update_many
-from detectors.incidents import DriftOutput, IncidentBook, IncidentConfig, IncidentEvent
+from detectors.incidents import DriftIncident, DriftOutput, IncidentBook, IncidentConfig, IncidentEvent
 from detectors.monitor import MonitorConfig
 from detectors.policy_store import SharedAlertPolicy
 from detectors.reference import Reference
@@ -71,7 +73,7 @@ from feature_store.definitions import FeatureView
 from feature_store.online import OnlineStore
 from feature_store.warmup import LiveWarmup, tile_seconds, warmup_seconds
 from inference.encoding import numeric_values
-from inference.metadata import Distribution, ModelVersion
+from inference.metadata import Deployment, Distribution, ModelVersion
 from inference.views import view_from_record
 from stream.outputs import Output
 from stream.topics import Topics
@@ -355,7 +357,8 @@ class DriftStage:
         self._current: _Version | None = None
         self._unpublished: list[DriftOutput] = []  # returned since the last commit
         self._resend: list[DriftOutput] = []  # of a failed attempt, for the batch's redo
-        self._superseded: list[DriftOutput] = []  # the previous version's incident, resolved
+        self._superseded: list[DriftOutput] = []  # incidents of versions no longer served, resolved
+        self._serving: tuple[str, int, frozenset[int]] | None = None  # (model, production, served) to apply
         self._warmup: tuple[str, LiveWarmup | None] | None = None  # of the version last seen
 
     def set_partitions(self, partitions: Iterable[int]) -> None:
@@ -372,6 +375,37 @@ class DriftStage:
         for p in partitions:
             v.partitions.pop(p, None)
             v.dirty.discard(p)
+
+    def deployed(self, deployment: Deployment) -> None:
+        """The worker serves `deployment` now: the next batch resolves, as superseded by its
+        production version, every open incident of the model's versions it no longer serves
+        (the old production after a promotion, a canary rolled back). Every worker does this at
+        start and after each swap; the shared books make it happen once."""
+        if deployment.production is None:
+            return
+        served = {v.version for v in (deployment.production, deployment.canary, deployment.shadow) if v}
+        self._serving = (deployment.name, deployment.production.version, frozenset(served))
+
+    def _retire(self, v: _Version) -> None:
+        """Resolve the open incidents of versions no longer served (see `deployed`)."""
+        if self._serving is None:
+            return
+        model, production, served = self._serving
+        self._serving = None
+        for raw in self.r.hvals(incidents_key(self.namespace)):
+            try:
+                inc = DriftIncident.model_validate_json(raw)
+            except ValidationError:
+                continue
+            if inc.model != model or inc.state != "open" or inc.version in served:
+                continue
+            policy = SharedAlertPolicy(
+                self.r,
+                f"{self.namespace}:drift:{model}:{inc.version}:~policy",
+                incidents=self.config.incident_book,
+                incidents_key=incidents_key(self.namespace),
+            )
+            self._superseded += policy.supersede(production, record=v.store.record_decision)
 
     def _prefix(self, meta: ModelVersion) -> str:
         return f"{self.namespace}:drift:{meta.name}:{meta.version}"
@@ -427,10 +461,6 @@ class DriftStage:
             incidents=cfg.incident_book,
             incidents_key=incidents_key(self.namespace),
         )
-        previous = self._current
-        if previous is not None and previous.meta.name == meta.name:
-            # Production moved on: the old version's open incident is over (once, whoever sees it first).
-            self._superseded += previous.policy.supersede(meta.version, record=store.record_decision)
         self._current = _Version(
             meta,
             store,
@@ -526,7 +556,10 @@ class DriftStage:
         unscored: Unscored,
     ) -> list[DriftOutput]:
         v = self._version(meta)
-        if v is None or len(rows) + len(unscored) == 0:
+        if v is None:
+            return []
+        self._retire(v)
+        if len(rows) + len(unscored) == 0:
             return []
         picked = rows.tolist()
         batch: dict[str, np.ndarray] = {}
