@@ -35,7 +35,9 @@ distributions, so the switch itself raises no alert):
 
 Redis keys, under ``<ns>:drift:<model>:<version>`` (besides `WindowStore`'s): ``~adwin:<p>`` the
 ADWIN checkpoint of partition ``p`` (JSON), ``~policy`` the shared policy state (JSON) and
-``~latest``, a hash of the latest statistic per detector and feature (field
+``~bins``, a hash per monitored input (aggregates included) of its latest closed window as PSI
+binned it (bin labels, reference proportions, the window's counts and span: the report draws both
+distributions from it); ``~latest``, a hash of the latest statistic per detector and feature (field
 ``<detector>:<feature>``, value the `WindowStat` JSON: statistic, threshold, p-value, window end,
 n), written by a batch that closed windows, for readers such as the HTTP API; ``~history``, the
 list of every closed window's `WindowStat` (oldest first, the last 20,000), for reports; all expire
@@ -90,6 +92,11 @@ def latest_key(namespace: str, model: str, version: int) -> str:
 def history_key(namespace: str, model: str, version: int) -> str:
     """The list of a version's closed-window statistics (see the module docstring)."""
     return f"{namespace}:drift:{model}:{version}:~history"
+
+
+def bins_key(namespace: str, model: str, version: int) -> str:
+    """The hash of each feature's latest closed window as PSI binned it (see the module docstring)."""
+    return f"{namespace}:drift:{model}:{version}:~bins"
 
 
 def alerts_key(namespace: str) -> str:
@@ -610,7 +617,7 @@ class DriftStage:
             windows += stats
         self.metrics.record(model, version, windows)
         if windows:
-            self._record_latest(meta, windows)
+            self._record_latest(meta, windows, v.store.bins)
         alerts = v.policy.decide(
             signals,
             model=meta.name,
@@ -693,7 +700,9 @@ class DriftStage:
         if v is not None:
             v.store.abandon()
 
-    def _record_latest(self, meta: ModelVersion, windows: Sequence[WindowStat]) -> None:
+    def _record_latest(
+        self, meta: ModelVersion, windows: Sequence[WindowStat], bins: Mapping[str, Any] | None = None
+    ) -> None:
         """Overwrite the latest statistic of each (detector, feature) with this batch's newest."""
         newest: dict[str, WindowStat] = {}
         for w in windows:
@@ -705,6 +714,10 @@ class DriftStage:
         pipe = self.r.pipeline(transaction=True)
         pipe.hset(key, mapping={name: w.model_dump_json() for name, w in newest.items()})
         pipe.expire(key, self.config.ttl_seconds)
+        if bins:
+            binned = bins_key(self.namespace, meta.name, meta.version)
+            pipe.hset(binned, mapping={f: json.dumps(b, separators=(",", ":")) for f, b in bins.items()})
+            pipe.expire(binned, self.config.ttl_seconds)
         pipe.rpush(history, *[w.model_dump_json() for w in windows])  # for `driftline report`
         pipe.ltrim(history, -HISTORY_WINDOWS, -1)
         pipe.expire(history, self.config.ttl_seconds)
