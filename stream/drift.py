@@ -51,6 +51,7 @@ alerts, newest first, capped at 1,000 (`SharedAlertPolicy`'s ``history_key``); `
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from collections.abc import Collection, Iterable, Mapping, Sequence
@@ -468,6 +469,10 @@ class DriftStage:
             incidents=cfg.incident_book,
             incidents_key=incidents_key(self.namespace),
         )
+        previous = self._current
+        if previous is not None:  # its incidents are no longer this worker's to report
+            with contextlib.suppress(KeyError):
+                self.metrics.incidents_open.remove(previous.meta.name, str(previous.meta.version))
         self._current = _Version(
             meta,
             store,
