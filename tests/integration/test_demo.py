@@ -48,7 +48,9 @@ def test_demo_summary_shows_incidents_a_retrain_and_a_promotion(
     # few incidents out of many more detector signals; the promotions resolve them.
     assert opened <= 4 < signals and resolved >= 1, summary
     assert "drift incidents" in summary
-    assert "production fraud:1 -> fraud:" in summary and "production fraud:1 -> fraud:1" not in summary
+    assert "production fraud:1 -> fraud:" in summary and "production fraud:1 -> fraud:1" not in summary, (
+        summary
+    )
     assert "concept flip" in summary  # the live-accuracy table
     assert (tmp_path / "report.html").exists()
     assert "the stack keeps running" in out

@@ -156,7 +156,16 @@ def test_three_brokers_replicate_driftline_topics_and_survive_a_killed_broker(
     _produce(producer, topics.events, range(0, 200))
     assert _consume(s.kafka_client_config(), topics.events) == set(range(200))
 
-    leader = meta.topics[topics.events].partitions[0].leader
+    # Metadata comes from any broker: ask until the one asked knows the topic (it did above, but
+    # the connection may have moved to a broker whose metadata is a moment behind).
+    latest: list[Any] = []
+
+    def knows_events() -> bool:
+        latest.append(admin.list_topics(timeout=10))
+        return topics.events in latest[-1].topics
+
+    wait_until(knows_events, timeout=30)
+    leader = latest[-1].topics[topics.events].partitions[0].leader
     pc.kill(f"kafka-{leader}")
     # acks=all still succeeds with 2 of 3 replicas in sync (min.insync.replicas=2): once the
     # controller fences the dead broker, its partitions get new leaders.
