@@ -166,7 +166,8 @@ class Progress:
     run_id: str
     n: int
     covariate_at: int
-    concept_at: int
+    concept_at: int  # the earliest index of the concept flip
+    flipped_at: int | None = None  # where it happened (it waits for the first retrained model)
     started: float = field(default_factory=time.monotonic)
     scored: int = 0
     served_by: Counter[str] = field(default_factory=Counter)
@@ -186,7 +187,8 @@ class Progress:
     def phase(self, index: int) -> str:
         if index < self.covariate_at:
             return "before drift"
-        return "covariate shift" if index < self.concept_at else "concept flip"
+        flipped = self.flipped_at is not None and index >= self.flipped_at
+        return "concept flip" if flipped else "covariate shift"
 
     def on_prediction(self, p: dict[str, Any]) -> None:
         run, _, _ = p["event_id"].rpartition("-")
@@ -227,7 +229,8 @@ class Progress:
     def on_step(self, e: dict[str, Any]) -> None:
         self.last_activity = time.monotonic()
         self.steps.append(e)
-        if e.get("kind") == "promoted" and self.scored >= self.concept_at + 2 * LABEL_DELAY:
+        flip = self.flipped_at
+        if e.get("kind") == "promoted" and flip is not None and self.scored >= flip + 2 * LABEL_DELAY:
             self.promoted_after_flip += 1
         line = describe(e)
         if line:
@@ -355,7 +358,7 @@ def run_demo(s: Settings, n: int, rate: float, keep: bool, console: Console) -> 
                     produce_generated(
                         s, 2000, rate, seed=100 + extra, entities=500,
                         schedule=DriftSchedule(covariate_at=0, concept_at=0), label_delay=LABEL_DELAY,
-                        start_ts=start_ts + progress.n / 2 + extra * 1000, console=Console(quiet=True),
+                        start_ts=start_ts + progress.n / 2 + (extra - 1) * 1000, console=Console(quiet=True),
                         run_id=f"{run_id}x{extra}",
                     )  # fmt: skip
                     continue
@@ -370,7 +373,7 @@ def run_demo(s: Settings, n: int, rate: float, keep: bool, console: Console) -> 
                         entities=500,
                         schedule=DriftSchedule(covariate_at=0, concept_at=0),
                         label_delay=LABEL_DELAY,
-                        start_ts=start_ts + progress.n / 2 + extra * 1000,
+                        start_ts=start_ts + progress.n / 2 + (extra - 1) * 1000,
                         console=Console(quiet=True),
                         run_id=f"{run_id}x{extra}",
                     )
@@ -487,7 +490,7 @@ def _produce_paced(
                 waited_since = waited_since or time.monotonic()
                 if retrained_serves() or time.monotonic() - waited_since > PATIENCE_SECONDS:
                     gen.schedule = dataclasses.replace(gen.schedule, concept_at=sent)
-                    progress.concept_at = sent
+                    progress.flipped_at = sent
                 else:
                     progress.n += PACE_CHUNK  # still shifted, not flipped yet: the stream grows
                     if rate > 0:
@@ -504,13 +507,18 @@ def _produce_paced(
 def _summary(s: Settings, p: Progress, first: str, last: str, console: Console) -> None:
     console.print()
     console.rule("[bold]Summary[/bold]")
-    console.print(
+    console.print(  # two short lines: a narrow terminal must not wrap them mid-phrase
         f"{p.scored:,} events scored through Kafka ({p.dead_letters} broken ones in {s.topic_prefix}.dlq); "
         f"incidents: {len(p.incidents)} opened, {len(p.incidents) - p.open_incidents()} resolved "
-        f"(from {p.signals} detector signals); "
+        f"(from {p.signals} detector signals)",
+        highlight=False,
+        soft_wrap=True,
+    )
+    console.print(
         f"retrains: {p.count('retrain_started')}; promotions: {p.count('promoted')}, "
         f"rollbacks: {p.count('rolled_back')}; production {first} -> {last}",
         highlight=False,
+        soft_wrap=True,
     )
     if p.incidents:
         inc = Table("incident", "model", "severity", "state", "summary", title="drift incidents")
