@@ -51,7 +51,7 @@ the client must return bytes (``decode_responses=False``, the default) and talk 
 server (not a cluster: ``WATCH``/``MULTI`` span keys of many slots).
 
 >>> OnlineStore.key_layout("dl", "fraud")["entity"]
-'dl:fs:fraud:entity:<entity_id>'
+'{dl:fs:fraud:p<partition>}:entity:<entity_id>'
 >>> _command(b"SET", b"k", b"v")
 b'*3\\r\\n$3\\r\\nSET\\r\\n$1\\r\\nk\\r\\n$1\\r\\nv\\r\\n'
 """

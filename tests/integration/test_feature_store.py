@@ -179,7 +179,9 @@ def test_every_key_has_a_ttl(client: redis.Redis, namespace: str) -> None:
     assert entity in s.entity_ids[200:400] and entity in s.entity_ids[400:]
     _write(store, s, 0, 200)
     keys = list(client.scan_iter(f"*{namespace}:*"))
-    roles = {k.decode().split("}:")[-1].split(":")[0] if b"}" in k else k.decode().split(":")[3] for k in keys}
+    roles = {
+        k.decode().split("}:")[-1].split(":")[0] if b"}" in k else k.decode().split(":")[3] for k in keys
+    }
     assert roles == {"entity", "offset", "replay", "where", "definition", "since"}
     assert all(0 < client.pttl(k) <= 8 * hour for k in keys)
     # An entity's TTL is set again by a write only once it was set more than ttl / 8 (1 h) ago.
