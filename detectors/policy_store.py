@@ -160,7 +160,10 @@ class SharedAlertPolicy:
     def supersede(
         self, new_version: int, record: Callable[[Any, list[DriftOutput]], None] | None = None
     ) -> list[IncidentEvent]:
-        """Version `new_version` took over production: resolve this version's open incident, once."""
+        """Version `new_version` took over production: resolve this version's open incident, once.
+
+        ``record(pipe, events)`` stores the events (in the new version's outbox) just before the
+        transaction that saves the resolution, on a pipeline of its own (see the code)."""
         if self.incidents is None:
             return []
         for _ in range(_MAX_ATTEMPTS):
@@ -172,10 +175,16 @@ class SharedAlertPolicy:
                         pipe.unwatch()
                         return []
                     events = book.supersede(new_version)
+                    if record is not None:
+                        # Before the MULTI and outside it: `record` writes the new version's keys,
+                        # another hash slot than this version's on a Redis Cluster. An attempt
+                        # that then aborts leaves its record; the retry writes the same event ids
+                        # (incident id and revision), so at worst one is published twice.
+                        side = self.r.pipeline(transaction=False)
+                        record(side, list(events))
+                        side.execute()
                     pipe.multi()
                     self._save(pipe, policy, book)
-                    if record is not None:
-                        record(pipe, list(events))
                     pipe.execute()
                     self.last_book = book
                     return events

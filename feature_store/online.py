@@ -781,7 +781,7 @@ class OnlineStore:
         if self._cluster:
             pipe = self.r.pipeline(transaction=False)
             for args in loose:
-                pipe.execute_command(*args)
+                pipe.execute_command(args[0].decode(), *args[1:])  # a name the cluster client can route
             pipe.execute()
         else:
             per_group[0] += [_command(*args) for args in loose]
@@ -841,7 +841,7 @@ class OnlineStore:
         if isinstance(self.r, RedisCluster):
             pipe = self.r.pipeline(transaction=False)
             for args in commands:
-                pipe.execute_command(*args)
+                pipe.execute_command(args[0].decode(), *args[1:])  # a name the cluster client can route
             return list(pipe.execute())
         with self._session() as conn:
             return _roundtrip(conn, [_command(*args) for args in commands])
