@@ -310,5 +310,10 @@ class Settings(BaseSettings):
 
     @property
     def redis_host_port(self) -> tuple[str, int]:
+        """Redis's host and port (a Redis Cluster URL's first startup node)."""
+        from driftline.redis_cluster import is_cluster_url, parse_cluster_url
+
+        if is_cluster_url(self.redis_url):
+            return parse_cluster_url(self.redis_url).nodes[0]
         url = urlparse(self.redis_url)
         return url.hostname or "127.0.0.1", url.port or 6379

@@ -48,7 +48,12 @@ def redis_client(s: Settings) -> RedisClient:
 
 
 def redis_address(s: Settings) -> str:
-    """Host:port of Redis, for log lines (the URL may carry a password)."""
+    """Host:port of Redis, for log lines (the URL may carry a password); a cluster's nodes."""
+    from driftline.redis_cluster import cluster_url, is_cluster_url, parse_cluster_url
+
+    if is_cluster_url(s.redis_url):
+        url = parse_cluster_url(s.redis_url)
+        return cluster_url(url.nodes, tls=url.tls)
     host, port = s.redis_host_port
     return f"{host}:{port}"
 

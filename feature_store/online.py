@@ -1,9 +1,11 @@
 """The Redis online store: applies event batches to entity states and serves the latest features.
 
-Keys of a view, under ``<p> = <ns>:fs:<view>``; every key has a TTL (``ttl``, default 7 days):
+Keys of a view, under ``<p> = <ns>:fs:<view>`` and, per source partition, under the hash tag
+``<t> = {<ns>:fs:<view>:p<partition>}`` (`driftline.redis_keys`: a Redis Cluster keeps each
+partition's keys on one slot); every key has a TTL (``ttl``, default 7 days):
 
 ======================================  ========================================================
-``<p>:entity:<entity_id>``              hash, one per entity:
+``<t>:entity:<entity_id>``              hash, one per entity (under its events' partition):
                                         ``features``: JSON object, every feature's latest value
                                         (number, category string, or null = undefined);
                                         ``as_of``: the entity's newest event time, which the
@@ -12,25 +14,32 @@ Keys of a view, under ``<p> = <ns>:fs:<view>``; every key has a TTL (``ttl``, de
                                         ``latest``: the numeric features packed (float64, for
                                         `get_online_features`); ``state``: the packed tiles
                                         (`Engine.encode`, after 8 bytes: when the TTL was set)
-``<p>:offset:<source>:<partition>``     string: the watermark, highest offset of (source,
+``<t>:offset:<source>``                 string: the watermark, highest offset of (source,
                                         partition) applied
-``<p>:replay:<source>:<partition>``     sorted set: each batch's per-event results (one member
+``<t>:replay:<source>``                 sorted set: each batch's per-event results (one member
                                         per batch, score = its last offset), kept for the last
                                         ``replay_retention`` offsets, for replays
+``<p>:where:<entity_id>``               string: the partition whose tag holds the entity's hash
+                                        (set with a new entity and when its TTL is renewed), so
+                                        readers find an entity by its id alone
 ``<p>:definition``                      string: the `FeatureView` JSON, for tools
 ``<p>:since``                           sorted set, one member ``first``: the earliest event
                                         time the store applied (``ZADD LT``), when its
                                         aggregates' warm-up began (`feature_store.warmup`)
 ======================================  ========================================================
 
-``redis-cli HGET <p>:entity:card-000317 features`` prints an entity's features. The TTL of an
+``redis-cli -c HGET '{dl:fs:fraud:p3}:entity:card-000317' features`` prints an entity's features
+(its partition: ``redis-cli -c GET dl:fs:fraud:where:card-000317``). The TTL of an
 entity hash is set when it is created and again by any write that finds it set more than
 ``ttl / 8`` ago (so an entity written at least that often never expires); the other keys get it
 on every write. Per entity the store keeps at most ``Engine.state_bytes`` of state (2.6 kB for
 `fraud_feature_view`, about 0.8 kB as packed: `Engine.encode_many`) plus its readable record
 (about 1 kB); neither grows with its events.
 
-**Writes.** `OnlineStore.write_batch` holds one connection for two round trips. The first
+**Writes.** `OnlineStore.write_batch` holds one connection for two round trips (on a Redis
+Cluster: one connection per partition of the batch, to the master of its slot, all sent at once;
+the keys of no partition - ``definition``, ``since``, ``where`` - are then written just before the
+transactions instead of in them, each write idempotent). The first
 sends ``WATCH`` on the batch's partition watermarks, then reads them, the stored results at or
 above the batch's offsets and the states of the entities its `StateCache` does not hold (the
 states this writer stored last, used only while their partition's watermark is still the one it
@@ -47,8 +56,11 @@ A replayed event older than the kept results gets NaN features, listed in
 The watermark is the fence, so each entity's events must come from one partition (Kafka keyed by
 entity): two writers on different partitions updating one entity at once could lose an update
 (never count one twice). Commands are packed here (RESP) and sent in one write per round trip;
-the client must return bytes (``decode_responses=False``, the default) and talk to one Redis
-server (not a cluster: ``WATCH``/``MULTI`` span keys of many slots).
+the client must return bytes (``decode_responses=False``, the default). On a Redis Cluster an
+entity's events must come from one partition (a batch mixing them is refused: its hash could not
+be fenced by both watermarks), and a cluster error (a failover, a moved slot) makes the next batch
+re-read the slot map. Reads (`get_online_features`, `describe`) take two round trips: the
+entities' ``where``, then their hashes.
 
 >>> OnlineStore.key_layout("dl", "fraud")["entity"]
 '{dl:fs:fraud:p<partition>}:entity:<entity_id>'

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import pytest
 import redis
+from redis.exceptions import RedisClusterUnreachableError
 
 from detectors.window_store import WindowStore
 from driftline import redis_keys as keys
 from driftline.redis_keys import key_slot, slot_tag
+from driftline.settings import Settings
+from driftline.wiring import redis_address
 from feature_store.definitions import fraud_feature_view
 from feature_store.online import OnlineStore
 from inference.registry import ModelRegistry
@@ -66,3 +70,12 @@ def test_slot_tags_follow_the_cluster_spec() -> None:
     assert slot_tag("foo{}{bar}") == "foo{}{bar}"  # an empty tag: the whole key
     assert slot_tag("foo{{bar}}zap") == "{bar"
     assert key_slot("123456789") == 12739  # CRC16-XMODEM's check value, mod 16384
+
+
+def test_a_cluster_url_gives_a_cluster_client_and_a_printable_address() -> None:
+    s = Settings(redis_url="redis+cluster://u:secret@127.0.0.1:1,127.0.0.1:2", redis_password="other")
+    assert s.redis_host_port == ("127.0.0.1", 1)
+    assert redis_address(s) == "redis+cluster://127.0.0.1:1,127.0.0.1:2"  # no password
+    # A cluster client reads the slot map at once: nothing listens on ports 1 and 2.
+    with pytest.raises(RedisClusterUnreachableError):
+        s.redis_client(socket_timeout=0.2, connect_timeout=0.2)
