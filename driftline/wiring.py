@@ -13,6 +13,7 @@ from confluent_kafka.admin import AdminClient
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, Gauge
 from pydantic import ValidationError
+from redis.cluster import RedisCluster
 
 from detectors.alerts import DriftAlert
 from detectors.incidents import DriftIncident, IncidentConfig
@@ -64,8 +65,25 @@ def redis_dependency(s: Settings, gauge: Gauge) -> Dependency:
 
 
 def redis_probe(s: Settings) -> Callable[[], object]:
-    """PING on a client of its own with short timeouts: a probe fails fast while Redis is away."""
-    return s.redis_client(socket_timeout=2, connect_timeout=2).ping
+    """PING on a client of its own with short timeouts: a probe fails fast while Redis is away.
+    The client is made at the first probe (a cluster client reads the slot map when made)."""
+    made: list[RedisClient] = []
+
+    def probe() -> object:
+        if not made:
+            made.append(s.redis_client(socket_timeout=2, connect_timeout=2))
+        return ping_every_master(made[0])()
+
+    return probe
+
+
+def ping_every_master(client: RedisClient) -> Callable[[], object]:
+    """PING; on a Redis Cluster, every master: a dead master's slots are an outage until its replica
+    took over (a failed PING also makes the client re-read the slot map, so the next one finds the
+    promoted replica)."""
+    if isinstance(client, RedisCluster):
+        return lambda: client.ping(target_nodes=RedisCluster.PRIMARIES)
+    return client.ping
 
 
 class ModelEventPublisher:
@@ -300,7 +318,7 @@ def build_api(s: Settings, model: str = "fraud") -> FastAPI:
 
     prometheus = CollectorRegistry()
     gauge = dependency_gauge(prometheus)
-    redis_dep = Dependency("redis", redis_address(s), gauge, probe=probe.ping)
+    redis_dep = Dependency("redis", redis_address(s), gauge, probe=ping_every_master(probe))
     kafka_dep = Dependency(
         "kafka", s.kafka_bootstrap, gauge, probe=lambda: admin.list_topics(timeout=2)
     )  # list_topics raises KafkaException when no broker answers in time

@@ -6,23 +6,31 @@ URL; the key layout (`driftline.redis_keys`) keeps every transaction and script 
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
+import redis
+from confluent_kafka.admin import AdminClient
 from redis.cluster import RedisCluster
 
+from driftline import redis_keys as keys
 from driftline.redis_keys import key_slot
 from driftline.settings import Settings
 from feature_store.historical import EventLog, replay
 from feature_store.online import OnlineStore
 from inference.registry import ModelRegistry
 from stream.drift import incidents_key, policy_key
+from stream.topics import Topics, create_topics
 from tests.integration import test_detectors_window_store as window_tests
 from tests.integration import test_drift_incidents as incident_tests
 from tests.integration import test_feature_store as fs_tests
+from tests.integration.chaos_support import BackgroundStream, assert_counts_exact, assert_scored
+from tests.integration.worker_support import register, start_worker, wait_until
 from tests.private_stack import PrivateCluster
 from tests.unit.test_feature_store_streams import mixed_view, random_stream
 
@@ -162,3 +170,48 @@ def test_the_registry_runs_its_transactions_on_a_cluster(rc: RedisCluster, ns: s
     assert production is not None and production.version == v1
     meta, _ = registry.load("fraud", v1)
     assert meta.sha256 == first.sha256 and [v.version for v in registry.versions("fraud")] == [v1, v2]
+
+
+def test_a_worker_streams_through_a_killed_redis_master(
+    tmp_path: Path,
+    stack_settings: Settings,
+    new_prefix: Callable[[str], str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The worker on the cluster (events through the shared stack's broker, topics of its own):
+    a master holding feature-store partitions is SIGKILLed mid-stream; the worker waits until
+    its replica took over, then every valid event is predicted and no entity's ``count_24h``
+    counts an event twice or misses one."""
+    n = 8000
+    with PrivateCluster(tmp_path, kafka_brokers=0, redis_cluster=True) as pc:
+        s = stack_settings.model_copy(
+            update={"topic_prefix": new_prefix("rcw"), "redis_url": pc.redis_cluster_url}
+        )
+        create_topics(AdminClient(s.kafka_client_config()), Topics(s.topic_prefix), 6)
+        register(s)
+        rc = s.redis_client()
+        assert isinstance(rc, RedisCluster)
+        w = start_worker(s)
+        sample = w.worker.metrics.registry.get_sample_value
+        up = lambda: sample("driftline_dependency_up", {"dependency": "redis"})  # noqa: E731
+        try:
+            stream = BackgroundStream(s, rate=400, n=n)
+            wait_until(lambda: (sample("driftline_events_consumed_total") or 0) > n // 4, timeout=120)
+            # Replication is asynchronous (Redis's, not ours): WAIT until every replica has the
+            # masters' writes, so that a replica may take over (one that never synced refuses).
+            for m in rc.get_primaries():
+                assert redis.Redis(m.host, m.port).execute_command("WAIT", 1, 10_000) == 1
+            victim = rc.get_node_from_key(keys.fs_tag(s.topic_prefix, "fraud", 0)).port
+            with caplog.at_level(logging.WARNING, logger="driftline.dependency"):
+                pc.kill(f"redis-{victim}")
+                wait_until(lambda: up() == 0, timeout=30, every=0.05)  # the worker says so, and waits
+                wait_until(lambda: up() == 1, timeout=60)  # the replica took over: it resumes
+                stream.join()
+            said = [r.getMessage() for r in caplog.records if "unreachable" in r.getMessage()]
+            assert len(said) == 1, said  # once, not once per retry
+            served = assert_scored(s, n, exactly_once=False)
+            assert_counts_exact(s, served)
+            assert w.thread.is_alive() and not w.errors, w.errors
+            print(f"outage waits: {sample('driftline_outage_waits_total', {'dependency': 'redis'})}")
+        finally:
+            w.stop()
