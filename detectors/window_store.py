@@ -536,6 +536,9 @@ class WindowStore:
         # What the last `add` read back for the next `close_ready` (partitions, windows, pending, outbox).
         self._read_ahead: list[Any] | None = None
         self.windows: list[WindowStat] = []
+        self.bins: dict[str, dict[str, Any]] = {}
+        """Per feature, the last window the latest `close_ready` evaluated, as PSI binned it: bin
+        ``labels``, ``reference`` proportions, the window's ``counts`` and its span (for reports)."""
         """`WindowStat` of every window evaluated by the last `close_ready`."""
         self.inflight: dict[float, float] = {}
         """Windows this instance closed (or took over) and not yet published: start -> claim time."""
@@ -800,6 +803,7 @@ class WindowStore:
             raw_parts, raw_windows, raw_pending, raw_outbox = pipe.execute()
         wm = self._watermark({_text(k): _text(v) for k, v in raw_parts.items()}, now)
         self.windows = []
+        self.bins = {}
         self.recovered = []
         starts = sorted(float(_text(w)) for w in raw_windows)
         due = [ws for ws in starts if ws + self.window_seconds + self.allowed_lateness <= wm]
@@ -989,6 +993,13 @@ class WindowStore:
         stats: list[WindowStat] = []
         for f, c in merged.items():
             psi = self._psi[f]
+            self.bins[f] = {
+                "labels": list(psi.binning.labels),
+                "reference": psi.binning.reference_proportions.tolist(),
+                "counts": c.tolist(),
+                "window_start_ts": ws,
+                "window_end_ts": end,
+            }
             ev = psi.evaluate_counts(c, window)
             if ev is not None:
                 stats.append(ev.stat())

@@ -29,7 +29,8 @@ tag (one slot each)                                        keys written together
 (none)                                                     keys only ever used alone: the outcome
                                                            join state ``<ns>:join:*``, the feature
                                                            store's ``where``, ``definition`` and
-                                                           ``since`` keys
+                                                           ``since`` keys, ``<ns>:drift:<model>:~versions``
+                                                           (the versions with drift state)
 =========================================================  =======================================
 
 With a single Redis the tags change nothing (one server holds every slot), so the layout and
@@ -132,6 +133,15 @@ def drift_latest(ns: str, model: str, version: int) -> str:
 
 def drift_history(ns: str, model: str, version: int) -> str:
     return f"{drift_prefix(ns, model, version)}:~history"
+
+
+def drift_bins(ns: str, model: str, version: int) -> str:
+    return f"{drift_prefix(ns, model, version)}:~bins"
+
+
+def drift_versions(ns: str, model: str) -> str:
+    """Set: the model's versions that have drift state (no tag: used alone)."""
+    return f"{ns}:drift:{model}:~versions"
 
 
 # ---- outcomes (stream.outcomes) --------------------------------------------------------------

@@ -29,7 +29,7 @@ from detectors.signals import SCORE_FEATURE, WindowStat
 from driftline.settings import Settings
 from driftline.wiring import model_registry, redis_client
 from inference.metadata import ModelEvent, ModelVersion
-from stream.drift import all_incidents, history_key
+from stream.drift import all_incidents, bins_key, history_key
 from stream.event_log import read_messages, read_recent
 from stream.events import RawEvent
 from stream.topics import Topics
@@ -55,6 +55,10 @@ class ReportData(BaseModel):
     current_events: int
     incidents: list[DriftIncident] = Field(default_factory=list)
     """Each incident's latest state, oldest first."""
+    bins: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    """Per monitored input of production, its latest closed drift window as PSI binned it (labels,
+    reference proportions, counts): the current distribution of inputs events do not carry
+    (the feature view's aggregates)."""
     incident_events: list[IncidentEvent] = Field(default_factory=list)
     retrains: dict[str, list[str]] = Field(default_factory=dict)
     """Incident id -> what the retrainer did about it (its steps for jobs the incident started)."""
@@ -99,6 +103,14 @@ def gather(s: Settings, model: str, since: float | None = None, recent: int = 50
             continue
         if step.model == model:
             lifecycle.append(step)
+    production = next((v for v in reversed(versions) if v.stage == "production"), versions[-1])
+    bins = {}
+    binned: dict[Any, Any] = r.hgetall(bins_key(s.topic_prefix, model, production.version))
+    for name, raw in binned.items():
+        try:
+            bins[_text(name)] = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            continue
     features = {name for v in versions for name in v.reference}
     current: dict[str, list[Any]] = {name: [] for name in sorted(features)}
     n = 0
@@ -121,6 +133,7 @@ def gather(s: Settings, model: str, since: float | None = None, recent: int = 50
         current=current,
         current_events=n,
         incidents=incidents,
+        bins=bins,
         incident_events=lifecycle,
         retrains=_retrains(s, model, {i.id for i in incidents}),
     )
@@ -146,6 +159,10 @@ def _retrains(s: Settings, model: str, ids: set[str]) -> dict[str, list[str]]:
     return out
 
 
+def _text(x: bytes | str) -> str:
+    return x.decode() if isinstance(x, bytes) else x
+
+
 def _after(ts: float, since: float | None) -> bool:
     return since is None or ts >= since
 
@@ -163,7 +180,9 @@ def render(data: ReportData) -> str:
     if data.incidents:
         figures.append(("Incidents over event time", _incident_timeline(data)))
     production = next((v for v in reversed(data.versions) if v.stage == "production"), data.versions[-1])
-    names = [n for n in sorted(production.reference) if n in data.current]
+    # Raw inputs from the latest events; the others (the view's aggregates, which events do not
+    # carry) from the latest drift window, as PSI binned it.
+    names = [n for n in sorted(production.reference) if n in data.current or n in data.bins]
     if names:
         cols = 2
         rows = (len(names) + cols - 1) // cols
@@ -171,8 +190,26 @@ def render(data: ReportData) -> str:
         for i, name in enumerate(names):
             ref = production.reference[name]
             row, col = i // cols + 1, i % cols + 1
-            values = data.current[name]
+            values = data.current.get(name, [])
             first = i == 0
+            if name not in data.current or not any(v is not None for v in values):
+                b = data.bins.get(name)
+                if b is None:
+                    continue
+                total = max(sum(b["counts"]), 1)
+                for label, shares, color in (
+                    ("reference", b["reference"], "#1f77b4"),
+                    ("current", [c / total for c in b["counts"]], "#d62728"),
+                ):
+                    fig.add_trace(
+                        go.Bar(
+                            x=b["labels"], y=shares, name=label, legendgroup=label, showlegend=first,
+                            marker_color=color,
+                        ),
+                        row=row,
+                        col=col,
+                    )  # fmt: skip
+                continue
             if ref.kind == "numeric":
                 now = np.array([v for v in values if isinstance(v, int | float)], dtype=np.float64)
                 lo, hi = np.percentile(

@@ -28,13 +28,17 @@ distributions, so the switch itself raises no alert):
   incident however many workers saw it. The worker publishes the per-signal alerts to
   ``<prefix>.signals`` and the incident lifecycle events to ``<prefix>.alerts`` with the batch's
   other outputs. Every alert carries the Kafka offsets of its window (``window_offsets``: per
-  partition, first and last; ADWIN's also its ``partition``). When production moves to another
-  version, the old version's open incident is resolved as superseded.
+  partition, first and last; ADWIN's also its ``partition``). The worker tells the stage what it
+  serves (`DriftStage.deployed`, at start and after each swap): open incidents of versions no
+  longer served - the old production after a promotion, a canary rolled back - are resolved as
+  superseded by the production version.
 
 Redis keys, under ``{<ns>:drift:<model>:<version>}`` (one hash tag per version, so the policy's
 transaction can span them on a Redis Cluster: `driftline.redis_keys`; besides `WindowStore`'s):
 ``~adwin:<p>`` the ADWIN checkpoint of partition ``p`` (JSON), ``~policy`` the shared policy state
-(JSON) and ``~latest``, a hash of the latest statistic per detector and feature (field
+(JSON), ``~bins``, a hash per monitored input (aggregates included) of its latest closed window as
+PSI binned it (bin labels, reference proportions, the window's counts and span: the report draws
+both distributions from it); ``~latest``, a hash of the latest statistic per detector and feature (field
 ``<detector>:<feature>``, value the `WindowStat` JSON: statistic, threshold, p-value, window end,
 n), written by a batch that closed windows, for readers such as the HTTP API; ``~history``, the
 list of every closed window's `WindowStat` (oldest first, the last 20,000), for reports; all expire
@@ -49,6 +53,7 @@ recent alerts, newest first, capped at 1,000 (`SharedAlertPolicy`'s ``history_ke
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from collections.abc import Collection, Iterable, Mapping, Sequence
@@ -62,7 +67,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from detectors.adwin import AdwinDetector
 from detectors.alerts import AlertPolicy, DriftAlert
 from detectors.cusum import CusumDetector, CusumJob, update_many
-from detectors.incidents import DriftOutput, IncidentBook, IncidentConfig, IncidentEvent
+from detectors.incidents import DriftIncident, DriftOutput, IncidentBook, IncidentConfig, IncidentEvent
 from detectors.monitor import MonitorConfig
 from detectors.policy_store import SharedAlertPolicy
 from detectors.reference import Reference
@@ -74,7 +79,7 @@ from feature_store.definitions import FeatureView
 from feature_store.online import OnlineStore
 from feature_store.warmup import LiveWarmup, tile_seconds, warmup_seconds
 from inference.encoding import numeric_values
-from inference.metadata import Distribution, ModelVersion
+from inference.metadata import Deployment, Distribution, ModelVersion
 from inference.views import view_from_record
 from stream.outputs import Output
 from stream.topics import Topics
@@ -91,6 +96,11 @@ def latest_key(namespace: str, model: str, version: int) -> str:
 def history_key(namespace: str, model: str, version: int) -> str:
     """The list of a version's closed-window statistics (see the module docstring)."""
     return keys.drift_history(namespace, model, version)
+
+
+def bins_key(namespace: str, model: str, version: int) -> str:
+    """The hash of each feature's latest closed window as PSI binned it (see the module docstring)."""
+    return keys.drift_bins(namespace, model, version)
 
 
 def alerts_key(namespace: str, model: str, version: int) -> str:
@@ -388,7 +398,8 @@ class DriftStage:
         self._current: _Version | None = None
         self._unpublished: list[DriftOutput] = []  # returned since the last commit
         self._resend: list[DriftOutput] = []  # of a failed attempt, for the batch's redo
-        self._superseded: list[DriftOutput] = []  # the previous version's incident, resolved
+        self._superseded: list[DriftOutput] = []  # incidents of versions no longer served, resolved
+        self._serving: tuple[str, int, frozenset[int]] | None = None  # (model, production, served) to apply
         self._warmup: tuple[str, LiveWarmup | None] | None = None  # of the version last seen
 
     def set_partitions(self, partitions: Iterable[int]) -> None:
@@ -405,6 +416,39 @@ class DriftStage:
         for p in partitions:
             v.partitions.pop(p, None)
             v.dirty.discard(p)
+
+    def deployed(self, deployment: Deployment) -> None:
+        """The worker serves `deployment` now: the next batch resolves, as superseded by its
+        production version, every open incident of the model's versions it no longer serves
+        (the old production after a promotion, a canary rolled back). Every worker does this at
+        start and after each swap; the shared books make it happen once."""
+        if deployment.production is None:
+            return
+        served = {v.version for v in (deployment.production, deployment.canary, deployment.shadow) if v}
+        self._serving = (deployment.name, deployment.production.version, frozenset(served))
+
+    def _retire(self, v: _Version) -> None:
+        """Resolve the open incidents of versions no longer served (see `deployed`)."""
+        if self._serving is None:
+            return
+        model, production, served = self._serving
+        self._serving = None
+        known = {int(x) for x in self.r.smembers(keys.drift_versions(self.namespace, model))}
+        versions = [(model, version) for version in sorted(known - served)]
+        for raw in all_incidents(self.r, self.namespace, versions):
+            try:
+                inc = DriftIncident.model_validate_json(raw)
+            except ValidationError:
+                continue
+            if inc.model != model or inc.state != "open" or inc.version in served:
+                continue
+            policy = SharedAlertPolicy(
+                self.r,
+                policy_key(self.namespace, model, inc.version),
+                incidents=self.config.incident_book,
+                incidents_key=incidents_key(self.namespace, model, inc.version),
+            )
+            self._superseded += policy.supersede(production, record=v.store.record_decision)
 
     def _prefix(self, meta: ModelVersion) -> str:
         return keys.drift_prefix(self.namespace, meta.name, meta.version)
@@ -451,6 +495,12 @@ class DriftStage:
             cusum_refs[SCORE_FEATURE] = score
         # The monitor's budget split over its streams (the outcome joiner's error CUSUM is one more).
         cusum_ert = cfg.monitor.cusum_ert_events * (len(cusum_refs) + 1)
+        # The model's versions with drift state, for `_retire` (one key of its own: no slot to share).
+        index = keys.drift_versions(self.namespace, meta.name)
+        pipe = self.r.pipeline(transaction=False)
+        pipe.sadd(index, meta.version)
+        pipe.expire(index, max(cfg.ttl_seconds, 30 * 86_400))
+        pipe.execute()
         policy = SharedAlertPolicy(
             self.r,
             policy_key(self.namespace, meta.name, meta.version),
@@ -461,9 +511,9 @@ class DriftStage:
             incidents_key=incidents_key(self.namespace, meta.name, meta.version),
         )
         previous = self._current
-        if previous is not None and previous.meta.name == meta.name:
-            # Production moved on: the old version's open incident is over (once, whoever sees it first).
-            self._superseded += previous.policy.supersede(meta.version, record=store.record_decision)
+        if previous is not None:  # its incidents are no longer this worker's to report
+            with contextlib.suppress(KeyError):
+                self.metrics.incidents_open.remove(previous.meta.name, str(previous.meta.version))
         self._current = _Version(
             meta,
             store,
@@ -559,7 +609,10 @@ class DriftStage:
         unscored: Unscored,
     ) -> list[DriftOutput]:
         v = self._version(meta)
-        if v is None or len(rows) + len(unscored) == 0:
+        if v is None:
+            return []
+        self._retire(v)
+        if len(rows) + len(unscored) == 0:
             return []
         picked = rows.tolist()
         batch: dict[str, np.ndarray] = {}
@@ -610,7 +663,7 @@ class DriftStage:
             windows += stats
         self.metrics.record(model, version, windows)
         if windows:
-            self._record_latest(meta, windows)
+            self._record_latest(meta, windows, v.store.bins)
         alerts = v.policy.decide(
             signals,
             model=meta.name,
@@ -693,7 +746,9 @@ class DriftStage:
         if v is not None:
             v.store.abandon()
 
-    def _record_latest(self, meta: ModelVersion, windows: Sequence[WindowStat]) -> None:
+    def _record_latest(
+        self, meta: ModelVersion, windows: Sequence[WindowStat], bins: Mapping[str, Any] | None = None
+    ) -> None:
         """Overwrite the latest statistic of each (detector, feature) with this batch's newest."""
         newest: dict[str, WindowStat] = {}
         for w in windows:
@@ -705,6 +760,10 @@ class DriftStage:
         pipe = self.r.pipeline(transaction=True)
         pipe.hset(key, mapping={name: w.model_dump_json() for name, w in newest.items()})
         pipe.expire(key, self.config.ttl_seconds)
+        if bins:
+            binned = bins_key(self.namespace, meta.name, meta.version)
+            pipe.hset(binned, mapping={f: json.dumps(b, separators=(",", ":")) for f, b in bins.items()})
+            pipe.expire(binned, self.config.ttl_seconds)
         pipe.rpush(history, *[w.model_dump_json() for w in windows])  # for `driftline report`
         pipe.ltrim(history, -HISTORY_WINDOWS, -1)
         pipe.expire(history, self.config.ttl_seconds)

@@ -257,6 +257,8 @@ class Worker:
         if self.scorer is None:
             return
         self._show_models(self.scorer)
+        if self.drift is not None:
+            self.drift.deployed(self.scorer.deployment)
         self.follower.start()
         stopping = lambda: self._stopping  # noqa: E731
         if self.cfg.exactly_once:
@@ -276,6 +278,8 @@ class Worker:
                     self.metrics.swaps.inc()
                     self._show_models(new)
                     log.info("deployment now %s", new.signature)
+                    if self.drift is not None:
+                        self.drift.deployed(new.deployment)
                 msgs = self.consumer.consume(num_messages=self.cfg.batch_size, timeout=self.cfg.batch_timeout)
                 msgs = [m for m in msgs if not self._is_error(m)]
                 if not msgs:

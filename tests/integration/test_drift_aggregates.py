@@ -118,7 +118,7 @@ def test_warming_aggregate_values_count_neither_in_windows_nor_in_cusum(
 ) -> None:
     r, ns = redis_ns
     r.zadd(OnlineStore.since_key(ns, VIEW.name), {SINCE_MEMBER: START})  # as the store writes it
-    cfg = DriftConfig(window_seconds=400, allowed_lateness=0, idle_timeout_seconds=None)  # START aligned
+    cfg = DriftConfig(window_seconds=400, allowed_lateness=0, idle_timeout_seconds=None, min_window_events=0)
     stage = DriftStage(r, ns, CollectorRegistry(), cfg, worker_id="w")
     stage.set_partitions([0])
     meta = _meta()

@@ -13,7 +13,7 @@ import redis
 from prometheus_client import CollectorRegistry
 
 from detectors.incidents import DriftIncident, IncidentEvent, split_outputs
-from inference.metadata import Distribution, FeatureSpec, ModelVersion
+from inference.metadata import Deployment, Distribution, FeatureSpec, ModelVersion
 from stream.drift import DriftConfig, DriftStage, incidents_key
 
 pytestmark = pytest.mark.integration
@@ -102,7 +102,7 @@ def final_signals(events: list[IncidentEvent]) -> int:
     return events[-1].incident.signals
 
 
-def test_a_new_production_version_supersedes_the_open_incident_once(
+def test_a_version_no_longer_served_has_its_incident_superseded_once(
     redis_ns: tuple[redis.Redis, str],
 ) -> None:
     r, ns = redis_ns
@@ -121,15 +121,25 @@ def test_a_new_production_version_supersedes_the_open_incident_once(
         off += n
         events += split_outputs(out)[1]
     assert [e.kind for e in events] == ["opened"]
-    # Version 2 is promoted; both workers see it, one of them resolves the incident.
     later = T0 + 10 * WINDOW + np.arange(10.0)
-    for stage in (a, b, a):
-        out = stage.observe(
-            _meta(2), {f: np.zeros(10) for f in FEATURES}, np.arange(10), np.zeros(10), later,
-            np.zeros(10, dtype=np.int64), 10_000 + np.arange(10),
+
+    def serve(canary: int | None) -> None:
+        deployment = Deployment(
+            name="fraud", production=_meta(2), canary=_meta(canary) if canary else None,
+            canary_fraction=0.1 if canary else 0.0, shadow=None,
         )  # fmt: skip
-        stage.published()
-        events += split_outputs(out)[1]
+        for stage in (a, b, a):  # both workers swap, one of them twice (a restart, a re-poll)
+            stage.deployed(deployment)
+            out = stage.observe(
+                _meta(2), {f: rng.normal(size=10) for f in FEATURES}, np.arange(10), rng.random(10),
+                later, np.zeros(10, dtype=np.int64), 10_000 + np.arange(10),
+            )  # fmt: skip
+            stage.published()
+            events.extend(e for e in split_outputs(out)[1] if e.version == 1)
+
+    serve(canary=1)  # version 2 is promoted, version 1 stays on as a canary: still served, still open
+    assert [e.kind for e in events] == ["opened"]
+    serve(canary=None)  # version 1 no longer served: its incident resolves, once
     resolved = [e for e in events if e.kind == "resolved"]
     assert len(resolved) == 1 and resolved[0].incident.resolution == "superseded"
     assert resolved[0].incident.superseded_by == 2 and resolved[0].version == 1

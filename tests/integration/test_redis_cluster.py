@@ -149,7 +149,7 @@ def test_two_drift_stages_share_one_incident_on_a_cluster(rc: RedisCluster, ns: 
     # Two workers (one partition each) close merged windows, decide through the shared policy
     # and keep one incident book: one incident, opened once, resolved once.
     incident_tests.test_a_lasting_drift_over_20_windows_is_one_incident_resolved_after_it_stops((rc, ns))  # type: ignore[arg-type]
-    incident_tests.test_a_new_production_version_supersedes_the_open_incident_once((rc, ns + "-s"))  # type: ignore[arg-type]
+    incident_tests.test_a_version_no_longer_served_has_its_incident_superseded_once((rc, ns + "-s"))  # type: ignore[arg-type]
     # The policy, the version's alert history and its incidents share the version's slot.
     slots = {key_slot(policy_key(ns, "fraud", 1)), key_slot(incidents_key(ns, "fraud", 1))}
     assert len(slots) == 1 and rc.hlen(incidents_key(ns, "fraud", 1)) == 1

@@ -47,8 +47,15 @@ def test_report_draws_in_headless_chromium_without_script_errors(
     psi_windows = [w for v in data.windows for w in v.windows if w.detector == "psi"]
     assert len({w.window_end_ts for w in psi_windows}) >= 4  # the workers' closed windows, recorded
     assert data.alerts and data.current_events > 1000
+    # It leads with the incident the covariate shift opened; every monitored input has a current
+    # distribution (the view's aggregates from the drift windows, as PSI binned them).
+    assert len(data.incidents) >= 1 and data.incidents[0].features, data.incidents
+    assert data.bins and all(sum(b["counts"]) > 0 for b in data.bins.values())
     page = tmp_path / "report.html"
     page.write_text(render(data))
+    text = page.read_text()
+    assert text.index("<h2>Incidents</h2>") < text.index("<h2>Reference")
+    assert data.incidents[0].id[:12] in text and data.incidents[0].summary.split(";")[0] in text
 
     shot = tmp_path / "report.png"
     run = subprocess.run(
