@@ -41,11 +41,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
-import redis
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from driftline.demo import Children, settings_env
+from driftline.redis_keys import RedisClient
 from driftline.settings import Settings
 from driftline.training_data import synthetic_training_set
 from driftline.wiring import feature_view, model_registry, redis_client
@@ -91,11 +91,12 @@ def children_rss_mb(pid: int) -> float:
 
 def family(key: bytes, prefix: str) -> str:
     """A key's family: the segment after the prefix (two for the join state's keys)."""
-    parts = key.decode(errors="replace").removeprefix(f"{prefix}:").split(":")
+    # A hash-tagged key starts with "{<prefix>" (driftline.redis_keys).
+    parts = key.decode(errors="replace").removeprefix("{").removeprefix(f"{prefix}:").split(":")
     return ":".join(parts[:2]) if parts[0] == "join" and len(parts) > 1 else parts[0]
 
 
-def redis_families(r: redis.Redis, prefix: str, n: int = 2000) -> dict[str, tuple[float, float, float]]:
+def redis_families(r: RedisClient, prefix: str, n: int = 2000) -> dict[str, tuple[float, float, float]]:
     """Per key family, estimated from `n` random keys: (keys, MB, mean TTL in s; -1: none)."""
     total = int(r.dbsize())
     if not total:
@@ -265,7 +266,7 @@ def soak(args: argparse.Namespace, base: Settings) -> None:
             cleanup(s)
 
 
-def report(args: argparse.Namespace, s: Settings, samples: list[Sample], r: redis.Redis) -> None:
+def report(args: argparse.Namespace, s: Settings, samples: list[Sample], r: RedisClient) -> None:
     """The loop's steps, each process's growth after the warm-up, and Redis's data by family."""
     steps = Counter(
         orjson.loads(m.value() or b"{}").get("kind")

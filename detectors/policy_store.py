@@ -9,8 +9,10 @@ meanwhile), so cooldowns, hysteresis and the emitted alert ids are global.
 
 With ``history_key`` every emitted alert's JSON is also pushed onto that Redis list (newest
 first, capped at ``history_size``) in the same ``MULTI`` as the state, so readers such as the HTTP
-API see recent alerts without reading Kafka; the worker and the outcome joiner use
-``<ns>:alerts``.
+API see recent alerts without reading Kafka; the worker and the outcome joiner use the version's
+``{<ns>:drift:<m>:<v>}:~alerts``. Every key of one transaction (``key``, ``history_key``,
+``incidents_key`` and what ``record`` writes) must share a hash tag, as `driftline.redis_keys`
+lays them out: a Redis Cluster runs a transaction on one slot only.
 
 Decisions are rare (a window closing, an ADWIN cut), so the round trips cost nothing on the hot
 path: a call without signals or window statistics does not touch Redis. The state is saved
@@ -26,11 +28,11 @@ With ``incidents`` (a factory of `detectors.incidents.IncidentBook`) the version
 lives in the same JSON as the policy (``{"policy": ..., "incidents": ...}``), so it is decided in
 the same transaction: ``decide`` returns the policy's alerts followed by the book's
 `IncidentEvent` s, and ``record`` stores both. Each event's incident snapshot is also written to
-the hash ``incidents_key`` (``<ns>:incidents``: incident id -> latest `DriftIncident` JSON,
+the hash ``incidents_key`` (``{<ns>:drift:<m>:<v>}:~incidents``: incident id -> latest `DriftIncident` JSON,
 evidence attached since its last event included) for the HTTP API. `supersede` resolves the open
 incident when another version takes over production.
 
->>> shared = SharedAlertPolicy(redis.Redis(port=1), "dl:drift:fraud:3:~policy")  # never connects here:
+>>> shared = SharedAlertPolicy(redis.Redis(port=1), "{dl:drift:fraud:3}:~policy")  # never connects here:
 >>> shared.decide([], model="fraud", version=3)  # nothing to decide, so no round trip
 []
 """
@@ -42,6 +44,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import redis
+from redis.cluster import RedisCluster
 
 from detectors.alerts import AlertPolicy
 from detectors.incidents import DriftOutput, IncidentBook, IncidentEvent
@@ -55,7 +58,7 @@ class SharedAlertPolicy:
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: redis.Redis | RedisCluster,
         key: str,
         make: Callable[[], AlertPolicy] = AlertPolicy,
         ttl_seconds: int = 30 * 86_400,
@@ -157,7 +160,10 @@ class SharedAlertPolicy:
     def supersede(
         self, new_version: int, record: Callable[[Any, list[DriftOutput]], None] | None = None
     ) -> list[IncidentEvent]:
-        """Version `new_version` took over production: resolve this version's open incident, once."""
+        """Version `new_version` took over production: resolve this version's open incident, once.
+
+        ``record(pipe, events)`` stores the events (in the new version's outbox) just before the
+        transaction that saves the resolution, on a pipeline of its own (see the code)."""
         if self.incidents is None:
             return []
         for _ in range(_MAX_ATTEMPTS):
@@ -169,10 +175,16 @@ class SharedAlertPolicy:
                         pipe.unwatch()
                         return []
                     events = book.supersede(new_version)
+                    if record is not None:
+                        # Before the MULTI and outside it: `record` writes the new version's keys,
+                        # another hash slot than this version's on a Redis Cluster. An attempt
+                        # that then aborts leaves its record; the retry writes the same event ids
+                        # (incident id and revision), so at worst one is published twice.
+                        side = self.r.pipeline(transaction=False)
+                        record(side, list(events))
+                        side.execute()
                     pipe.multi()
                     self._save(pipe, policy, book)
-                    if record is not None:
-                        record(pipe, list(events))
                     pipe.execute()
                     self.last_book = book
                     return events

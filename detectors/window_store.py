@@ -133,9 +133,11 @@ batches of 1000 events over 6 partitions: `add` + `close_ready` take 2.8 ms per 
 KS sampling (~360k events/s per worker), 7.7 ms with the default 5% sampling (~130k events/s;
 about 650 sampled values per batch), 16 ms at 20%. Closing a window costs ~1 ms more, once.
 
-The Lua scripts touch several keys (the close script builds its keys from the prefix, undeclared);
-on Redis Cluster they would need a common hash tag and declared keys (not done: Driftline runs
-one Redis). The client may return bytes or str.
+Every key of a version carries the hash tag ``{<ns>:drift:<m>:<v>}`` (`driftline.redis_keys`;
+written ``<ns>:drift:<m>:<v>`` in the table above for short), so on a Redis Cluster each Lua
+script and the shared policy's transaction touch one slot (the close script builds its data keys
+from that prefix, undeclared: allowed because they hash to its declared keys' slot). The client
+may be a single Redis or a cluster (``redis.cluster.RedisCluster``) and may return bytes or str.
 """
 
 from __future__ import annotations
@@ -155,6 +157,7 @@ from urllib.parse import quote
 import numpy as np
 import orjson
 import redis
+from redis.cluster import RedisCluster
 
 from detectors.alerts import DriftAlert
 from detectors.base import Evaluation
@@ -433,7 +436,7 @@ class WindowStore:
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: redis.Redis | RedisCluster,
         namespace: str,
         model: str,
         version: int,
@@ -516,7 +519,9 @@ class WindowStore:
             for f, ref in refs.items()
             if cfg.ks and ks_sample_rate > 0 and ref.kind == "numeric" and len(ref.sample) >= 2
         }
-        self._prefix = f"{namespace}:drift:{model}:{version}"
+        # `driftline.redis_keys.drift_prefix` (detectors imports no project package; a test
+        # checks the two agree): a hash tag, so a Redis Cluster keeps the version on one slot.
+        self._prefix = f"{{{namespace}:drift:{model}:{version}}}"
         self._offsets: dict[int, int] = {}  # partition -> last offset stored (as this worker last saw it)
         self._script = self.r.register_script(_ADD_LUA)
         self._close = self.r.register_script(_CLOSE_LUA)

@@ -1,8 +1,9 @@
 """``driftline report``: a self-contained HTML drift report, drawn from what the system recorded.
 
 `gather` reads, never re-runs: the model's versions and lifecycle events (registry, Redis), the
-drift windows the workers closed (``<ns>:drift:<model>:<version>:~history``, Redis), the incidents
-(their latest state, ``<ns>:incidents``, Redis; their lifecycle events, ``<prefix>.alerts``, Kafka),
+drift windows the workers closed (``{<ns>:drift:<model>:<version>}:~history``, Redis), the
+incidents (their latest state, ``{<ns>:drift:<model>:<version>}:~incidents``, Redis; their
+lifecycle events, ``<prefix>.alerts``, Kafka),
 the retrainer's steps (``<prefix>.models``), the per-signal alerts (``<prefix>.signals``, Kafka)
 and the latest events (``<prefix>.events``, Kafka) for the current distribution of each feature.
 `render` turns that `ReportData` into one HTML page of plotly charts (plotly.js inlined, so the
@@ -28,7 +29,7 @@ from detectors.signals import SCORE_FEATURE, WindowStat
 from driftline.settings import Settings
 from driftline.wiring import model_registry, redis_client
 from inference.metadata import ModelEvent, ModelVersion
-from stream.drift import bins_key, history_key, incidents_key
+from stream.drift import all_incidents, bins_key, history_key
 from stream.event_log import read_messages, read_recent
 from stream.events import RawEvent
 from stream.topics import Topics
@@ -86,7 +87,7 @@ def gather(s: Settings, model: str, since: float | None = None, recent: int = 50
         if alert.model == model and _after(alert.window_end_ts, since):
             alerts.append(alert)
     incidents = []
-    for raw in r.hvals(incidents_key(s.topic_prefix)):
+    for raw in all_incidents(r, s.topic_prefix, [(model, v.version) for v in versions]):
         try:
             inc = DriftIncident.model_validate_json(raw)
         except ValidationError:
@@ -104,7 +105,8 @@ def gather(s: Settings, model: str, since: float | None = None, recent: int = 50
             lifecycle.append(step)
     production = next((v for v in reversed(versions) if v.stage == "production"), versions[-1])
     bins = {}
-    for name, raw in r.hgetall(bins_key(s.topic_prefix, model, production.version)).items():
+    binned: dict[Any, Any] = r.hgetall(bins_key(s.topic_prefix, model, production.version))
+    for name, raw in binned.items():
         try:
             bins[_text(name)] = orjson.loads(raw)
         except orjson.JSONDecodeError:

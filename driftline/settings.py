@@ -29,7 +29,7 @@ from pydantic_settings import (
 from driftline.redaction import redact_url
 
 if TYPE_CHECKING:
-    import redis
+    from driftline.redis_keys import RedisClient
 
 KafkaValue = str | int | float | bool
 KafkaConfig = dict[str, KafkaValue | SecretStr]
@@ -220,15 +220,37 @@ class Settings(BaseSettings):
             **overrides,
         }
 
-    def redis_client(self, socket_timeout: float = 10, connect_timeout: float = 5) -> redis.Redis:
-        """A Redis client for `redis_url` with the credentials and TLS settings."""
+    def redis_client(self, socket_timeout: float = 10, connect_timeout: float = 5) -> RedisClient:
+        """A Redis client for `redis_url` with the credentials and TLS settings: a
+        ``RedisCluster`` for a ``redis+cluster://`` / ``rediss+cluster://`` URL
+        (`driftline.redis_cluster`), a ``redis.Redis`` otherwise."""
         import redis
+
+        from driftline.redis_cluster import is_cluster_url, parse_cluster_url
 
         extra: dict[str, Any] = {}
         if self.redis_username:
             extra["username"] = self.redis_username
         if self.redis_password is not None:
             extra["password"] = self.redis_password.get_secret_value()
+        if is_cluster_url(self.redis_url):
+            from redis.cluster import RedisCluster
+
+            url = parse_cluster_url(self.redis_url)
+            if url.username and "username" not in extra:
+                extra["username"] = url.username
+            if url.password is not None and "password" not in extra:
+                extra["password"] = url.password.get_secret_value()
+            if url.tls or self.redis_tls_ca is not None:
+                extra["ssl"] = True
+                if self.redis_tls_ca is not None:
+                    extra["ssl_ca_certs"] = str(self.redis_tls_ca)
+            return RedisCluster(
+                startup_nodes=url.startup_nodes(),
+                socket_timeout=socket_timeout,
+                socket_connect_timeout=connect_timeout,
+                **extra,
+            )
         if self.redis_tls_ca is not None:
             extra["ssl_ca_certs"] = str(self.redis_tls_ca)
             if not self.redis_url.startswith("rediss://"):
@@ -288,5 +310,10 @@ class Settings(BaseSettings):
 
     @property
     def redis_host_port(self) -> tuple[str, int]:
+        """Redis's host and port (a Redis Cluster URL's first startup node)."""
+        from driftline.redis_cluster import is_cluster_url, parse_cluster_url
+
+        if is_cluster_url(self.redis_url):
+            return parse_cluster_url(self.redis_url).nodes[0]
         url = urlparse(self.redis_url)
         return url.hostname or "127.0.0.1", url.port or 6379

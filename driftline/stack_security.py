@@ -31,9 +31,10 @@ KAFKA_ADMIN = "admin"  # the broker's own (inter-broker) user
 KAFKA_USER = "driftline"  # every Driftline component's Kafka user
 
 # The keys a stream component writes besides the registry (online features, drift windows and
-# statistics, alerts, the outcome joiner's state): the worker and outcome users may write these
-# and only read the rest, so neither can register, change or sign a model version.
-STREAM_KEYS = ("*:fs:*", "*:drift:*", "*:alerts", "*:incidents", "*:join:*", "*:outcomes:*")
+# statistics, alerts and incidents, the outcome joiner's state; `driftline.redis_keys`, whose
+# hash-tagged keys start with "{<ns>:..."): the worker and outcome users may write these and only
+# read the rest, so neither can register, change or sign a model version ("{<ns>:registry}:*").
+STREAM_KEYS = ("*:fs:*", "*:drift:*", "*:join:*", "*:outcomes:*")
 _STREAM_ACL = "%R~* " + " ".join(f"~{k}" for k in STREAM_KEYS) + " &* +@all -@admin -@dangerous"
 # Redis ACL users: the CLI and the retrainer (the registry's writers) may do anything with the
 # keys; the worker and the outcome joiner read the registry and write their own keys; the API

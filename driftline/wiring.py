@@ -8,18 +8,19 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
-import redis
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, Gauge
 from pydantic import ValidationError
+from redis.cluster import RedisCluster
 
 from detectors.alerts import DriftAlert
 from detectors.incidents import DriftIncident, IncidentConfig
 from detectors.signals import WindowStat
 from driftline.errors import DriftlineError
 from driftline.model_inputs import parse_view
+from driftline.redis_keys import RedisClient
 from driftline.registry_guard import GuardedRegistry, SignatureAlarm
 from driftline.settings import Settings
 from feature_store.definitions import FeatureView
@@ -31,7 +32,7 @@ from inference.signing import MetadataSigner
 from inference.views import view_of
 from stream.decode import InputLimits
 from stream.dependency import Dependency, dependency_gauge
-from stream.drift import DriftConfig, DriftStage, alerts_key, incidents_key, latest_key
+from stream.drift import DriftConfig, DriftStage, all_incidents, latest_key, recent_alerts
 from stream.metrics import WorkerMetrics
 from stream.producer import PRODUCER_DEFAULTS
 from stream.registry_log import KafkaRegistryArchive
@@ -43,12 +44,17 @@ from stream.worker import Worker, WorkerConfig
 log = logging.getLogger("driftline")
 
 
-def redis_client(s: Settings) -> redis.Redis:
+def redis_client(s: Settings) -> RedisClient:
     return s.redis_client(socket_timeout=10, connect_timeout=5)
 
 
 def redis_address(s: Settings) -> str:
-    """Host:port of Redis, for log lines (the URL may carry a password)."""
+    """Host:port of Redis, for log lines (the URL may carry a password); a cluster's nodes."""
+    from driftline.redis_cluster import cluster_url, is_cluster_url, parse_cluster_url
+
+    if is_cluster_url(s.redis_url):
+        url = parse_cluster_url(s.redis_url)
+        return cluster_url(url.nodes, tls=url.tls)
     host, port = s.redis_host_port
     return f"{host}:{port}"
 
@@ -59,8 +65,25 @@ def redis_dependency(s: Settings, gauge: Gauge) -> Dependency:
 
 
 def redis_probe(s: Settings) -> Callable[[], object]:
-    """PING on a client of its own with short timeouts: a probe fails fast while Redis is away."""
-    return s.redis_client(socket_timeout=2, connect_timeout=2).ping
+    """PING on a client of its own with short timeouts: a probe fails fast while Redis is away.
+    The client is made at the first probe (a cluster client reads the slot map when made)."""
+    made: list[RedisClient] = []
+
+    def probe() -> object:
+        if not made:
+            made.append(s.redis_client(socket_timeout=2, connect_timeout=2))
+        return ping_every_master(made[0])()
+
+    return probe
+
+
+def ping_every_master(client: RedisClient) -> Callable[[], object]:
+    """PING; on a Redis Cluster, every master: a dead master's slots are an outage until its replica
+    took over (a failed PING also makes the client re-read the slot map, so the next one finds the
+    promoted replica)."""
+    if isinstance(client, RedisCluster):
+        return lambda: client.ping(target_nodes=RedisCluster.PRIMARIES)
+    return client.ping
 
 
 class ModelEventPublisher:
@@ -209,7 +232,7 @@ class RedisDriftReader:
     """The latest drift statistics the workers recorded (``<ns>:drift:<model>:<version>:~latest``),
     for every registered version, in one round trip after the registry's."""
 
-    def __init__(self, client: redis.Redis, namespace: str, registry: ModelRegistry) -> None:
+    def __init__(self, client: RedisClient, namespace: str, registry: ModelRegistry) -> None:
         self.r = client
         self.namespace = namespace
         self.registry = registry
@@ -234,20 +257,27 @@ class RedisDriftReader:
         return stats
 
 
-class RedisAlertReader:
-    """Recent alerts from ``<ns>:alerts`` (newest first, the last 1,000), filtered."""
+def registered_versions(registry: ModelRegistry) -> list[tuple[str, int]]:
+    """Every registered (model, version): the keys of per-version families follow from it."""
+    return [(v.name, v.version) for name in registry.names() for v in registry.versions(name)]
 
-    def __init__(self, client: redis.Redis, namespace: str) -> None:
+
+class RedisAlertReader:
+    """Recent alerts of every registered version (``{<ns>:drift:<m>:<v>}:~alerts``, the last
+    1,000 of each), newest first, filtered."""
+
+    def __init__(self, client: RedisClient, namespace: str, registry: ModelRegistry) -> None:
         self.r = client
-        self.key = alerts_key(namespace)
+        self.namespace = namespace
+        self.registry = registry
 
     def __call__(self, since: float | None, severity: str | None) -> list[dict[str, Any]]:
         out = []
-        for raw in self.r.lrange(self.key, 0, -1):
+        for raw in recent_alerts(self.r, self.namespace, registered_versions(self.registry)):
             try:
                 alert = DriftAlert.model_validate_json(raw)
             except ValidationError:
-                log.warning("skipping a malformed alert in %s", self.key)
+                log.warning("skipping a malformed alert of %s", self.namespace)
                 continue
             if since is not None and alert.ts.timestamp() < since:
                 continue
@@ -258,19 +288,21 @@ class RedisAlertReader:
 
 
 class RedisIncidentReader:
-    """Every incident's latest state from ``<ns>:incidents`` (written with each decision)."""
+    """Every incident's latest state, of every registered version
+    (``{<ns>:drift:<m>:<v>}:~incidents``, written with each decision)."""
 
-    def __init__(self, client: redis.Redis, namespace: str) -> None:
+    def __init__(self, client: RedisClient, namespace: str, registry: ModelRegistry) -> None:
         self.r = client
-        self.key = incidents_key(namespace)
+        self.namespace = namespace
+        self.registry = registry
 
     def __call__(self) -> list[dict[str, Any]]:
         out = []
-        for raw in self.r.hvals(self.key):
+        for raw in all_incidents(self.r, self.namespace, registered_versions(self.registry)):
             try:
                 out.append(DriftIncident.model_validate_json(raw).model_dump(mode="json"))
             except ValidationError:
-                log.warning("skipping a malformed incident in %s", self.key)
+                log.warning("skipping a malformed incident of %s", self.namespace)
         return out
 
 
@@ -286,7 +318,7 @@ def build_api(s: Settings, model: str = "fraud") -> FastAPI:
 
     prometheus = CollectorRegistry()
     gauge = dependency_gauge(prometheus)
-    redis_dep = Dependency("redis", redis_address(s), gauge, probe=probe.ping)
+    redis_dep = Dependency("redis", redis_address(s), gauge, probe=ping_every_master(probe))
     kafka_dep = Dependency(
         "kafka", s.kafka_bootstrap, gauge, probe=lambda: admin.list_topics(timeout=2)
     )  # list_topics raises KafkaException when no broker answers in time
@@ -308,8 +340,8 @@ def build_api(s: Settings, model: str = "fraud") -> FastAPI:
         features_of=features_of,
         features=OnlineStore(client, s.topic_prefix, view, state_cache=0) if view is not None else None,
         drift=RedisDriftReader(client, s.topic_prefix, registry),
-        alerts=RedisAlertReader(client, s.topic_prefix),
-        incidents=RedisIncidentReader(client, s.topic_prefix),
+        alerts=RedisAlertReader(client, s.topic_prefix, registry),
+        incidents=RedisIncidentReader(client, s.topic_prefix, registry),
         # Each probe also moves its dependency's gauge and logs the state change, once.
         checks={"redis": redis_dep.ensure, "kafka": kafka_dep.ensure},
         prometheus=prometheus,

@@ -1,9 +1,11 @@
 """The Redis online store: applies event batches to entity states and serves the latest features.
 
-Keys of a view, under ``<p> = <ns>:fs:<view>``; every key has a TTL (``ttl``, default 7 days):
+Keys of a view, under ``<p> = <ns>:fs:<view>`` and, per source partition, under the hash tag
+``<t> = {<ns>:fs:<view>:p<partition>}`` (`driftline.redis_keys`: a Redis Cluster keeps each
+partition's keys on one slot); every key has a TTL (``ttl``, default 7 days):
 
 ======================================  ========================================================
-``<p>:entity:<entity_id>``              hash, one per entity:
+``<t>:entity:<entity_id>``              hash, one per entity (under its events' partition):
                                         ``features``: JSON object, every feature's latest value
                                         (number, category string, or null = undefined);
                                         ``as_of``: the entity's newest event time, which the
@@ -12,25 +14,32 @@ Keys of a view, under ``<p> = <ns>:fs:<view>``; every key has a TTL (``ttl``, de
                                         ``latest``: the numeric features packed (float64, for
                                         `get_online_features`); ``state``: the packed tiles
                                         (`Engine.encode`, after 8 bytes: when the TTL was set)
-``<p>:offset:<source>:<partition>``     string: the watermark, highest offset of (source,
+``<t>:offset:<source>``                 string: the watermark, highest offset of (source,
                                         partition) applied
-``<p>:replay:<source>:<partition>``     sorted set: each batch's per-event results (one member
+``<t>:replay:<source>``                 sorted set: each batch's per-event results (one member
                                         per batch, score = its last offset), kept for the last
                                         ``replay_retention`` offsets, for replays
+``<p>:where:<entity_id>``               string: the partition whose tag holds the entity's hash
+                                        (set with a new entity and when its TTL is renewed), so
+                                        readers find an entity by its id alone
 ``<p>:definition``                      string: the `FeatureView` JSON, for tools
 ``<p>:since``                           sorted set, one member ``first``: the earliest event
                                         time the store applied (``ZADD LT``), when its
                                         aggregates' warm-up began (`feature_store.warmup`)
 ======================================  ========================================================
 
-``redis-cli HGET <p>:entity:card-000317 features`` prints an entity's features. The TTL of an
+``redis-cli -c HGET '{dl:fs:fraud:p3}:entity:card-000317' features`` prints an entity's features
+(its partition: ``redis-cli -c GET dl:fs:fraud:where:card-000317``). The TTL of an
 entity hash is set when it is created and again by any write that finds it set more than
 ``ttl / 8`` ago (so an entity written at least that often never expires); the other keys get it
 on every write. Per entity the store keeps at most ``Engine.state_bytes`` of state (2.6 kB for
 `fraud_feature_view`, about 0.8 kB as packed: `Engine.encode_many`) plus its readable record
 (about 1 kB); neither grows with its events.
 
-**Writes.** `OnlineStore.write_batch` holds one connection for two round trips. The first
+**Writes.** `OnlineStore.write_batch` holds one connection for two round trips (on a Redis
+Cluster: one connection per partition of the batch, to the master of its slot, all sent at once;
+the keys of no partition - ``definition``, ``since``, ``where`` - are then written just before the
+transactions instead of in them, each write idempotent). The first
 sends ``WATCH`` on the batch's partition watermarks, then reads them, the stored results at or
 above the batch's offsets and the states of the entities its `StateCache` does not hold (the
 states this writer stored last, used only while their partition's watermark is still the one it
@@ -47,11 +56,14 @@ A replayed event older than the kept results gets NaN features, listed in
 The watermark is the fence, so each entity's events must come from one partition (Kafka keyed by
 entity): two writers on different partitions updating one entity at once could lose an update
 (never count one twice). Commands are packed here (RESP) and sent in one write per round trip;
-the client must return bytes (``decode_responses=False``, the default) and talk to one Redis
-server (not a cluster: ``WATCH``/``MULTI`` span keys of many slots).
+the client must return bytes (``decode_responses=False``, the default). On a Redis Cluster an
+entity's events must come from one partition (a batch mixing them is refused: its hash could not
+be fenced by both watermarks), and a cluster error (a failover, a moved slot) makes the next batch
+re-read the slot map. Reads (`get_online_features`, `describe`) take two round trips: the
+entities' ``where``, then their hashes.
 
 >>> OnlineStore.key_layout("dl", "fraud")["entity"]
-'dl:fs:fraud:entity:<entity_id>'
+'{dl:fs:fraud:p<partition>}:entity:<entity_id>'
 >>> _command(b"SET", b"k", b"v")
 b'*3\\r\\n$3\\r\\nSET\\r\\n$1\\r\\nk\\r\\n$1\\r\\nv\\r\\n'
 """
@@ -62,7 +74,7 @@ import socket
 import struct
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -72,8 +84,11 @@ import numpy as np
 import orjson
 import redis
 from pydantic import BaseModel, ConfigDict
-from redis.connection import Connection
+from redis.cluster import RedisCluster
+from redis.connection import Connection, ConnectionPool
 
+from driftline import redis_keys as keys
+from driftline.redis_keys import RedisClient
 from feature_store.definitions import FeatureView
 from feature_store.engine import Column, Columns, Engine, RunOutcome, StateMismatch, Tails
 from feature_store.state_cache import StateCache
@@ -138,30 +153,56 @@ def _roundtrip(conn: Connection, commands: list[bytes]) -> list[Any]:
     return _replies(sock, hiredis.Reader(replyError=redis.ResponseError), len(commands))
 
 
+def _roundtrips(conns: list[Connection], payloads: list[list[bytes]]) -> list[list[Any]]:
+    """`_roundtrip` on several connections at once: every payload sent, then the replies read."""
+    socks = [_send(c, b"".join(cmds)) if cmds else None for c, cmds in zip(conns, payloads, strict=True)]
+    return [
+        [] if sock is None else _replies(sock, hiredis.Reader(replyError=redis.ResponseError), len(cmds))
+        for sock, cmds in zip(socks, payloads, strict=True)
+    ]
+
+
 _MULTI = _command(b"MULTI")
 _EXEC = _command(b"EXEC")
 _QUEUED = b"+QUEUED\r\n"
 
 
-def _transaction(conn: Connection, commands: list[bytes]) -> list[Any] | None:
-    """``MULTI``, commands, ``EXEC`` in one round trip: EXEC's replies, or None if it aborted
-    (a watched key changed).
+def _transactions(conns: list[Connection], groups: list[list[bytes]]) -> list[list[Any] | None]:
+    """``MULTI``, commands, ``EXEC`` in one round trip per connection (all sent, then read): each
+    EXEC's replies, or None if it aborted (a watched key changed). A connection with no command
+    only ends its ``WATCH``.
 
     A queued command's reply is ``+QUEUED``: rather than parse a thousand of them, the bytes
     are compared with what they must be, and only EXEC's reply is parsed. Anything else (a
     command refused while queueing) falls back to reading every reply, raising the error.
     """
-    sock = _send(conn, b"".join((_MULTI, *commands, _EXEC)))
-    expected = b"+OK\r\n" + _QUEUED * len(commands)
-    data = b""
-    while len(data) < len(expected) and expected.startswith(data):
-        data += _recv(sock)
-    reader = hiredis.Reader(replyError=redis.ResponseError)
-    if data.startswith(expected):
-        reader.feed(data[len(expected) :])
-        return cast(list[Any] | None, _replies(sock, reader, 1)[0])
-    reader.feed(data)
-    return cast(list[Any] | None, _replies(sock, reader, len(commands) + 2)[-1])
+    socks = [
+        _send(c, b"".join((_MULTI, *cmds, _EXEC)) if cmds else _command(b"UNWATCH"))
+        for c, cmds in zip(conns, groups, strict=True)
+    ]
+    out: list[list[Any] | None] = []
+    for sock, commands in zip(socks, groups, strict=True):
+        reader = hiredis.Reader(replyError=redis.ResponseError)
+        if not commands:
+            _replies(sock, reader, 1)
+            out.append([])
+            continue
+        expected = b"+OK\r\n" + _QUEUED * len(commands)
+        data = b""
+        while len(data) < len(expected) and expected.startswith(data):
+            data += _recv(sock)
+        if data.startswith(expected):
+            reader.feed(data[len(expected) :])
+            out.append(cast(list[Any] | None, _replies(sock, reader, 1)[0]))
+        else:
+            reader.feed(data)
+            out.append(cast(list[Any] | None, _replies(sock, reader, len(commands) + 2)[-1]))
+    return out
+
+
+def _transaction(conn: Connection, commands: list[bytes]) -> list[Any] | None:
+    """`_transactions` on one connection."""
+    return _transactions([conn], [commands])[0]
 
 
 def _wall_time(ts: float) -> str:
@@ -224,6 +265,7 @@ class _Batch:
     spans: dict[int, tuple[int, int]]  # partition -> (lowest, highest offset in the batch)
     cols: Columns
     entity_part: np.ndarray  # each entity's partition (-1: its events come from several)
+    home: np.ndarray  # the partition of each entity's first event: the tag of its hash key
     keys: list[bytes] = field(default_factory=list)  # each entity's hash key
 
     @classmethod
@@ -254,9 +296,11 @@ class _Batch:
         row_of = {e: i for i, e in enumerate(entities)}
         rows = np.fromiter((row_of[e] for e in entity_ids), dtype=np.int64, count=n)
         spans = {int(p): (int(offs[parts == p].min()), int(offs[parts == p].max())) for p in np.unique(parts)}
-        entity_part = parts[np.unique(rows, return_index=True)[1]]  # of each entity's first event
+        home = parts[np.unique(rows, return_index=True)[1]]  # of each entity's first event
+        entity_part = home.copy()
         entity_part[rows[parts != entity_part[rows]]] = -1
-        return cls(source, entities, rows, times, parts, offs, spans, engine.columns(values, n), entity_part)
+        cols = engine.columns(values, n)
+        return cls(source, entities, rows, times, parts, offs, spans, cols, entity_part, home)
 
 
 @dataclass
@@ -274,7 +318,7 @@ class OnlineStore:
 
     def __init__(
         self,
-        redis_client: redis.Redis,
+        redis_client: RedisClient,
         namespace: str,
         view: FeatureView,
         ttl: timedelta = timedelta(days=7),
@@ -290,14 +334,21 @@ class OnlineStore:
             )
         if replay_retention < 1:
             raise ValueError("replay_retention must be >= 1")
-        if redis_client.connection_pool.connection_kwargs.get("decode_responses"):
+        self._cluster = isinstance(redis_client, RedisCluster)
+        conn_kwargs = (
+            redis_client.nodes_manager.connection_kwargs
+            if isinstance(redis_client, RedisCluster)
+            else redis_client.connection_pool.connection_kwargs
+        )
+        if conn_kwargs.get("decode_responses"):
             raise ValueError("the online store needs a Redis client returning bytes (decode_responses=False)")
         self.r = redis_client
         self.view = view
         self.engine = Engine(view)
         self.names = self.engine.names
-        self.prefix = f"{namespace}:fs:{view.name}"
+        self.namespace = namespace
         self._since = self.since_key(namespace, view.name).encode()
+        self._stale_slots = False  # a cluster error: re-read the slot map before the next batch
         self.ttl_ms = int(ttl / timedelta(milliseconds=1))
         self.replay_retention = replay_retention
         self.clock = clock
@@ -313,31 +364,40 @@ class OnlineStore:
     @staticmethod
     def key_layout(namespace: str, view: str) -> dict[str, str]:
         """Every key pattern of a view, by role (see the module docstring)."""
-        p = f"{namespace}:fs:{view}"
         return {
-            "entity": f"{p}:entity:<entity_id>",
-            "offset": f"{p}:offset:<source>:<partition>",
-            "replay": f"{p}:replay:<source>:<partition>",
-            "definition": f"{p}:definition",
-            "since": f"{p}:since",
+            "entity": keys.fs_entity(namespace, view, "<partition>", "<entity_id>"),  # type: ignore[arg-type]
+            "offset": keys.fs_offset(namespace, view, "<source>", "<partition>"),  # type: ignore[arg-type]
+            "replay": keys.fs_replay(namespace, view, "<source>", "<partition>"),  # type: ignore[arg-type]
+            "where": keys.fs_where(namespace, view, "<entity_id>"),
+            "definition": keys.fs_definition(namespace, view),
+            "since": keys.fs_since(namespace, view),
         }
 
-    def entity_key(self, entity_id: str) -> str:
-        return f"{self.prefix}:entity:{entity_id}"
+    def entity_key(self, entity_id: str, partition: int) -> str:
+        """The hash of an entity whose events come from `partition` (see `locate`)."""
+        return keys.fs_entity(self.namespace, self.view.name, partition, entity_id)
+
+    def where_key(self, entity_id: str) -> str:
+        return keys.fs_where(self.namespace, self.view.name, entity_id)
+
+    def locate(self, entity_id: str) -> int | None:
+        """The source partition whose tag holds the entity's hash (None: an unknown entity)."""
+        raw = self.r.get(self.where_key(entity_id))
+        return None if raw is None else int(cast(bytes, raw))
 
     def offset_key(self, source: str, partition: int) -> str:
-        return f"{self.prefix}:offset:{source}:{partition}"
+        return keys.fs_offset(self.namespace, self.view.name, source, partition)
 
     def replay_key(self, source: str, partition: int) -> str:
-        return f"{self.prefix}:replay:{source}:{partition}"
+        return keys.fs_replay(self.namespace, self.view.name, source, partition)
 
     def definition_key(self) -> str:
-        return f"{self.prefix}:definition"
+        return keys.fs_definition(self.namespace, self.view.name)
 
     @staticmethod
     def since_key(namespace: str, view: str) -> str:
         """The sorted set holding the earliest event time the store of `view` applied."""
-        return f"{namespace}:fs:{view}:since"
+        return keys.fs_since(namespace, view)
 
     def watermark(self, source: str, partition: int) -> int | None:
         """Highest offset of (source, partition) applied so far (None: none)."""
@@ -365,9 +425,31 @@ class OnlineStore:
             none = np.zeros(0, dtype=bool)
             cats: dict[str, list[str | None]] = {c: [] for c in self.engine.pt_categorical}
             return WriteResult(self.names, np.zeros((0, len(self.names))), cats, none, none)
+        if self._cluster and (batch.entity_part < 0).any():
+            e = int(np.flatnonzero(batch.entity_part < 0)[0])
+            raise ValueError(
+                f"the events of entity {batch.entities[e]!r} come from several partitions: on a Redis "
+                "Cluster each entity's events must come from one partition (key the topic by entity)"
+            )
+        if self._stale_slots:
+            self._refresh_slots()
+        try:
+            return self._write(batch)
+        except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError, OSError):
+            self._stale_slots = self._cluster  # a failover or a resharding moves slots
+            raise
+
+    def _refresh_slots(self) -> None:
+        assert isinstance(self.r, RedisCluster)
+        self.r.nodes_manager.initialize()
+        self._stale_slots = False
+
+    def _write(self, batch: _Batch) -> WriteResult:
         for _ in range(self.max_attempts):
-            with self._session() as conn:
-                read = self._read(conn, batch)
+            with ExitStack() as stack:
+                groups = self._groups(batch)
+                conns = [stack.enter_context(self._session(pool)) for pool, _ in groups]
+                read = self._read(conns, groups, batch)
                 marks = [read.watermarks[p] for p in batch.parts.tolist()]
                 marked = np.array([-1 if m is None else m for m in marks], dtype=np.int64)
                 replayed = (marked >= 0) & (batch.offs <= marked)
@@ -383,10 +465,11 @@ class OnlineStore:
                 )
                 self._fill_replayed(result, read.results, batch)
                 if replayed.all():
-                    _roundtrip(conn, [_command(b"UNWATCH")])
+                    for conn in conns:
+                        _roundtrip(conn, [_command(b"UNWATCH")])
                     return result
                 newest = self._newest_categories(out, result, tails)
-                written = self._commit(conn, batch, read, states, newest, out, result)
+                written = self._commit(conns, groups, batch, read, states, newest, out, result)
                 if written is not None:
                     self._remember(batch, read, states, newest, result, written)
                     return result
@@ -449,10 +532,25 @@ class OnlineStore:
             marks,
         )
 
+    def _groups(self, batch: _Batch) -> list[tuple[ConnectionPool, list[int]]]:
+        """The batch's partitions by transaction: a single Redis takes them all in one; a cluster
+        one per partition (its tag's slot), each on the connection pool of the slot's master."""
+        parts = list(batch.spans)
+        if not isinstance(self.r, RedisCluster):
+            return [(self.r.connection_pool, parts)]
+        out = []
+        for p in parts:
+            node = self.r.get_node_from_key(keys.fs_tag(self.namespace, self.view.name, p))
+            conn = self.r.get_redis_connection(node)
+            out.append((conn.connection_pool, [p]))
+        return out
+
     @contextmanager
-    def _session(self) -> Iterator[Connection]:
+    def _session(self, pool: ConnectionPool | None = None) -> Iterator[Connection]:
         """A connection of our own for WATCH ... EXEC; closed if anything goes wrong midway."""
-        pool = self.r.connection_pool
+        if pool is None:
+            assert isinstance(self.r, redis.Redis)
+            pool = self.r.connection_pool
         conn = pool.get_connection()
         try:
             yield conn
@@ -462,19 +560,18 @@ class OnlineStore:
         finally:
             pool.release(conn)
 
-    def _read(self, conn: Connection, batch: _Batch) -> _Read:
-        """The first round trip: WATCH the watermarks; read them, results for replays, and the
-        states of the entities the state cache does not hold (a second round trip reads those
-        it held for a partition whose watermark turns out to have moved)."""
-        marks = [self.offset_key(batch.source, p).encode() for p in batch.spans]
-        commands = [_command(b"WATCH", *marks), _command(b"MGET", *marks)]
-        for p, (lo, _) in batch.spans.items():
-            commands.append(
-                _command(b"ZRANGEBYSCORE", self.replay_key(batch.source, p).encode(), b"%d" % lo, b"+inf")
-            )
+    def _read(
+        self, conns: list[Connection], groups: list[tuple[ConnectionPool, list[int]]], batch: _Batch
+    ) -> _Read:
+        """The first round trip (one per transaction group, sent at once): WATCH the watermarks;
+        read them, results for replays, and the states of the entities the state cache does not
+        hold (a second round trip reads those it held for a partition whose watermark turns out
+        to have moved)."""
         if not batch.keys:
-            head = f"{self.prefix}:entity:"
-            batch.keys = [(head + entity).encode() for entity in batch.entities]
+            batch.keys = [
+                self.entity_key(entity, home).encode()
+                for entity, home in zip(batch.entities, batch.home.tolist(), strict=True)
+            ]
         n = len(batch.entities)
         cached, cached_states = np.zeros(n, dtype=bool), np.zeros((0, self.engine.width))
         cached_ttl = np.zeros(0, dtype=np.int64)
@@ -483,18 +580,32 @@ class OnlineStore:
             cached, cached_states, cached_ttl = self.cache.lookup(
                 batch.source, batch.entities, batch.entity_part, now_ms, self.ttl_ms
             )
-        ask = np.flatnonzero(~cached).tolist()
-        commands += [_HGET % (len(batch.keys[i]), batch.keys[i], 5, b"state") for i in ask]
-        replies = _roundtrip(conn, commands)
-        watermarks = {p: None if w is None else int(w) for p, w in zip(batch.spans, replies[1], strict=True)}
+        group_of = self._entity_groups(batch, groups)
+        ask = np.flatnonzero(~cached)
+        asks = [ask[group_of[ask] == g].tolist() for g in range(len(groups))]
+        payloads = []
+        for (_, parts), mine in zip(groups, asks, strict=True):
+            marks = [self.offset_key(batch.source, p).encode() for p in parts]
+            commands = [_command(b"WATCH", *marks), _command(b"MGET", *marks)]
+            for p in parts:
+                lo = batch.spans[p][0]
+                commands.append(
+                    _command(b"ZRANGEBYSCORE", self.replay_key(batch.source, p).encode(), b"%d" % lo, b"+inf")
+                )
+            commands += [_HGET % (len(batch.keys[i]), batch.keys[i], 5, b"state") for i in mine]
+            payloads.append(commands)
+        watermarks: dict[int, int | None] = {}
         results = {}
-        for (p, (_, hi)), members in zip(batch.spans.items(), replies[2 : 2 + len(batch.spans)], strict=True):
-            mark = watermarks[p]
-            top = -1 if mark is None else min(hi, mark)
-            results[p] = [m for m in members if int(m[:_RESULTS_HEAD]) <= top]
         fields: list[bytes | None] = [None] * n
-        for i, f in zip(ask, replies[2 + len(batch.spans) :], strict=True):
-            fields[i] = f
+        for (_, parts), mine, replies in zip(groups, asks, _roundtrips(conns, payloads), strict=True):
+            for p, w in zip(parts, replies[1], strict=True):
+                watermarks[p] = None if w is None else int(w)
+            for p, members in zip(parts, replies[2 : 2 + len(parts)], strict=True):
+                mark = watermarks[p]
+                top = -1 if mark is None else min(batch.spans[p][1], mark)
+                results[p] = [m for m in members if int(m[:_RESULTS_HEAD]) <= top]
+            for i, f in zip(mine, replies[2 + len(parts) :], strict=True):
+                fields[i] = f
         if self.cache is not None and cached.any():
             stale = self.cache.valid(batch.source, watermarks)
             if stale:  # another writer moved these partitions: read their states after all
@@ -502,17 +613,31 @@ class OnlineStore:
                 keep = again[cached]
                 cached_states, cached_ttl = cached_states[~keep], cached_ttl[~keep]
                 cached = cached & ~again
-                redo = np.flatnonzero(again).tolist()
-                got = _roundtrip(
-                    conn, [_HGET % (len(batch.keys[i]), batch.keys[i], 5, b"state") for i in redo]
+                redo = np.flatnonzero(again)
+                redos = [redo[group_of[redo] == g].tolist() for g in range(len(groups))]
+                got = _roundtrips(
+                    conns,
+                    [
+                        [_HGET % (len(batch.keys[i]), batch.keys[i], 5, b"state") for i in mine]
+                        for mine in redos
+                    ],
                 )
-                for i, f in zip(redo, got, strict=True):
-                    fields[i] = f
+                for mine, replies in zip(redos, got, strict=True):
+                    for i, f in zip(mine, replies, strict=True):
+                        fields[i] = f
         blobs = [None if f is None else f[_TTL_AT.size :] for f in fields]
         ttl_at = [None if f is None else _TTL_AT.unpack_from(f)[0] for f in fields]
         for i, at in zip(np.flatnonzero(cached).tolist(), cached_ttl.tolist(), strict=True):
             ttl_at[i] = at
         return _Read(watermarks, results, blobs, ttl_at, cached, cached_states)
+
+    @staticmethod
+    def _entity_groups(batch: _Batch, groups: list[tuple[ConnectionPool, list[int]]]) -> np.ndarray:
+        """Each entity's transaction group: the one of its hash's partition."""
+        group_of_part = {p: g for g, (_, parts) in enumerate(groups) for p in parts}
+        return np.fromiter(
+            (group_of_part[h] for h in batch.home.tolist()), dtype=np.int64, count=len(batch.home)
+        )
 
     def _fill_replayed(self, result: WriteResult, results: dict[int, list[bytes]], batch: _Batch) -> None:
         todo = np.flatnonzero(result.replayed)
@@ -563,7 +688,8 @@ class OnlineStore:
 
     def _commit(
         self,
-        conn: Connection,
+        conns: list[Connection],
+        groups: list[tuple[ConnectionPool, list[int]]],
         batch: _Batch,
         read: _Read,
         states: np.ndarray,
@@ -571,32 +697,40 @@ class OnlineStore:
         out: RunOutcome,
         result: WriteResult,
     ) -> np.ndarray | None:
-        """The second round trip: MULTI, every write, EXEC. None if a watermark moved, else when
-        each entity's TTL was set (ms), as now stored."""
+        """The second round trip: MULTI, every write, EXEC (per transaction group, sent at once).
+        None if a watermark moved, else when each entity's TTL was set (ms), as now stored.
+
+        The keys of no partition (definition, since, the entities' ``where``) ride in the one
+        transaction of a single Redis; on a cluster they are written just before the
+        transactions, outside them (each write is idempotent, and harmless if a transaction
+        then aborts)."""
         engine, ttl, offs = self.engine, self._ttl, batch.offs
-        commands = []
+        per_group: list[list[bytes]] = [[] for _ in groups]
+        group_of_part = {p: g for g, (_, parts) in enumerate(groups) for p in parts}
+        group_of = self._entity_groups(batch, groups)
+        loose: list[tuple[bytes, ...]] = []
         for p in batch.spans:
             mine = np.flatnonzero(~result.replayed & (batch.parts == p))
             if not len(mine):
                 continue
             mark = int(offs[mine].max())
             key = self.replay_key(batch.source, p).encode()
-            commands += [
+            per_group[group_of_part[p]] += [
                 _command(b"SET", self.offset_key(batch.source, p).encode(), b"%d" % mark, b"PX", ttl),
                 _command(b"ZADD", key, b"%d" % mark, self._results(mine, offs, result)),
                 _command(b"ZREMRANGEBYSCORE", key, b"-inf", b"(%d" % (mark - self.replay_retention)),
                 _command(b"PEXPIRE", key, ttl),
             ]
-        commands.append(_command(b"SET", self.definition_key().encode(), self._definition, b"PX", ttl))
+        loose.append((b"SET", self.definition_key().encode(), self._definition, b"PX", ttl))
 
         # The latest features of each changed entity: those of its last event when that one is
         # its newest (the usual case), else computed from the state at its newest event time.
         applied = np.flatnonzero(result.applied)
         if applied.size:  # the aggregates' warm-up starts at the first event applied (LT: the minimum)
             first = float(batch.times[applied].min())
-            commands += [
-                _command(b"ZADD", self._since, b"LT", repr(first).encode(), SINCE_MEMBER),
-                _command(b"PEXPIRE", self._since, ttl),
+            loose += [
+                (b"ZADD", self._since, b"LT", repr(first).encode(), SINCE_MEMBER),
+                (b"PEXPIRE", self._since, ttl),
             ]
         last = np.full(len(batch.entities), -1, dtype=np.int64)
         np.maximum.at(last, batch.rows[applied], applied)
@@ -632,7 +766,7 @@ class OnlineStore:
             record = orjson.dumps(dict(zip(names, row, strict=True)))
             state = stamps[8 * j : 8 * j + 8] + packed_states[j]
             key, stamp, count = keys[e], as_of_z[j], events_of[j]
-            commands.append(
+            per_group[group_of[e]].append(
                 _HSET
                 % (
                     len(key),
@@ -651,14 +785,27 @@ class OnlineStore:
                     count,
                 )
             )
-        commands += [_command(b"PEXPIRE", keys[e], ttl) for e in changed[expire].tolist()]
-        done = _transaction(conn, commands)
-        if done is None:
-            return None  # a watermark moved: nothing was written
-        errors = [r for r in done if isinstance(r, Exception)]
-        if errors:
-            raise errors[0]
-        return ttl_all
+        homes = batch.home.tolist()
+        for e in changed[expire].tolist():  # new entities, and those whose TTL is renewed
+            per_group[group_of[e]].append(_command(b"PEXPIRE", keys[e], ttl))
+            where = self.where_key(batch.entities[e]).encode()
+            loose.append((b"SET", where, b"%d" % homes[e], b"PX", ttl))
+        if self._cluster:
+            pipe = self.r.pipeline(transaction=False)
+            for args in loose:
+                pipe.execute_command(args[0].decode(), *args[1:])  # a name the cluster client can route
+            pipe.execute()
+        else:
+            per_group[0] += [_command(*args) for args in loose]
+        aborted = False
+        for done in _transactions(conns, per_group):
+            if done is None:
+                aborted = True  # a watermark moved: that group wrote nothing
+                continue
+            errors = [r for r in done if isinstance(r, Exception)]
+            if errors:
+                raise errors[0]
+        return None if aborted else ttl_all
 
     # -- reads -----------------------------------------------------------------------------------
 
@@ -675,12 +822,15 @@ class OnlineStore:
         unique = list(dict.fromkeys(entity_ids))
         if not unique:
             return np.zeros((0, len(names)))
-        commands = []
-        for entity in unique:
-            key = self.entity_key(entity).encode()
-            commands.append(_HGET % (len(key), key, 6, b"latest"))
-        with self._session() as conn:
-            heads = cast(list[bytes | None], _roundtrip(conn, commands))
+        # Two round trips: where each entity's hash is (its partition), then the hashes.
+        where = self._fetch([(b"GET", self.where_key(e).encode()) for e in unique])
+        found = [i for i, w in enumerate(where) if w is not None]
+        got = self._fetch(
+            [(b"HGET", self.entity_key(unique[i], int(where[i])).encode(), b"latest") for i in found]
+        )
+        heads: list[bytes | None] = [None] * len(unique)
+        for i, h in zip(found, got, strict=True):
+            heads[i] = h
         prefix, size = self.engine.prefix, self._latest_size
         ok = [h is not None and len(h) == size and h.startswith(prefix) for h in heads]
         blank = bytes(size)
@@ -695,9 +845,27 @@ class OnlineStore:
             matrix = matrix[:, [index[n] for n in names]]
         return matrix
 
+    def _fetch(self, commands: list[tuple[bytes, ...]]) -> list[Any]:
+        """Commands of any keys, their replies in order: one round trip on a single Redis, one per
+        node (redis-py's cluster pipeline) on a cluster."""
+        if not commands:
+            return []
+        if isinstance(self.r, RedisCluster):
+            pipe = self.r.pipeline(transaction=False)
+            for args in commands:
+                pipe.execute_command(args[0].decode(), *args[1:])  # a name the cluster client can route
+            return list(pipe.execute())
+        with self._session() as conn:
+            return _roundtrip(conn, [_command(*args) for args in commands])
+
     def describe(self, entity_id: str) -> EntityFeatures | None:
         """Every feature of one entity, the event time it is as of and when it was written."""
-        raw = self.r.hmget(self.entity_key(entity_id), ["features", "as_of", "updated_at", "events"])
+        partition = self.locate(entity_id)
+        if partition is None:
+            return None
+        raw = self.r.hmget(
+            self.entity_key(entity_id, partition), ["features", "as_of", "updated_at", "events"]
+        )
         features, as_of, updated_at, events = cast(list[bytes | None], raw)
         if features is None or as_of is None or updated_at is None:
             return None

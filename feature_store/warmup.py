@@ -35,8 +35,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
-import redis
 
+from driftline.redis_keys import RedisClient
 from feature_store.definitions import FeatureView
 
 SINCE_MEMBER = b"first"  # the one member of the ``since`` sorted set (score: the first event time)
@@ -113,7 +113,7 @@ class LiveWarmup:
     until it is known and then again every `refresh_seconds` (wall clock: it only moves when the
     store starts over, after every state expired), and the masks of a batch."""
 
-    client: redis.Redis
+    client: RedisClient
     key: str
     seconds: dict[str, float]
     refresh_seconds: float = 60.0

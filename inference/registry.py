@@ -1,20 +1,21 @@
 """Model registry in Redis: ONNX artifacts, version metadata, deployments and lifecycle events.
 
-Redis is the only backend, so a worker on any host needs just the Redis address. Keys, under a
-namespace ``<ns>``:
+Redis is the only backend, so a worker on any host needs just the Redis address. Keys, under
+``<r> = {<ns>:registry}`` (one hash tag: the registry's transactions span models, versions and
+artifacts, and a Redis Cluster runs a transaction on one slot; see `driftline.redis_keys`):
 
 ==========================================  ======================================================
-``<ns>:models``                             set of model names
-``<ns>:model:<name>:next_version``          counter; INCR allocates version numbers atomically
-``<ns>:model:<name>:versions``              sorted set of version numbers (score = version)
-``<ns>:model:<name>:v:<version>:meta``      `ModelVersion` JSON (stage included)
-``<ns>:artifact:<sha256>``                  ONNX bytes, content-addressed: stored once per hash
-``<ns>:model:<name>:deployment``            hash: production, canary, canary_fraction, shadow,
+``<r>:models``                              set of model names
+``<r>:model:<name>:next_version``           counter; INCR allocates version numbers atomically
+``<r>:model:<name>:versions``               sorted set of version numbers (score = version)
+``<r>:model:<name>:v:<version>:meta``       `ModelVersion` JSON (stage included)
+``<r>:artifact:<sha256>``                   ONNX bytes, content-addressed: stored once per hash
+``<r>:model:<name>:deployment``             hash: production, canary, canary_fraction, shadow,
                                             previous_production (version numbers, "" = none),
                                             generation (bumped by every lifecycle change)
-``<ns>:model:<name>:events``                list of `ModelEvent` JSON, oldest first (the newest
+``<r>:model:<name>:events``                 list of `ModelEvent` JSON, oldest first (the newest
                                             ``max_events`` kept)
-``<ns>:model:<name>:event_seq``             counter numbering the events in the durable copy
+``<r>:model:<name>:event_seq``              counter numbering the events in the durable copy
 ==========================================  ======================================================
 
 With a `durable` archive (the durable copy, `inference.registry_log`), a registration is written there
@@ -46,6 +47,8 @@ from typing import Any, cast
 import redis
 from redis.client import Pipeline
 
+from driftline import redis_keys as keys
+from driftline.redis_keys import RedisClient
 from inference.metadata import (
     Deployment,
     Distribution,
@@ -107,6 +110,12 @@ def parse_ref(ref: str) -> tuple[str, int | None]:
         raise ValueError(
             f"invalid model reference {ref!r}: expected NAME or NAME:VERSION, e.g. fraud or fraud:3"
         ) from None
+
+
+def _connection_kwargs(client: RedisClient) -> dict[str, Any]:
+    if isinstance(client, redis.Redis):
+        return dict(client.get_connection_kwargs())
+    return dict(client.nodes_manager.connection_kwargs)
 
 
 def _now() -> datetime:
@@ -205,7 +214,7 @@ class ModelRegistry:
 
     def __init__(
         self,
-        redis_client: redis.Redis,
+        redis_client: RedisClient,
         namespace: str,
         on_event: Callable[[ModelEvent], None] | None = None,
         durable: RegistryArchive | None = None,
@@ -215,12 +224,13 @@ class ModelRegistry:
     ) -> None:
         if not namespace or any(c.isspace() for c in namespace):
             raise ValueError(f"invalid registry namespace {namespace!r}: non-empty, no whitespace")
-        if redis_client.get_connection_kwargs().get("decode_responses"):
+        if _connection_kwargs(redis_client).get("decode_responses"):
             raise ValueError("the model registry needs a Redis client with decode_responses=False")
         if keep_archived < 0 or max_events < 1:
             raise ValueError("keep_archived must be >= 0 and max_events >= 1")
         self._r = redis_client
         self.namespace = namespace
+        self._keys = keys.registry_prefix(namespace)
         self.on_event = on_event
         self.durable = durable
         self.keep_archived = keep_archived
@@ -232,10 +242,10 @@ class ModelRegistry:
     # -- keys -------------------------------------------------------------------------------------
 
     def _models_key(self) -> str:
-        return f"{self.namespace}:models"
+        return f"{self._keys}:models"
 
     def _model_key(self, name: str, suffix: str) -> str:
-        return f"{self.namespace}:model:{name}:{suffix}"
+        return f"{self._keys}:model:{name}:{suffix}"
 
     def _meta_key(self, name: str, version: int) -> str:
         return self._model_key(name, f"v:{version}:meta")
@@ -245,7 +255,7 @@ class ModelRegistry:
 
     def artifact_key(self, sha256: str) -> str:
         """Redis key of the artifact with this sha256."""
-        return f"{self.namespace}:artifact:{sha256}"
+        return f"{self._keys}:artifact:{sha256}"
 
     # -- reads ------------------------------------------------------------------------------------
 

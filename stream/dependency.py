@@ -67,6 +67,11 @@ def kafka_error_is_outage(err: KafkaError) -> bool:
     return err.code() in _KAFKA_OUTAGE or err.retriable() or err.txn_requires_abort()
 
 
+# Redis replies that mean "not now": loading its data, or a Redis Cluster moving a slot or
+# failing a master over (the feature store re-reads the slot map before its next batch).
+_REDIS_UNAVAILABLE = ("LOADING", "MOVED", "ASK", "TRYAGAIN", "CLUSTERDOWN", "MASTERDOWN", "READONLY")
+
+
 def outage_of(exc: BaseException) -> Name | None:
     """Which dependency `exc` says is unreachable (None: a real error, not an outage).
 
@@ -76,8 +81,10 @@ def outage_of(exc: BaseException) -> Name | None:
     """
     if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
         return "redis"
-    if isinstance(exc, redis.ResponseError) and str(exc).startswith("LOADING"):
-        return "redis"  # the feature store's own parser turns -LOADING into a ResponseError
+    if isinstance(exc, redis.ResponseError) and str(exc).startswith(_REDIS_UNAVAILABLE):
+        return "redis"  # the feature store's own parser turns -LOADING (etc.) into a ResponseError
+    if isinstance(exc, redis.exceptions.ClusterError | redis.exceptions.RedisClusterException):
+        return "redis"  # no master for a slot yet (a failover), or no node answers
     if isinstance(exc, ConnectionError | socket.timeout | TimeoutError):
         return "redis"  # only Redis is spoken to over plain sockets
     if isinstance(exc, KafkaException) and exc.args and isinstance(exc.args[0], KafkaError):

@@ -33,17 +33,19 @@ distributions, so the switch itself raises no alert):
   longer served - the old production after a promotion, a canary rolled back - are resolved as
   superseded by the production version.
 
-Redis keys, under ``<ns>:drift:<model>:<version>`` (besides `WindowStore`'s): ``~adwin:<p>`` the
-ADWIN checkpoint of partition ``p`` (JSON), ``~policy`` the shared policy state (JSON) and
-``~bins``, a hash per monitored input (aggregates included) of its latest closed window as PSI
-binned it (bin labels, reference proportions, the window's counts and span: the report draws both
-distributions from it); ``~latest``, a hash of the latest statistic per detector and feature (field
+Redis keys, under ``{<ns>:drift:<model>:<version>}`` (one hash tag per version, so the policy's
+transaction can span them on a Redis Cluster: `driftline.redis_keys`; besides `WindowStore`'s):
+``~adwin:<p>`` the ADWIN checkpoint of partition ``p`` (JSON), ``~policy`` the shared policy state
+(JSON), ``~bins``, a hash per monitored input (aggregates included) of its latest closed window as
+PSI binned it (bin labels, reference proportions, the window's counts and span: the report draws
+both distributions from it); ``~latest``, a hash of the latest statistic per detector and feature (field
 ``<detector>:<feature>``, value the `WindowStat` JSON: statistic, threshold, p-value, window end,
 n), written by a batch that closed windows, for readers such as the HTTP API; ``~history``, the
 list of every closed window's `WindowStat` (oldest first, the last 20,000), for reports; all expire
-``ttl_seconds`` after their last write. ``<ns>:alerts`` (`alerts_key`) is the list of recent
-alerts, newest first, capped at 1,000 (`SharedAlertPolicy`'s ``history_key``); ``<ns>:incidents``
-(`incidents_key`) the hash of every incident's latest state (incident id -> `DriftIncident` JSON).
+``ttl_seconds`` after their last write. ``~alerts`` (`alerts_key`) is the list of the version's
+recent alerts, newest first, capped at 1,000 (`SharedAlertPolicy`'s ``history_key``); ``~incidents``
+(`incidents_key`) the hash of the version's incidents' latest state (incident id ->
+`DriftIncident` JSON). Readers of every version: `recent_alerts`, `all_incidents`.
 
 >>> DriftConfig(window_seconds=60).window_seconds
 60.0
@@ -59,7 +61,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import redis
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -72,6 +73,8 @@ from detectors.policy_store import SharedAlertPolicy
 from detectors.reference import Reference
 from detectors.signals import SCORE_FEATURE, DriftSignal, WindowStat
 from detectors.window_store import WINDOWED_DETECTORS, WindowStore, fault_point
+from driftline import redis_keys as keys
+from driftline.redis_keys import RedisClient
 from feature_store.definitions import FeatureView
 from feature_store.online import OnlineStore
 from feature_store.warmup import LiveWarmup, tile_seconds, warmup_seconds
@@ -87,27 +90,57 @@ HISTORY_WINDOWS = 20_000  # closed-window statistics kept per version for report
 
 def latest_key(namespace: str, model: str, version: int) -> str:
     """The hash of a version's latest statistics (see the module docstring)."""
-    return f"{namespace}:drift:{model}:{version}:~latest"
+    return keys.drift_latest(namespace, model, version)
 
 
 def history_key(namespace: str, model: str, version: int) -> str:
     """The list of a version's closed-window statistics (see the module docstring)."""
-    return f"{namespace}:drift:{model}:{version}:~history"
+    return keys.drift_history(namespace, model, version)
 
 
 def bins_key(namespace: str, model: str, version: int) -> str:
     """The hash of each feature's latest closed window as PSI binned it (see the module docstring)."""
-    return f"{namespace}:drift:{model}:{version}:~bins"
+    return keys.drift_bins(namespace, model, version)
 
 
-def alerts_key(namespace: str) -> str:
-    """The list of recent alerts, newest first."""
-    return f"{namespace}:alerts"
+def alerts_key(namespace: str, model: str, version: int) -> str:
+    """The list of a version's recent alerts, newest first."""
+    return keys.drift_alerts(namespace, model, version)
 
 
-def incidents_key(namespace: str) -> str:
-    """The hash of every incident's latest state."""
-    return f"{namespace}:incidents"
+def incidents_key(namespace: str, model: str, version: int) -> str:
+    """The hash of the latest state of every incident of a version."""
+    return keys.drift_incidents(namespace, model, version)
+
+
+def policy_key(namespace: str, model: str, version: int) -> str:
+    """The shared alert policy and incident book of a version (`SharedAlertPolicy`)."""
+    return keys.drift_policy(namespace, model, version)
+
+
+def recent_alerts(client: RedisClient, namespace: str, versions: Iterable[tuple[str, int]]) -> list[bytes]:
+    """The raw alerts of every version in `versions` (model, version), newest first (one round trip)."""
+    pipe = client.pipeline(transaction=False)
+    for model, version in versions:
+        pipe.lrange(alerts_key(namespace, model, version), 0, -1)
+    raws = [(i, raw) for lists in pipe.execute() for i, raw in enumerate(lists)]
+    # Each list is newest first; merged by the alerts' own time (newest first).
+    return [raw for _, raw in sorted(raws, key=lambda ir: _alert_ts(ir[1]), reverse=True)]
+
+
+def _alert_ts(raw: bytes | str) -> float:
+    try:
+        return float(DriftAlert.model_validate_json(raw).ts.timestamp())
+    except ValidationError:
+        return float("-inf")
+
+
+def all_incidents(client: RedisClient, namespace: str, versions: Iterable[tuple[str, int]]) -> list[bytes]:
+    """The raw latest state of every incident of the versions in `versions` (one round trip)."""
+    pipe = client.pipeline(transaction=False)
+    for model, version in versions:
+        pipe.hvals(incidents_key(namespace, model, version))
+    return [raw for values in pipe.execute() for raw in values]
 
 
 def drift_outputs(topics: Topics, decided: Iterable[DriftOutput]) -> list[Output]:
@@ -344,7 +377,7 @@ class DriftStage:
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: RedisClient,
         namespace: str,
         registry: CollectorRegistry,
         config: DriftConfig | None = None,
@@ -400,7 +433,9 @@ class DriftStage:
             return
         model, production, served = self._serving
         self._serving = None
-        for raw in self.r.hvals(incidents_key(self.namespace)):
+        known = {int(x) for x in self.r.smembers(keys.drift_versions(self.namespace, model))}
+        versions = [(model, version) for version in sorted(known - served)]
+        for raw in all_incidents(self.r, self.namespace, versions):
             try:
                 inc = DriftIncident.model_validate_json(raw)
             except ValidationError:
@@ -409,14 +444,14 @@ class DriftStage:
                 continue
             policy = SharedAlertPolicy(
                 self.r,
-                f"{self.namespace}:drift:{model}:{inc.version}:~policy",
+                policy_key(self.namespace, model, inc.version),
                 incidents=self.config.incident_book,
-                incidents_key=incidents_key(self.namespace),
+                incidents_key=incidents_key(self.namespace, model, inc.version),
             )
             self._superseded += policy.supersede(production, record=v.store.record_decision)
 
     def _prefix(self, meta: ModelVersion) -> str:
-        return f"{self.namespace}:drift:{meta.name}:{meta.version}"
+        return keys.drift_prefix(self.namespace, meta.name, meta.version)
 
     def _version(self, meta: ModelVersion) -> _Version | None:
         if self._current is not None and self._current.meta.ref == meta.ref:
@@ -460,14 +495,20 @@ class DriftStage:
             cusum_refs[SCORE_FEATURE] = score
         # The monitor's budget split over its streams (the outcome joiner's error CUSUM is one more).
         cusum_ert = cfg.monitor.cusum_ert_events * (len(cusum_refs) + 1)
+        # The model's versions with drift state, for `_retire` (one key of its own: no slot to share).
+        index = keys.drift_versions(self.namespace, meta.name)
+        pipe = self.r.pipeline(transaction=False)
+        pipe.sadd(index, meta.version)
+        pipe.expire(index, max(cfg.ttl_seconds, 30 * 86_400))
+        pipe.execute()
         policy = SharedAlertPolicy(
             self.r,
-            f"{self._prefix(meta)}:~policy",
+            policy_key(self.namespace, meta.name, meta.version),
             make=lambda: AlertPolicy(cooldown_seconds=cfg.cooldown_seconds),
             ttl_seconds=max(cfg.ttl_seconds, int(cfg.cooldown_seconds) + 60),
-            history_key=alerts_key(self.namespace),
+            history_key=alerts_key(self.namespace, meta.name, meta.version),
             incidents=cfg.incident_book,
-            incidents_key=incidents_key(self.namespace),
+            incidents_key=incidents_key(self.namespace, meta.name, meta.version),
         )
         previous = self._current
         if previous is not None:  # its incidents are no longer this worker's to report

@@ -16,8 +16,10 @@ not every event of the last hour):
   their other half, scored by wall-clock deadline; expired members are counted as predictions
   that never got a label / labels without a prediction (``driftline_unlabeled_predictions_total``,
   ``driftline_unmatched_labels_total``), not silently dropped;
-* ``<ns>:outcomes:<model>:<version>:~errors`` the version's error-rate ADWIN and
-  ``...:~errors-cusum`` its Bernoulli CUSUM (JSON checkpoints).
+* ``{<ns>:outcomes:<model>:<version>}:~errors`` the version's error-rate ADWIN and
+  ``...:~errors-cusum`` its Bernoulli CUSUM (JSON checkpoints; `driftline.redis_keys`).
+
+Alerts and incidents go through the workers' shared policy of the version (`stream.drift`).
 
 Within a batch predictions are written before labels are read, so a pair arriving together
 joins exactly once. A label arriving twice, or a crash of one joiner racing another on the same
@@ -52,7 +54,6 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
-import redis
 from confluent_kafka import Consumer, KafkaException, Message, Producer
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from pydantic import BaseModel, ValidationError
@@ -62,6 +63,8 @@ from detectors.alerts import AlertPolicy
 from detectors.cusum import ErrorCusum
 from detectors.incidents import DriftOutput, IncidentBook, IncidentConfig, IncidentEvent
 from detectors.policy_store import SharedAlertPolicy
+from driftline import redis_keys as keys
+from driftline.redis_keys import RedisClient
 from inference.metadata import ModelVersion
 from inference.performance import PerformanceWindow
 from stream.dead_letter import DEFAULT_KEEP_BYTES, DeadLetter
@@ -75,7 +78,7 @@ from stream.dependency import (
     reset_transaction,
     wait_out,
 )
-from stream.drift import drift_outputs, incidents_key
+from stream.drift import alerts_key, drift_outputs, incidents_key, policy_key
 from stream.events import LabelEvent
 from stream.offsets import first_offsets, next_offsets
 from stream.outputs import BatchOutputs, GaveUp, Output, output_counters
@@ -242,7 +245,7 @@ class OutcomeJoiner:
         cfg: JoinConfig,
         kafka_config: dict[str, Any],
         topics: Topics,
-        client: redis.Redis,
+        client: RedisClient,
         version_meta: Callable[[str, int], ModelVersion | None] = lambda _m, _v: None,
         metrics: OutcomeMetrics | None = None,
         redis_probe: Callable[[], object] | None = None,
@@ -527,12 +530,12 @@ class OutcomeJoiner:
             cooldown = self.cfg.cooldown_seconds
             st.policy = SharedAlertPolicy(
                 self.r,
-                f"{self.ns}:drift:{model}:{version}:~policy",  # the worker's: one policy per version
+                policy_key(self.ns, model, version),  # the worker's: one policy per version
                 make=lambda: AlertPolicy(cooldown_seconds=cooldown),
                 ttl_seconds=max(86_400, int(cooldown) + 60),
-                history_key=f"{self.ns}:alerts",  # the worker's too: the HTTP API reads it
+                history_key=alerts_key(self.ns, model, version),  # the worker's too: the HTTP API reads it
                 incidents=lambda: IncidentBook(self.cfg.incidents),  # the workers' book: one per version
-                incidents_key=incidents_key(self.ns),
+                incidents_key=incidents_key(self.ns, model, version),
             )
             self._versions[(model, version)] = st
         return st
@@ -588,18 +591,20 @@ class OutcomeJoiner:
         dirty = [(k, st) for k, st in self._versions.items() if st.dirty and st.errors is not None]
         if not dirty:
             return
-        pipe = self.r.pipeline(transaction=True)
+        # One MULTI per version: its two keys share a slot (`driftline.redis_keys`), two versions'
+        # need not (a Redis Cluster refuses a transaction over several slots).
         for (model, version), st in dirty:
             assert st.errors is not None
+            pipe = self.r.pipeline(transaction=True)
             pipe.set(self._errors_key(model, version), json.dumps(st.errors.state()), ex=7 * 86_400)
             if st.cusum is not None:
                 pipe.set(self._cusum_key(model, version), json.dumps(st.cusum.state()), ex=7 * 86_400)
+            pipe.execute()
             st.dirty = False
-        pipe.execute()
 
     # ---- details --------------------------------------------------------------------------
     def _key(self, suffix: str) -> str:
-        return f"{self.ns}:join:{suffix}"
+        return keys.join_key(self.ns, suffix)
 
     def _pkey(self, event_id: str) -> str:
         return self._key(f"p:{event_id}")
@@ -608,10 +613,10 @@ class OutcomeJoiner:
         return self._key(f"l:{event_id}")
 
     def _errors_key(self, model: str, version: int) -> str:
-        return f"{self.ns}:outcomes:{model}:{version}:~errors"
+        return keys.outcomes_key(self.ns, model, version, "~errors")
 
     def _cusum_key(self, model: str, version: int) -> str:
-        return f"{self.ns}:outcomes:{model}:{version}:~errors-cusum"
+        return keys.outcomes_key(self.ns, model, version, "~errors-cusum")
 
 
 def _ok(msg: Message, kafka: Dependency) -> bool:

@@ -56,8 +56,12 @@ class StackSweeper:
         self.redis.close()
 
     def _keys(self, prefix: str) -> list[bytes]:
-        found = self.redis.scan_iter(match=f"{prefix}*", count=5000)
-        return [k for k in found if owned(k.decode(errors="replace"), prefix)]
+        # Keys of a hash-tagged family start with "{<prefix>" (driftline.redis_keys).
+        found = [
+            *self.redis.scan_iter(match=f"{prefix}*", count=5000),
+            *self.redis.scan_iter(match=f"{{{prefix}*", count=5000),
+        ]
+        return [k for k in found if owned(k.decode(errors="replace").removeprefix("{"), prefix)]
 
     def _topics(self, prefix: str) -> list[str]:
         return [t for t in self.admin.list_topics(timeout=30).topics if owned(t, prefix)]
@@ -95,7 +99,7 @@ class StackSweeper:
         def ours(name: str) -> bool:
             return name.startswith(mine) and any(owned(name, p) for p in mine)
 
-        keys = [k for k in self._keys(scope) if ours(k.decode(errors="replace"))]
+        keys = [k for k in self._keys(scope) if ours(k.decode(errors="replace").removeprefix("{"))]
         for start in range(0, len(keys), 1000):
             self.redis.unlink(*keys[start : start + 1000])
         groups = self._delete_groups(scope, group_wait, ours)

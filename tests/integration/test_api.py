@@ -220,5 +220,5 @@ def test_predict_reads_the_online_store_and_drift_and_alerts_come_from_redis(
         assert one["model"] == meta.name and "amount" in {f["feature"] for f in one["features"]}
         assert client.get("/drift").status_code == 401
     finally:
-        for key in r.scan_iter(match=f"{s.topic_prefix}:*", count=1000):
+        for key in r.scan_iter(match=f"*{s.topic_prefix}:*", count=1000):
             r.delete(key)

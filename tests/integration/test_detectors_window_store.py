@@ -347,7 +347,9 @@ def _fill(store: WindowStore, stream: Stream, until: float) -> None:
 
 
 def _policy(client: redis.Redis, ns: str) -> SharedAlertPolicy:
-    return SharedAlertPolicy(client, f"{ns}:drift:fraud:3:~policy", history_key=f"{ns}:alerts")
+    return SharedAlertPolicy(
+        client, f"{{{ns}:drift:fraud:3}}:~policy", history_key=f"{{{ns}:drift:fraud:3}}:~alerts"
+    )
 
 
 def test_a_close_whose_owner_died_before_deciding_is_taken_over_once(
@@ -417,7 +419,7 @@ def test_decided_alerts_are_published_again_as_decided_never_re_decided(
         json.loads(client.get(policy.key) or b"{}")["policy"]["ids"]
         == json.loads(state or b"{}")["policy"]["ids"]
     )
-    assert [json.loads(x)["id"] for x in client.lrange(f"{namespace}:alerts", 0, -1)] == [
+    assert [json.loads(x)["id"] for x in client.lrange(f"{{{namespace}:drift:fraud:3}}:~alerts", 0, -1)] == [
         a.id for a in reversed(alerts)
     ]
     other.mark_published()

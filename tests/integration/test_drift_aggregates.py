@@ -22,13 +22,13 @@ from detectors.incidents import DriftIncident, split_outputs
 from driftline.model_inputs import parse_view, version_inputs
 from driftline.settings import Settings
 from driftline.training_data import synthetic_training_set
-from driftline.wiring import model_registry, redis_client
+from driftline.wiring import model_registry, redis_client, registered_versions
 from feature_store.definitions import fraud_feature_view
 from feature_store.online import OnlineStore
 from feature_store.warmup import SINCE_MEMBER, tile_seconds, warmup_seconds
 from inference.metadata import Distribution, FeatureSpec, ModelVersion, VersionInputs
 from inference.training import TrainedModel, register_trained, train_model
-from stream.drift import DriftConfig, DriftStage, alerts_key, history_key, incidents_key
+from stream.drift import DriftConfig, DriftStage, all_incidents, history_key, recent_alerts
 from stream.producer import EventProducer, produce_synthetic
 from stream.synthetic import Batch, FraudGenerator
 from stream.topics import Topics
@@ -62,12 +62,16 @@ def _produce(s: Settings, batches: Iterable[Batch]) -> None:
 
 
 def _alerts(s: Settings) -> list[DriftAlert]:
-    raw = redis_client(s).lrange(alerts_key(s.topic_prefix), 0, -1)
+    raw = recent_alerts(
+        redis_client(s), s.topic_prefix, registered_versions(model_registry(s, publish=False))
+    )
     return [DriftAlert.model_validate_json(x) for x in raw]
 
 
 def _incidents(s: Settings) -> list[DriftIncident]:
-    raw = redis_client(s).hvals(incidents_key(s.topic_prefix))
+    raw = all_incidents(
+        redis_client(s), s.topic_prefix, registered_versions(model_registry(s, publish=False))
+    )
     return [DriftIncident.model_validate_json(x) for x in raw]
 
 
@@ -142,9 +146,9 @@ def test_warming_aggregate_values_count_neither_in_windows_nor_in_cusum(
     assert set(v.store.references) == {"amount", "count_1h", "__score__"}  # count_24h: unmarked
     assert set(v.partitions[0].cusums) == {"amount", "__score__"}  # aggregates: windowed detectors only
     for ws in range(int(START), int(START) + n - 400, 400):  # every closed window
-        amount = sum(int(c) for c in r.hgetall(f"{ns}:drift:fraud:1:amount:{ws}").values())
-        count = sum(int(c) for c in r.hgetall(f"{ns}:drift:fraud:1:count_1h:{ws}").values())
-        score = sum(int(c) for c in r.hgetall(f"{ns}:drift:fraud:1:__score__:{ws}").values())
+        amount = sum(int(c) for c in r.hgetall(f"{{{ns}:drift:fraud:1}}:amount:{ws}").values())
+        count = sum(int(c) for c in r.hgetall(f"{{{ns}:drift:fraud:1}}:count_1h:{ws}").values())
+        score = sum(int(c) for c in r.hgetall(f"{{{ns}:drift:fraud:1}}:__score__:{ws}").values())
         assert score == count
         assert amount == 400
         assert count == (400 if ws >= START + 3600 else 0), ws  # warming: not even missing

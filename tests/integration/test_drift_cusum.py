@@ -60,7 +60,7 @@ def _batches() -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.
 
 
 def _cusum_states(r: redis.Redis, ns: str) -> dict[int, object]:
-    return {p: json.loads(r.get(f"{ns}:drift:fraud:1:~adwin:{p}") or b"{}").get("cusum") for p in (0, 1)}
+    return {p: json.loads(r.get(f"{{{ns}:drift:fraud:1}}:~adwin:{p}") or b"{}").get("cusum") for p in (0, 1)}
 
 
 def test_cusum_checkpoint_survives_a_restart_and_skips_replays(redis_ns: tuple[redis.Redis, str]) -> None:

@@ -92,7 +92,9 @@ def test_a_lasting_drift_over_20_windows_is_one_incident_resolved_after_it_stops
         final.first_window.start_ts >= T0 + 3 * WINDOW
     )  # not long before the drift began (CUSUM: when it left 0)
     assert final.resolved_ts is not None and final.resolved_ts >= T0 + 24 * WINDOW
-    stored = DriftIncident.model_validate_json(r.hget(incidents_key(ns), final.id) or b"{}")
+    stored = DriftIncident.model_validate_json(
+        r.hget(incidents_key(ns, final.model, final.version), final.id) or b"{}"
+    )
     assert stored.state == "resolved" and stored.revision == final.revision
 
 

@@ -82,7 +82,9 @@ def test_write_then_read_the_latest_features(client: redis.Redis, namespace: str
     assert described.values["kind"] == s.values["kind"][i]
     assert described.values["count_1h"] == result.features[i, view.feature_names().index("count_1h")]
     assert described.events == s.entity_ids.count("ent-1")
-    raw = client.hget(store.entity_key("ent-1"), "features")
+    partition = store.locate("ent-1")
+    assert partition == int(s.partitions[s.entity_ids.index("ent-1")])
+    raw = client.hget(store.entity_key("ent-1", partition), "features")
     assert isinstance(raw, bytes) and b'"count_1h":' in raw
     assert result.columns(["kind", "count_1h"])["kind"] == s.values["kind"]
 
@@ -94,13 +96,13 @@ def test_writing_a_batch_again_applies_nothing_and_returns_the_same_features(
     s = random_stream(22, 800, entities=6, partitions=2)
     first = _write(store, s, 0, 800)
     assert first.rejected  # the stream has too-late events
-    before = {k: client.hgetall(k) for k in client.scan_iter(f"{namespace}:*:entity:*")}
+    before = {k: client.hgetall(k) for k in client.scan_iter(f"{{{namespace}:*:entity:*")}
     again = _write(store, s, 0, 800)
     assert again.replayed.all() and not again.applied.any() and not again.replay_missed
     np.testing.assert_array_equal(again.features, first.features)
     assert again.categorical == first.categorical
     assert again.rejected == first.rejected
-    assert {k: client.hgetall(k) for k in client.scan_iter(f"{namespace}:*:entity:*")} == before
+    assert {k: client.hgetall(k) for k in client.scan_iter(f"{{{namespace}:*:entity:*")} == before
     assert store.watermark("events", 0) == int(s.offsets[s.partitions == 0].max())
 
 
@@ -123,18 +125,19 @@ def test_a_write_that_fails_midway_leaves_nothing_behind(
     s = random_stream(24, 300)
     from feature_store import online
 
-    real = online._transaction
+    real = online._transactions
 
-    def broken(conn: Connection, commands: list[bytes]) -> list[Any] | None:
+    def broken(conns: list[Connection], groups: list[list[bytes]]) -> list[list[Any] | None]:
         # The write: the connection drops after MULTI and every command, before EXEC is sent.
-        conn.send_packed_command([b"".join((online._MULTI, *commands))])
+        for conn, commands in zip(conns, groups, strict=True):
+            conn.send_packed_command([b"".join((online._MULTI, *commands))])
         raise redis.ConnectionError("lost the connection")
 
-    monkeypatch.setattr(online, "_transaction", broken)
+    monkeypatch.setattr(online, "_transactions", broken)
     with pytest.raises(redis.ConnectionError):
         _write(store, s, 0, 300)
-    monkeypatch.setattr(online, "_transaction", real)
-    assert list(client.scan_iter(f"{namespace}:*")) == []  # MULTI without EXEC: nothing written
+    monkeypatch.setattr(online, "_transactions", real)
+    assert list(client.scan_iter(f"*{namespace}:*")) == []  # MULTI without EXEC: nothing written
     result = _write(store, s, 0, 300)
     assert result.applied.sum() == 300 - len(result.rejected)
 
@@ -147,8 +150,8 @@ def test_a_concurrent_writer_of_the_partition_is_fenced(client: redis.Redis, nam
     class Racing(OnlineStore):
         raced = False
 
-        def _read(self, conn: Connection, batch: Any) -> Any:
-            read = super()._read(conn, batch)
+        def _read(self, conns: list[Connection], groups: Any, batch: Any) -> Any:
+            read = super()._read(conns, groups, batch)
             if not self.raced:  # another worker writes the same partition between our read and write
                 self.raced = True
                 zombie.write_batch(**s.batch(0, 250), source="events")
@@ -175,11 +178,14 @@ def test_every_key_has_a_ttl(client: redis.Redis, namespace: str) -> None:
     entity = s.entity_ids[0]
     assert entity in s.entity_ids[200:400] and entity in s.entity_ids[400:]
     _write(store, s, 0, 200)
-    keys = list(client.scan_iter(f"{namespace}:*"))
-    assert {k.decode().split(":")[3] for k in keys} == {"entity", "offset", "replay", "definition", "since"}
+    keys = list(client.scan_iter(f"*{namespace}:*"))
+    roles = {
+        k.decode().split("}:")[-1].split(":")[0] if b"}" in k else k.decode().split(":")[3] for k in keys
+    }
+    assert roles == {"entity", "offset", "replay", "where", "definition", "since"}
     assert all(0 < client.pttl(k) <= 8 * hour for k in keys)
     # An entity's TTL is set again by a write only once it was set more than ttl / 8 (1 h) ago.
-    key = store.entity_key(entity)
+    key = store.entity_key(entity, int(s.partitions[s.entity_ids.index(entity)]))
     client.pexpire(key, hour)
     now[0] += 1800
     _write(store, s, 200, 400)
@@ -187,7 +193,7 @@ def test_every_key_has_a_ttl(client: redis.Redis, namespace: str) -> None:
     now[0] += 3600
     _write(store, s, 400, 600)
     assert client.pttl(key) > 7 * hour
-    assert all(client.pttl(k) > 0 for k in client.scan_iter(f"{namespace}:*"))
+    assert all(client.pttl(k) > 0 for k in client.scan_iter(f"*{namespace}:*"))
 
 
 def test_one_round_trip_to_read_and_one_to_write(client: redis.Redis, namespace: str) -> None:
@@ -201,10 +207,10 @@ def test_one_round_trip_to_read_and_one_to_write(client: redis.Redis, namespace:
     assert _round_trips(client) - start == 2
     start = _round_trips(client)
     store.get_online_features(fraud.entity_ids[:1000])
-    assert _round_trips(client) - start == 1
+    assert _round_trips(client) - start == 2  # the entities' partitions, then their features
     start = _round_trips(client)
     store.describe("ent-3")
-    assert _round_trips(client) - start == 1
+    assert _round_trips(client) - start == 2
     start = _round_trips(client)
     _write(store, fraud, 1000, 2000)  # all replayed: read, then UNWATCH
     assert _round_trips(client) - start == 2
@@ -294,13 +300,15 @@ def _hgets(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Counts the state reads (HGET ... state) of every round trip from now on."""
     from feature_store import online
 
-    real, counts = online._roundtrip, []
+    real, counts = online._roundtrips, []
 
-    def counting(conn: Connection, commands: list[bytes]) -> list[Any]:
-        counts.append(sum(c.startswith(b"*3\r\n$4\r\nHGET") and c.endswith(b"state\r\n") for c in commands))
-        return real(conn, commands)
+    def counting(conns: list[Connection], payloads: list[list[bytes]]) -> list[list[Any]]:
+        counts.append(
+            sum(c.startswith(b"*3\r\n$4\r\nHGET") and c.endswith(b"state\r\n") for cs in payloads for c in cs)
+        )
+        return real(conns, payloads)
 
-    monkeypatch.setattr(online, "_roundtrip", counting)
+    monkeypatch.setattr(online, "_roundtrips", counting)
     return counts
 
 

@@ -22,12 +22,12 @@ from detectors.signals import SCORE_FEATURE
 from driftline.produce import produce_file
 from driftline.report import gather, render
 from driftline.settings import Settings
-from driftline.wiring import model_registry, redis_client
+from driftline.wiring import model_registry, redis_client, registered_versions
 from feature_store.definitions import FeatureView, fraud_feature_view
 from feature_store.historical import replay
 from inference.encoding import encode_features
 from inference.metadata import ModelVersion
-from stream.drift import alerts_key
+from stream.drift import recent_alerts
 from stream.event_log import read_event_log
 from stream.topics import Topics
 from tests.helpers import run_cli
@@ -70,7 +70,8 @@ def _train(env: dict[str, str], tmp_path: Path, n: int, *args: str) -> str:
 
 
 def _alerts(s: Settings) -> list[DriftAlert]:
-    raw: list[bytes] = redis_client(s).lrange(alerts_key(s.topic_prefix), 0, -1)  # type: ignore[assignment]
+    versions = registered_versions(model_registry(s, publish=False))
+    raw = recent_alerts(redis_client(s), s.topic_prefix, versions)
     return [DriftAlert.model_validate_json(x) for x in raw]
 
 

@@ -144,7 +144,7 @@ def test_artifact_is_stored_once_per_sha(
     _register(registry, models[0])
     _register(registry, models[0])
     _register(registry, models[1])
-    artifacts = sorted(client.scan_iter(match=f"{registry.namespace}:artifact:*"))
+    artifacts = sorted(client.scan_iter(match=f"{{{registry.namespace}:registry}}:artifact:*"))
     assert artifacts == sorted(registry.artifact_key(m.sha256).encode() for m in models[:2])
     assert client.get(registry.artifact_key(models[0].sha256)) == models[0].onnx_bytes
     v1, v2, _ = registry.versions("fraud")
@@ -164,7 +164,7 @@ def test_invalid_models_are_not_stored(
     with pytest.raises(ValueError, match="invalid model name"):
         registry.register("fraud:2", models[0].onnx_bytes, models[0].features)
     assert registry.names() == [] and events == []
-    assert not list(client.scan_iter(match=f"{registry.namespace}:*"))
+    assert not list(client.scan_iter(match=f"*{registry.namespace}:*"))
 
 
 def test_promote_archives_the_previous_production_and_rollback_restores_it(

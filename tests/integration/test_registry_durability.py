@@ -10,7 +10,6 @@ import os
 from pathlib import Path
 
 import pytest
-import redis
 from confluent_kafka.admin import AdminClient
 from prometheus_client import CollectorRegistry, Gauge
 
@@ -89,7 +88,7 @@ def test_flushall_then_models_restore_brings_every_version_back(tmp_path: Path) 
         follower.refresh()
         assert not follower.metadata_missing
 
-        client: redis.Redis = redis_client(s)
+        client = redis_client(s)
         client.flushall()
         assert reg.versions("fraud") == [] and reg.deployment("fraud").production is None
         follower.refresh()
@@ -113,7 +112,7 @@ def test_flushall_then_models_restore_brings_every_version_back(tmp_path: Path) 
         # A new version gets a number never used before, also when Redis is rolled back to an
         # old snapshot (simulated: the counter back at 2, as before fraud:3 was registered).
         assert _register(reg, 5) == 6
-        client.set(f"{s.topic_prefix}:model:fraud:next_version", 2)
+        client.set(f"{{{s.topic_prefix}:registry}}:model:fraud:next_version", 2)
         assert _register(reg, 6) == 7
         client.flushall()
         assert _register(reg, 7) == 8  # even without a restore

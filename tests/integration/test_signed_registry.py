@@ -33,6 +33,7 @@ def _forge(s: Settings, good: ModelVersion, signature: str | None) -> ModelVersi
         update={"version": version, "sha256": sha256_hex(onnx), "stage": "production", "signature": signature}
     )
     r = redis_client(s)
+    ns = f"{{{ns}:registry}}"  # the registry's hash tag (driftline.redis_keys)
     r.set(f"{ns}:artifact:{forged.sha256}", onnx)
     r.set(f"{ns}:model:fraud:v:{version}:meta", forged.model_dump_json())
     r.zadd(f"{ns}:model:fraud:versions", {str(version): version})

@@ -250,7 +250,7 @@ def test_tampered_model_is_refused_with_a_clear_error(
     from driftline.wiring import redis_client
 
     client = redis_client(s)
-    keys = [k for k in client.scan_iter(f"{s.topic_prefix}:*") if meta.sha256.encode() in k]
+    keys = [k for k in client.scan_iter(f"*{s.topic_prefix}:*") if meta.sha256.encode() in k]
     assert keys, "artifact key not found"
     for key in keys:
         data = client.get(key)

@@ -20,6 +20,7 @@ from detectors.incidents import DriftIncident, IncidentEvent
 from detectors.psi import PSIWindow, psi_from_counts
 from detectors.window_store import FAULT_ENV, WINDOWED_DETECTORS
 from driftline.produce import produce_generated
+from driftline.redis_keys import RedisClient
 from driftline.settings import Settings
 from driftline.wiring import redis_client
 from stream.drift import incidents_key, to_reference
@@ -63,7 +64,7 @@ def _produce(s: Settings, n: int, drift_at: int | None = None, seed: int = 4, ra
 def _closed_windows(s: Settings, version: int = 1) -> dict[float, dict[str, dict[bytes, bytes]]]:
     """Every closed merged window: per feature, its bin counts as stored in Redis."""
     r = redis_client(s)
-    prefix = f"{s.topic_prefix}:drift:fraud:{version}"
+    prefix = f"{{{s.topic_prefix}:drift:fraud:{version}}}"
     starts = sorted(float(k.rsplit(b":", 1)[1]) for k in r.scan_iter(f"{prefix}:~closed:*"))
     features = ["amount", next(iter(DRIFTED_FEATURES)), "merchant_category", "__score__"]
     return {
@@ -93,7 +94,7 @@ def _run_workers(s: Settings, workers: int) -> None:
 def _drift_state(s: Settings, version: int = 1) -> dict[str, Any]:
     """Every drift key of a version but the bookkeeping (claims, owners, outbox), by name."""
     r = redis_client(s)
-    prefix = f"{s.topic_prefix}:drift:fraud:{version}:"
+    prefix = f"{{{s.topic_prefix}:drift:fraud:{version}}}:"
     out: dict[str, Any] = {}
     for key in r.scan_iter(f"{prefix}*"):
         name = key.decode()[len(prefix) :]
@@ -165,19 +166,23 @@ def test_one_or_three_workers_give_identical_windows(
     assert [e.kind for e in incidents if e.kind == "opened"] == ["opened"], [e.summary for e in incidents]
     assert len({e.incident_id for e in incidents}) == 1
     latest = DriftIncident.model_validate_json(
-        redis_client(three).hget(incidents_key(three.topic_prefix), incidents[0].incident_id) or b"{}"
+        redis_client(three).hget(
+            incidents_key(three.topic_prefix, incidents[0].model, incidents[0].version),
+            incidents[0].incident_id,
+        )
+        or b"{}"
     )  # its evidence as of now, attached since its last event too
     assert latest.feature(drifted) is not None, latest.summary
 
 
 def _closed_starts(r: redis.Redis, s: Settings) -> list[float]:
     return sorted(
-        float(k.rsplit(b":", 1)[1]) for k in r.scan_iter(f"{s.topic_prefix}:drift:fraud:1:~closed:*")
+        float(k.rsplit(b":", 1)[1]) for k in r.scan_iter(f"{{{s.topic_prefix}:drift:fraud:1}}:~closed:*")
     )
 
 
-def _window_count(r: redis.Redis, s: Settings, feature: str, ws: float) -> int:
-    raw = r.hgetall(f"{s.topic_prefix}:drift:fraud:1:{feature}:{int(ws)}")
+def _window_count(r: RedisClient, s: Settings, feature: str, ws: float) -> int:
+    raw = r.hgetall(f"{{{s.topic_prefix}:drift:fraud:1}}:{feature}:{int(ws)}")
     return sum(int(v) for v in raw.values())
 
 
@@ -218,7 +223,7 @@ def test_sigkill_mid_window_closes_it_once_with_the_full_count(own_settings: Set
         if second.poll() is None:
             second.kill()
     closed = sorted(
-        float(k.rsplit(b":", 1)[1]) for k in r.scan_iter(f"{s.topic_prefix}:drift:fraud:1:~closed:*")
+        float(k.rsplit(b":", 1)[1]) for k in r.scan_iter(f"{{{s.topic_prefix}:drift:fraud:1}}:~closed:*")
     )
     assert len(closed) >= 3
     # Every closed window holds each of its events exactly once: the counts of all its partitions
@@ -273,7 +278,7 @@ def test_sigkill_between_claiming_a_window_and_producing_its_alerts_loses_none(
     register(s)
     r = redis_client(s)
     topics = Topics(s.topic_prefix)
-    prefix = f"{s.topic_prefix}:drift:fraud:1"
+    prefix = f"{{{s.topic_prefix}:drift:fraud:1}}"
     _produce(s, 9_000, drift_at=3_000)
     env = {"DRIFTLINE_DRIFT_CLOSE_TIMEOUT_SECONDS": "5"}
     first = _spawn_worker(s, "--batch-size", "200", "--worker-id", "w-1", env={**env, FAULT_ENV: point})
@@ -326,6 +331,6 @@ def test_sigkill_between_claiming_a_window_and_producing_its_alerts_loses_none(
         "published"
     }
     # every alert the shared policy decided (ADWIN's too) is on the topic, once
-    history: list[bytes] = r.lrange(f"{s.topic_prefix}:alerts", 0, -1)  # type: ignore[assignment]
+    history: list[bytes] = r.lrange(f"{{{s.topic_prefix}:drift:fraud:1}}:~alerts", 0, -1)  # type: ignore[assignment]
     assert sorted(json.loads(x)["id"] for x in history) == sorted(ids)
     _one_incident_opened_once(s)

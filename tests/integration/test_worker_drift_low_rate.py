@@ -8,12 +8,12 @@ from __future__ import annotations
 import itertools
 
 import pytest
-import redis
 
 from detectors.alerts import DriftAlert
 from detectors.incidents import DriftIncident
 from detectors.signals import WindowStat
 from detectors.window_store import WINDOWED_DETECTORS
+from driftline.redis_keys import RedisClient
 from driftline.settings import Settings
 from driftline.wiring import redis_client
 from stream.drift import history_key, incidents_key
@@ -46,7 +46,7 @@ def _produce(s: Settings, change: bool) -> float:
     return float(first_half[-1])
 
 
-def _history(r: redis.Redis, s: Settings) -> list[WindowStat]:
+def _history(r: RedisClient, s: Settings) -> list[WindowStat]:
     return [
         WindowStat.model_validate_json(x) for x in r.lrange(history_key(s.topic_prefix, "fraud", 1), 0, -1)
     ]
@@ -71,7 +71,8 @@ def test_a_low_rate_streams_categorical_drift_is_alerted(own_settings: Settings,
         DriftAlert.model_validate_json(x.value) for x in consume_all(s, Topics(s.topic_prefix).signals, 0, 10)
     ]
     incidents = [
-        DriftIncident.model_validate_json(raw) for raw in redis_client(s).hvals(incidents_key(s.topic_prefix))
+        DriftIncident.model_validate_json(raw)
+        for raw in redis_client(s).hvals(incidents_key(s.topic_prefix, "fraud", 1))
     ]
     naming = [i for i in incidents if i.feature(CHANGED) is not None]
     windowed = [a for a in alerts if a.detector in WINDOWED_DETECTORS]

@@ -149,7 +149,7 @@ def test_a_batch_whose_alerts_failed_is_redone_with_the_same_alerts(own_settings
     assert all(a in sent for a in failed)  # the very alerts decided (ADWIN's too), once each
     windowed = [a for a in failed if a.detector in WINDOWED_DETECTORS]
     assert windowed
-    prefix = f"{s.topic_prefix}:drift:fraud:1"
+    prefix = f"{{{s.topic_prefix}:drift:fraud:1}}"
     assert r.zcard(f"{prefix}:~pending") == 0
     for a in windowed:
         raw = r.get(f"{prefix}:~closed:{int(a.window_start_ts)}")
