@@ -34,8 +34,10 @@ judged on raw detector output while another gets cooldown and grouping:
   score) on the 14 features and the score, ``update_errors`` on the error stream (the error-rate
   ADWIN and a Bernoulli CUSUM whose pre-change rate is the model's error rate on the 20,000
   reference events). Its signals carry their own severity; the others' are all critical.
-* ``driftline ert=E`` (the calibration grid, ``--budgets``): the same with
-  ``cusum_ert_events=E``, the knob of Driftline's false-alarm budget (PSI/KS keep their defaults).
+* ``driftline ert=E [rearm=R]`` (the calibration grid, ``--budgets``): the same with
+  ``cusum_ert_events=E`` (and ``cusum_rearm=R``, default 10,000), the knobs of Driftline's CUSUM
+  false-alarm budget (PSI/KS keep their defaults). Without a shorter re-arm the CUSUMs cannot fire
+  more often than once per 10,000 events and side, so the noisiest baselines could not be matched.
 * ``adwin-raw``, ``page-hinkley``, ``kswin``: river's own ``drift.ADWIN()``,
   ``drift.PageHinkley()`` and ``drift.KSWIN()`` at their defaults, one per numeric feature and one
   on the 0/1 error stream, as a user would wire them: ADWIN and KSWIN on the raw values,
@@ -145,7 +147,6 @@ DRIFTLINE, ADWIN_RAW, PAGE_HINKLEY, KSWIN_RAW, KS_BH, PSI_10K, ALWAYS = (
     "always-fire",
 )
 BASELINES = [ADWIN_RAW, PAGE_HINKLEY, KSWIN_RAW, KS_BH, PSI_10K]
-DEFAULT_BUDGETS = (1e7, 1e6, 1e5, 3e4, 1e4, 1e3, 300.0, 100.0)
 # What each method can see: a row is "-" where it cannot see the drifted stream.
 SEES: dict[str, set[Kind]] = {
     ADWIN_RAW: {"abrupt", "gradual", "incremental", "concept", "control"},
@@ -157,8 +158,33 @@ SEES: dict[str, set[Kind]] = {
 NO_INCIDENTS = {KSWIN_RAW}  # fed only around the change: no incident measures
 
 
-def grid_name(ert: float) -> str:
-    return f"driftline ert={ert:g}"
+DEFAULT_REARM = 10_000  # MonitorConfig.cusum_rearm
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A point of Driftline's false-alarm budget: ``MonitorConfig.cusum_ert_events`` and ``cusum_rearm``."""
+
+    ert: float
+    rearm: int = DEFAULT_REARM
+
+    @property
+    def label(self) -> str:
+        return f"ert={self.ert:g}" + (f" rearm={self.rearm}" if self.rearm != DEFAULT_REARM else "")
+
+    @classmethod
+    def parse(cls, text: str) -> Budget:
+        """``"1e5"`` or ``"100:1000"`` (ERT events : re-arm events)."""
+        ert, _, rearm = text.strip().partition(":")
+        return cls(float(ert), int(rearm) if rearm else DEFAULT_REARM)
+
+
+DEFAULT_GRID = "1e7,1e6,1e5,5e4,3e4,1e4,1e3,100,100:2000,30:1000"
+DEFAULT_BUDGETS = tuple(Budget.parse(b) for b in DEFAULT_GRID.split(","))
+
+
+def grid_name(b: Budget | float) -> str:
+    return f"driftline {(b if isinstance(b, Budget) else Budget(b)).label}"
 
 
 @dataclass(frozen=True)
@@ -188,15 +214,16 @@ class Settings:
     adwin_features: bool
     period: int
     cusum_ert: float = 1e8  # MonitorConfig.cusum_ert_events: Driftline's default false-alarm budget
-    budgets: tuple[float, ...] = DEFAULT_BUDGETS  # the calibration grid (besides cusum_ert)
+    budgets: tuple[Budget, ...] = DEFAULT_BUDGETS  # the calibration grid (besides cusum_ert)
     kswin_lead: int = 5000
     kswin_control_events: int = 50_000
     warmup: int = 20_000
     baselines: tuple[str, ...] = tuple(BASELINES)
 
     @property
-    def grid(self) -> list[float]:
-        return [self.cusum_ert, *(b for b in self.budgets if b != self.cusum_ert)]
+    def grid(self) -> list[Budget]:
+        default = Budget(self.cusum_ert)
+        return [default, *(b for b in self.budgets if b != default)]
 
     def methods(self) -> list[str]:
         return [DRIFTLINE, *(grid_name(e) for e in self.grid[1:]), *self.baselines, ALWAYS]
@@ -298,10 +325,11 @@ class Source:
 
 
 class DriftlineSource(Source):
-    def __init__(self, ref: ReferenceData, s: Settings, ert: float) -> None:
+    def __init__(self, ref: ReferenceData, s: Settings, budget: Budget) -> None:
         config = MonitorConfig(
-            window_size=s.window_size, adwin_features=s.adwin_features, cusum_ert_events=ert
-        )
+            window_size=s.window_size, adwin_features=s.adwin_features, cusum_ert_events=budget.ert,
+            cusum_rearm=budget.rearm,
+        )  # fmt: skip
         self.monitor = ModelMonitor(
             ref.features, ref.score, config, reference_error_rate=ref.error_rate,
             reference_error_count=REFERENCE_EVENTS,
@@ -624,8 +652,8 @@ def build_methods(
     ref: ReferenceData, s: Settings, sc: Scenario, change: int | None, seed: int
 ) -> list[Method]:
     methods = [
-        Method(DRIFTLINE if i == 0 else grid_name(ert), DriftlineSource(ref, s, ert), s)
-        for i, ert in enumerate(s.grid)
+        Method(DRIFTLINE if i == 0 else grid_name(b), DriftlineSource(ref, s, b), s)
+        for i, b in enumerate(s.grid)
     ]
     for name in s.baselines:
         if not applies(name, sc.kind):
@@ -792,7 +820,7 @@ def summarise(runs: list[RunResult], s: Settings) -> Results:
 class Match:
     baseline: str
     method: str  # the Driftline grid point matched to it
-    ert: float
+    budget: Budget
     exceeds: bool  # even the least sensitive grid point has more false alarms than the baseline
 
 
@@ -800,18 +828,23 @@ def matches(results: Results, s: Settings) -> list[Match]:
     """Per baseline, the Driftline budget whose control false-alarm rate is the highest not above the
     baseline's (ties: the most sensitive, i.e. the smallest ERT)."""
     control = results["control"]
-    grid = [(DRIFTLINE if i == 0 else grid_name(e), e) for i, e in enumerate(s.grid)]
+    grid = [(DRIFTLINE if i == 0 else grid_name(b), b) for i, b in enumerate(s.grid)]
     out = []
     for b in s.baselines:
         mb = control[b]
         assert mb is not None
-        rated = [(m.fa_rate, ert, name) for name, ert in grid if (m := control[name]) is not None]
+        # (rate, sensitivity): a smaller ERT, then a shorter re-arm, is the more sensitive budget.
+        rated = [
+            (m.fa_rate, (-bd.ert, -bd.rearm), name, bd)
+            for name, bd in grid
+            if (m := control[name]) is not None
+        ]
         fit = [x for x in rated if x[0] <= mb.fa_rate]
         if fit:
-            _, ert, name = max(fit, key=lambda x: (x[0], -x[1]))
-        else:
-            _, ert, name = min(rated, key=lambda x: (x[0], -x[1]))
-        out.append(Match(b, name, ert, not fit))
+            best = max(fit, key=lambda x: (x[0], x[1]))
+        else:  # every budget is noisier than the baseline: the quietest (ties: the more sensitive)
+            best = min(rated, key=lambda x: (x[0], -x[1][0], -x[1][1]))
+        out.append(Match(b, best[2], best[3], not fit))
     return out
 
 
@@ -872,7 +905,7 @@ def table(results: Results, s: Settings, matched: Sequence[Match]) -> str:
     by Driftline at the budget matched to that baseline's control false-alarm rate."""
     rows = []
     for scenario, per in results.items():
-        rows.append(row(scenario, DRIFTLINE, f"ert={s.cusum_ert:g} (default)", per[DRIFTLINE]))
+        rows.append(row(scenario, DRIFTLINE, f"{Budget(s.cusum_ert).label} (default)", per[DRIFTLINE]))
         for mt in matched:
             if per[mt.baseline] is None:
                 continue
@@ -884,7 +917,7 @@ def table(results: Results, s: Settings, matched: Sequence[Match]) -> str:
                     per[mt.baseline],
                 )
             )
-            rows.append(row(scenario, f"driftline @ {mt.baseline}", f"ert={mt.ert:g}", per[mt.method]))
+            rows.append(row(scenario, f"driftline @ {mt.baseline}", mt.budget.label, per[mt.method]))
         rows.append(row(scenario, ALWAYS, f"period {s.period:,}", per[ALWAYS]))
     out = [
         "| " + " | ".join(HEAD) + " |",
@@ -928,8 +961,8 @@ def compare(results: Results, mt: Match) -> tuple[bool, str]:
     )
     text = (
         f"vs {mt.baseline}: control FA/1M {b.fa_per_million:.1f} ({b.false_alarms} in {b.no_drift_events:,} "
-        f"events); driftline at ert={mt.ert:g}: {dl.fa_per_million:.1f}{note}; median delay and missed rate "
-        f"equal or better in {compared - len(worse)}/{compared} scenarios"
+        f"events); driftline at {mt.budget.label}: {dl.fa_per_million:.1f}{note}; median delay and missed "
+        f"rate equal or better in {compared - len(worse)}/{compared} scenarios"
         + (f"; worse: {'; '.join(worse)}" if worse else "")
     )
     return not worse and not mt.exceeds, text
@@ -992,8 +1025,8 @@ def run_all(todo: list[Task], jobs: int) -> list[RunResult]:
         return list(pool.map(run_one, todo))
 
 
-def _floats(text: str) -> tuple[float, ...]:
-    return tuple(float(x) for x in text.split(",") if x.strip())
+def _budgets(text: str) -> tuple[Budget, ...]:
+    return tuple(Budget.parse(x) for x in text.split(",") if x.strip())
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -1013,10 +1046,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     ap.add_argument(
         "--budgets",
-        type=_floats,
+        type=_budgets,
         default=DEFAULT_BUDGETS,
-        help="the calibration grid of cusum_ert_events, comma-separated "
-        f"({','.join(f'{b:g}' for b in DEFAULT_BUDGETS)}); empty: no matched comparison",
+        help=f"the calibration grid, comma-separated cusum_ert_events[:cusum_rearm] ({DEFAULT_GRID})",
     )
     ap.add_argument(
         "--baselines", default=",".join(BASELINES), help=f"comma-separated subset of {','.join(BASELINES)}"
@@ -1063,9 +1095,9 @@ def report(runs: list[RunResult], s: Settings, wall: float) -> str:
             cpu[name] = cpu.get(name, 0.0) + sec
             fed[name] = fed.get(name, 0) + (r.events if a.fed_to is None else a.fed_to) - a.fed_from
     calibration = ", ".join(
-        f"{e:g}: {m.fa_per_million:.1f}"
-        for i, e in enumerate(s.grid)
-        if (m := results["control"][DRIFTLINE if i == 0 else grid_name(e)]) is not None
+        f"{b.label}: {m.fa_per_million:.1f}"
+        for i, b in enumerate(s.grid)
+        if (m := results["control"][DRIFTLINE if i == 0 else grid_name(b)]) is not None
     )
     out = [
         table(results, s, matched),
@@ -1085,9 +1117,9 @@ def report(runs: list[RunResult], s: Settings, wall: float) -> str:
             ]
         ),
         f"driftline: MonitorConfig(window_size={s.window_size}, adwin_features={s.adwin_features}, "
-        "cusum_ert_events=<budget>), AlertPolicy(), "
+        "cusum_ert_events=ert, cusum_rearm=rearm), AlertPolicy(), "
         f"IncidentBook(IncidentConfig(window_seconds={s.window_size})); "
-        f"calibration, control FA/1M by cusum_ert_events: {calibration}.",
+        f"calibration, control FA/1M by budget: {calibration}.",
         f"concept flip error rate {statistics.fmean(f[0] for f in flips):.3f} before, "
         f"{statistics.fmean(f[1] for f in flips):.3f} after (mean over seeds); every event labelled."
         if flips
@@ -1109,7 +1141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     todo = tasks(s)
     print(
         f"drift evaluation: {len(SCENARIOS)} scenarios x {s.seeds} seeds, controls of {s.control_events:,} "
-        f"events, Driftline budgets {', '.join(f'{e:g}' for e in s.grid)}, "
+        f"events, Driftline budgets {', '.join(b.label for b in s.grid)}, "
         f"baselines {', '.join(s.baselines)}, {args.jobs} process(es)",
         flush=True,
     )

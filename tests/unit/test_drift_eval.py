@@ -54,25 +54,23 @@ def _control(false_alarms: int, events: int = 1_000_000) -> ev.Measures:
 
 
 def test_matched_budget_is_the_noisiest_grid_point_not_above_the_baseline() -> None:
-    s = ev.Settings(
-        1, 1000, 1000, 2000, False, 5000, cusum_ert=1e8, budgets=(1e5, 1e4, 1e3), baselines=("a", "b", "c")
-    )
+    grid = (ev.Budget(1e5), ev.Budget(1e4), ev.Budget(1e4, 1000), ev.Budget(1e3))
+    s = ev.Settings(1, 1000, 1000, 2000, False, 5000, cusum_ert=1e8, budgets=grid, baselines=("a", "b", "c"))
     control: dict[str, ev.Measures | None] = {
         ev.DRIFTLINE: _control(0),
-        ev.grid_name(1e5): _control(0),
-        ev.grid_name(1e4): _control(3),
-        ev.grid_name(1e3): _control(40),
+        ev.grid_name(grid[0]): _control(0),
+        ev.grid_name(grid[1]): _control(3),
+        ev.grid_name(grid[2]): _control(3),  # as noisy, more sensitive (shorter re-arm)
+        ev.grid_name(grid[3]): _control(40),
         "a": _control(0),  # a quiet baseline: the most sensitive zero-alarm point
         "b": _control(10),
         "c": _control(1000),
     }
-    got = {m.baseline: (m.ert, m.exceeds) for m in ev.matches({"control": control}, s)}
-    assert got == {"a": (1e5, False), "b": (1e4, False), "c": (1e3, False)}
-    control[ev.DRIFTLINE] = _control(5)
-    control[ev.grid_name(1e5)] = _control(5)
-    assert ev.matches({"control": control}, s)[0] == ev.Match(
-        "a", ev.grid_name(1e4), 1e4, True
-    )  # the quietest
+    got = {m.baseline: (m.budget, m.exceeds) for m in ev.matches({"control": control}, s)}
+    assert got == {"a": (grid[0], False), "b": (grid[2], False), "c": (grid[3], False)}
+    control[ev.DRIFTLINE] = control[ev.grid_name(grid[0])] = _control(5)
+    quietest = ev.Match("a", ev.grid_name(grid[2]), grid[2], True)  # ties: the more sensitive
+    assert ev.matches({"control": control}, s)[0] == quietest
 
 
 def test_cached_ks_returns_scipys_statistic_and_p_value() -> None:
@@ -171,17 +169,11 @@ def test_tiny_run_detects_a_one_sd_shift_and_the_sanity_baseline_is_exact() -> N
 
 
 def test_flags() -> None:
-    s = ev.settings_from(ev.parse_args(["--quick", "--budgets", "1e5,300", "--baselines", "kswin,psi-10k"]))
-    assert (s.seeds, s.control_events, s.budgets, s.baselines) == (
-        3,
-        200_000,
-        (1e5, 300.0),
-        ("kswin", "psi-10k"),
-    )
-    assert s.grid == [1e8, 1e5, 300.0] and s.methods()[:3] == [
-        ev.DRIFTLINE,
-        "driftline ert=100000",
-        "driftline ert=300",
-    ]
+    argv = ["--quick", "--budgets", "1e5,300:1000", "--baselines", "kswin,psi-10k"]
+    s = ev.settings_from(ev.parse_args(argv))
+    grid = (ev.Budget(1e5), ev.Budget(300.0, 1000))
+    assert (s.seeds, s.control_events, s.budgets, s.baselines) == (3, 200_000, grid, ("kswin", "psi-10k"))
+    assert s.grid == [ev.Budget(1e8), *grid]
+    assert s.methods()[:3] == [ev.DRIFTLINE, "driftline ert=100000", "driftline ert=300 rearm=1000"]
     with pytest.raises(SystemExit):
         ev.settings_from(ev.parse_args(["--baselines", "ks-10k"]))
