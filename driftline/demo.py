@@ -42,7 +42,7 @@ from driftline.produce import produce_generated
 from driftline.report import gather, render
 from driftline.settings import Settings
 from driftline.stack import LocalStack
-from driftline.training_data import synthetic_training_set
+from driftline.training_data import SYNTHETIC_ENTITIES, synthetic_training_set
 from driftline.wiring import model_registry, redis_client
 from inference.metadata import ModelVersion
 from inference.training import register_trained, train_model
@@ -76,6 +76,9 @@ DEMO_SETTINGS: dict[str, Any] = {
     "max_future_seconds": 10 * 365 * 86_400,
 }
 LABEL_DELAY = 200
+# As many cards as the first model's training stream: with fewer, each transacts more often,
+# and the windowed counts (inputs of the model) drift from the first event.
+DEMO_ENTITIES = SYNTHETIC_ENTITIES
 WATCHED = next(iter(DRIFTED_FEATURES))  # a feature the covariate shift moves
 
 
@@ -356,7 +359,7 @@ def run_demo(s: Settings, n: int, rate: float, keep: bool, console: Console) -> 
                     produced["tail"] = True
                     extra += 1
                     produce_generated(
-                        s, 2000, rate, seed=100 + extra, entities=500,
+                        s, 2000, rate, seed=100 + extra, entities=DEMO_ENTITIES,
                         schedule=DriftSchedule(covariate_at=0, concept_at=0), label_delay=LABEL_DELAY,
                         start_ts=start_ts + progress.n / 2 + (extra - 1) * 1000, console=Console(quiet=True),
                         run_id=f"{run_id}x{extra}",
@@ -370,7 +373,7 @@ def run_demo(s: Settings, n: int, rate: float, keep: bool, console: Console) -> 
                         2000,
                         rate,
                         seed=100 + extra,
-                        entities=500,
+                        entities=DEMO_ENTITIES,
                         schedule=DriftSchedule(covariate_at=0, concept_at=0),
                         label_delay=LABEL_DELAY,
                         start_ts=start_ts + progress.n / 2 + (extra - 1) * 1000,
@@ -473,7 +476,7 @@ def _produce_paced(
     model version would be one incident; paced like this, each change is its own."""
     n = progress.n
     gen = FraudGenerator(
-        seed=42, entities=500, start_ts=start_ts,
+        seed=42, entities=DEMO_ENTITIES, start_ts=start_ts,
         schedule=DriftSchedule(covariate_at=progress.covariate_at, concept_at=None, width=n // 30),
     )  # fmt: skip
     gen.run_id = run_id  # event ids are "<run_id>-<index>"

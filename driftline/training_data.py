@@ -27,6 +27,8 @@ from stream.outcomes import binary_label
 from stream.synthetic import CATEGORICAL_FEATURES, NUMERIC_FEATURES, DriftSchedule, FraudGenerator
 from stream.topics import Topics
 
+SYNTHETIC_ENTITIES = 1000  # cards in the synthetic training stream (the demo streams as many)
+
 
 @dataclass
 class LabeledArrays:
@@ -54,7 +56,9 @@ def synthetic_training_set(
 ) -> LabeledArrays:
     """Generator events with labels; with a feature view, each event's features are the ones the
     online store computes for it (the same engine, replayed in log order: no training-serving skew)."""
-    gen = FraudGenerator(seed=seed, entities=1000, schedule=schedule or DriftSchedule(), start_ts=1.7e9)
+    gen = FraudGenerator(
+        seed=seed, entities=SYNTHETIC_ENTITIES, schedule=schedule or DriftSchedule(), start_ts=1.7e9
+    )
     batches = list(gen.batches(n))
     numeric = {k: np.concatenate([b.numeric[k] for b in batches]) for k in NUMERIC_FEATURES}
     categorical = {k: np.concatenate([b.categorical[k] for b in batches]) for k in CATEGORICAL_FEATURES}
