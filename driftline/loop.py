@@ -8,6 +8,7 @@ from typing import Any
 import faust
 from prometheus_client import CollectorRegistry
 
+from detectors.incidents import DriftIncident
 from driftline.errors import DriftlineError
 from driftline.retrain_process import run_in_child
 from driftline.settings import Settings
@@ -25,6 +26,7 @@ from inference.retrain_policy import RetrainPolicy
 from inference.retraining import RetrainConfig, retrain
 from inference.rollout import RolloutDecision, RolloutPolicy
 from inference.views import view_of
+from stream.drift import incidents_key
 from stream.kafka_security import KafkaSecurityError, faust_broker_settings
 from stream.outcomes import JoinConfig, OutcomeJoiner, OutcomeMetrics
 from stream.retrainer import RetrainerConfig, build_app
@@ -150,4 +152,11 @@ def build_retrainer(s: Settings, metrics: CollectorRegistry | None = None) -> fa
         broker_settings=security,
         metrics=metrics,
         redis_address=redis_address(s),
+        incident_open=lambda model, version, incident_id: incident_is_open(s, model, version, incident_id),
     )
+
+
+def incident_is_open(s: Settings, model: str, version: int, incident_id: str) -> bool:
+    """Whether an incident is still open, as the workers' shared book last wrote it."""
+    raw = redis_client(s).hget(incidents_key(s.topic_prefix, model, version), incident_id)
+    return raw is not None and DriftIncident.model_validate_json(raw).state == "open"

@@ -4,8 +4,9 @@ A `RetrainTrigger` is a critical drift incident (`incident_trigger`: its opening
 escalation), a warning, a live accuracy drop, or a user's request. `RetrainPolicy.decide` starts a
 job on a critical trigger, on ``warnings_needed`` warnings within ``warnings_window_seconds``, on an
 accuracy drop and on request, but never while a job of the same model runs, never twice for one
-incident (the last ``MAX_INCIDENTS`` incident ids are remembered), and (except on request) not
-within ``cooldown_seconds`` of the last start.
+incident (the last ``MAX_INCIDENTS`` incident ids are remembered; the retrainer retries one whose
+job produced no candidate, `should_retry`, at most ``MAX_INCIDENT_ATTEMPTS`` jobs in all), and
+(except on request) not within ``cooldown_seconds`` of the last start.
 The state is a small JSON-able model, so the retrainer keeps it in a changelog-backed table and
 a restart keeps the cooldown. A job marked running by another retrainer instance (it died
 mid-job) does not block.
@@ -30,6 +31,24 @@ from detectors.incidents import IncidentEvent
 
 TriggerKind = Literal["critical", "warning", "accuracy", "manual"]
 MAX_INCIDENTS = 100
+MAX_INCIDENT_ATTEMPTS = 3
+
+
+def should_retry(trigger: RetrainTrigger, registered: bool) -> RetrainTrigger | None:
+    """The retry of an incident's job that registered no candidate (None: no retry).
+
+    A job started at a change's onset trains on rows mostly from before it and may find no better
+    model; the incident stays open and sends no new opening, so it is retried - after the
+    cooldown, while it is open and its version serves (the retrainer checks) - up to
+    `MAX_INCIDENT_ATTEMPTS` jobs.
+
+    >>> t = RetrainTrigger(model="fraud", kind="critical", reason="r", ts=0.0, incident_id="i", version=1)
+    >>> should_retry(t, registered=False).attempt, should_retry(t, registered=True)
+    (2, None)
+    """
+    if registered or trigger.incident_id is None or trigger.attempt >= MAX_INCIDENT_ATTEMPTS:
+        return None
+    return trigger.model_copy(update={"attempt": trigger.attempt + 1})
 
 
 class RetrainTrigger(BaseModel):
@@ -41,6 +60,10 @@ class RetrainTrigger(BaseModel):
     ts: float  # wall clock, epoch seconds
     alert_id: str | None = None
     incident_id: str | None = None
+    version: int | None = None
+    """The model version the incident is about (None: not an incident's trigger)."""
+    attempt: int = Field(1, ge=1)
+    """1 for the incident's opening; more for a retry after a job that produced no candidate."""
 
 
 def incident_trigger(event: IncidentEvent, now: float) -> RetrainTrigger | None:
@@ -64,6 +87,7 @@ def incident_trigger(event: IncidentEvent, now: float) -> RetrainTrigger | None:
         reason=f"incident {event.incident_id}: {event.summary}",
         ts=now,
         incident_id=event.incident_id,
+        version=event.version,
     )
 
 
@@ -95,7 +119,7 @@ class RetrainPolicy(BaseModel):
         """(start a job?, why, the new state). ``owner``: this retrainer instance's id."""
         s = state.model_copy(deep=True)
         now = trigger.ts
-        if trigger.incident_id is not None and trigger.incident_id in s.incidents:
+        if trigger.incident_id is not None and trigger.incident_id in s.incidents and trigger.attempt == 1:
             return False, f"a retrain was already started for incident {trigger.incident_id}", s
         if s.running_owner is not None:
             if s.running_owner == owner:

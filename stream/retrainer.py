@@ -48,7 +48,13 @@ from pydantic import BaseModel, Field, ValidationError
 
 from detectors.incidents import IncidentEvent
 from inference.metadata import Deployment
-from inference.retrain_policy import RetrainPolicy, RetrainState, RetrainTrigger, incident_trigger
+from inference.retrain_policy import (
+    RetrainPolicy,
+    RetrainState,
+    RetrainTrigger,
+    incident_trigger,
+    should_retry,
+)
 from inference.rollout import RolloutDecision, RolloutPolicy, decide_rollout
 from stream.dependency import Dependency, dependency_gauge, outage_of
 from stream.outcomes import Outcome
@@ -124,6 +130,7 @@ def build_app(
     broker_settings: dict[str, Any] | None = None,
     metrics: CollectorRegistry | None = None,
     redis_address: str = "redis",
+    incident_open: Callable[[str, int, str], bool] | None = None,
 ) -> faust.App:
     owner = uuid.uuid4().hex[:12]  # this instance: a job marked running by another one is stale
     app = faust.App(
@@ -235,6 +242,27 @@ def build_app(
             await publish(
                 RetrainEvent(kind=kind, name=t.model, reason=reason, detail={**detail, "result": result})
             )
+            again = should_retry(t, bool(result.get("registered")))
+            if again is not None:
+                pending = asyncio.ensure_future(retry_later(again))
+                retries.add(pending)
+                pending.add_done_callback(retries.discard)
+
+    retries: set[asyncio.Future[None]] = set()  # pending retries (lost with the process: best effort)
+
+    async def retry_later(t: RetrainTrigger) -> None:
+        """Send an incident's trigger again after the cooldown, if it is still open and its
+        version still serves (see `should_retry`)."""
+        await asyncio.sleep(config.policy.cooldown_seconds + 1.0)
+        is_open, version, iid = incident_open, t.version, t.incident_id
+        if is_open is None or version is None or iid is None:
+            return
+        dep: Deployment = await registry_call(deployment, t.model)
+        if dep.production is None or dep.production.version != version:
+            return  # production moved on: the incident is superseded
+        if await registry_call(is_open, t.model, version, iid):
+            log.info("retrying the retrain for incident %s (attempt %d)", iid, t.attempt)
+            await trigger(t.model_copy(update={"ts": time.time()}))
 
     deployments: dict[str, tuple[float, Deployment]] = {}
     counts: dict[str, dict[str, Any]] = {}  # the table's rows, written back every 100 outcomes

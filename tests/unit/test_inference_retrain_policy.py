@@ -45,3 +45,23 @@ def test_manual_requests_skip_the_cooldown() -> None:
     state = RetrainPolicy.finished(state, 1)
     assert not policy.decide(state, trig("critical", 10), owner="a")[0]
     assert policy.decide(state, trig("manual", 10), owner="a")[0]
+
+
+def test_one_job_per_incident_unless_it_produced_no_candidate() -> None:
+    from inference.retrain_policy import MAX_INCIDENT_ATTEMPTS, should_retry
+
+    policy = RetrainPolicy(cooldown_seconds=10)
+    t = RetrainTrigger(model="m", kind="critical", reason="r", ts=0.0, incident_id="inc", version=1)
+    start, _, state = policy.decide(RetrainState(), t, owner="a")
+    assert start and state.incidents == ["inc"]
+    state = RetrainPolicy.finished(state, 5.0)
+    redelivered = t.model_copy(update={"ts": 100.0})
+    start, why, _ = policy.decide(state, redelivered, owner="a")
+    assert not start and "already started for incident inc" in why
+    assert should_retry(t, registered=True) is None  # a candidate came of it: that was the job
+    retry = should_retry(t, registered=False)
+    assert retry is not None and retry.attempt == 2 and retry.incident_id == "inc"
+    start, _, state = policy.decide(state, retry.model_copy(update={"ts": 100.0}), owner="a")
+    assert start and state.jobs == 2
+    last = t.model_copy(update={"attempt": MAX_INCIDENT_ATTEMPTS})
+    assert should_retry(last, registered=False) is None  # bounded
