@@ -227,7 +227,6 @@ class _VersionState:
     errors: ErrorRateDetector | None = None
     cusum: ErrorCusum | None = None
     policy: SharedAlertPolicy | None = None
-    beat: float = float("-inf")  # when the labels' clock was last sent to the incident book
     dirty: bool = False
 
 
@@ -565,15 +564,9 @@ class OutcomeJoiner:
                 if st.cusum is not None:
                     signals += st.cusum.update(errors, ts)
                 st.dirty = True
-                # Also the labels' event time: a quiet error stream resolves its incident by the
-                # labels' own clock (they lag the events). Only while the version's book has an
-                # open incident (or is not known yet), at most once a second.
-                book = st.policy.last_book
-                beat = (book is None or book.open is not None) and time.monotonic() - st.beat >= 1.0
-                if signals or beat:
-                    st.beat = time.monotonic()
-                    seen = float(ts.max())
-                    alerts += st.policy.decide(signals, model=model, version=version, labels_seen=seen)
+                # Also the labels' event time, every batch: a quiet error stream resolves its
+                # incident by the labels' own clock (they lag the events).
+                alerts += st.policy.decide(signals, model=model, version=version, labels_seen=float(ts.max()))
         for (model, version), st in self._versions.items():
             self._record(model, version, st)
         for a in alerts:
