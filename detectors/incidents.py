@@ -243,7 +243,6 @@ def summarize(features: Sequence[FeatureEvidence], since_ts: float) -> str:
 class _Member:
     """One (feature, detector) of the open incident: when it last signalled, how quiet it has been."""
 
-    feature: str
     last_signal_ts: float
     threshold: float
     windowed: bool
@@ -257,10 +256,6 @@ def _finite(x: float) -> float | None:
     return x if x > float("-inf") else None
 
 
-def _stream(feature: str) -> str:
-    return "labels" if feature == ERROR_FEATURE else "events"
-
-
 class IncidentBook:
     """The incidents of one model version (see the module docstring)."""
 
@@ -268,9 +263,6 @@ class IncidentBook:
         self.config = config or IncidentConfig()
         self.open: DriftIncident | None = None
         self.clock = float("-inf")  # the newest event time seen
-        # The newest event time of each stream: the labels (the error stream, `__error__`) lag
-        # the events, so a label-driven member is judged by the labels' own clock.
-        self.clocks: dict[str, float] = {}
         self._members: dict[tuple[str, str], _Member] = {}
         self._warnings: list[tuple[float, DriftSignal]] = []  # before an incident opens
         self._changes: list[str] = []  # material changes not yet sent (rate limit)
@@ -286,20 +278,14 @@ class IncidentBook:
         version: int,
         windows: Iterable[WindowStat] = (),
         now: datetime | None = None,
-        labels_seen: float | None = None,
     ) -> list[IncidentEvent]:
-        """The lifecycle events `signals` and `windows` (every evaluated window) cause.
-
-        ``labels_seen``: the event time the label stream has reached (the outcome joiner's
-        heartbeat), so a quiet error stream resolves without a signal to say so."""
+        """The lifecycle events `signals` and `windows` (every evaluated window) cause."""
         now = now or datetime.now(UTC)
         self.changed = []
         stats = list(windows)
-        if labels_seen is not None:
-            self._tick(ERROR_FEATURE, labels_seen)
         ordered = sorted(signals, key=lambda s: (s.window_end_ts, -_RANK[s.severity], s.feature, s.detector))
         for w in stats:
-            self._tick(w.feature, w.window_end_ts)
+            self.clock = max(self.clock, w.window_end_ts)
             m = self._members.get((w.feature, w.detector))
             if m is not None and w.window_end_ts > max(m.last_signal_ts, m.last_stat_ts):
                 m.last_stat_ts = w.window_end_ts
@@ -307,7 +293,7 @@ class IncidentBook:
                 m.quiet_windows = m.quiet_windows + 1 if below else 0
         events: list[IncidentEvent] = []
         for s in ordered:
-            self._tick(s.feature, s.window_end_ts)
+            self.clock = max(self.clock, s.window_end_ts)
             if self.open is None:
                 opened = self._maybe_open(s, model, version, now)
                 if opened is not None:
@@ -322,11 +308,6 @@ class IncidentBook:
             self.changed.append(self.open)
         self.changed += [e.incident for e in events if e.kind == "resolved"]
         return events
-
-    def _tick(self, feature: str, ts: float) -> None:
-        stream = _stream(feature)
-        self.clocks[stream] = max(self.clocks.get(stream, float("-inf")), ts)
-        self.clock = max(self.clock, ts)
 
     def supersede(self, new_version: int, now: datetime | None = None) -> list[IncidentEvent]:
         """Another version took over production: resolve the open incident (if any)."""
@@ -373,9 +354,7 @@ class IncidentBook:
         m = self._members.get((s.feature, s.detector))
         if m is None:
             windowed = s.detector not in CHANGE_POINT_DETECTORS
-            self._members[(s.feature, s.detector)] = _Member(
-                s.feature, s.window_end_ts, s.threshold, windowed
-            )
+            self._members[(s.feature, s.detector)] = _Member(s.window_end_ts, s.threshold, windowed)
         else:
             m.last_signal_ts, m.threshold = max(m.last_signal_ts, s.window_end_ts), s.threshold
             m.quiet_windows = 0
@@ -443,8 +422,7 @@ class IncidentBook:
     def _quiet(self, m: _Member) -> bool:
         if m.windowed:
             return m.quiet_windows >= self.config.resolve_windows
-        clock = self.clocks.get(_stream(m.feature), float("-inf"))
-        return clock - m.last_signal_ts >= self.config.quiet_seconds
+        return self.clock - m.last_signal_ts >= self.config.quiet_seconds
 
     def _resolve(
         self, how: Literal["quiet", "superseded"], now: datetime, superseded_by: int | None = None
@@ -494,7 +472,6 @@ class IncidentBook:
             "config": self.config.model_dump(),
             "open": None if self.open is None else self.open.model_dump(mode="json"),
             "clock": self.clock if self.clock > float("-inf") else None,
-            "clocks": dict(self.clocks),
             "members": [
                 [f, d, m.last_signal_ts, m.threshold, m.windowed, m.quiet_windows, _finite(m.last_stat_ts)]
                 for (f, d), m in self._members.items()
@@ -511,10 +488,8 @@ class IncidentBook:
             book.open = DriftIncident.model_validate(state["open"])
         clock = state.get("clock")
         book.clock = float("-inf") if clock is None else float(clock)
-        book.clocks = {k: float(v) for k, v in state.get("clocks", {}).items()}
         for f, d, last, threshold, windowed, quiet, last_stat in state.get("members", []):
             book._members[(f, d)] = _Member(
-                f,
                 float(last), float(threshold), bool(windowed), int(quiet),
                 float("-inf") if last_stat is None else float(last_stat),
             )  # fmt: skip

@@ -121,17 +121,15 @@ class SharedAlertPolicy:
         version: int,
         windows: Iterable[WindowStat] = (),
         record: Callable[[Any, list[DriftOutput]], None] | None = None,
-        labels_seen: float | None = None,
     ) -> list[DriftOutput]:
         """The alerts (and incident events) to publish; the shared state is updated atomically
         with the decision.
 
         ``record(pipe, outputs)`` may queue more writes in the same ``MULTI`` (called once per
-        attempt, with that attempt's outputs). ``labels_seen``: the event time the label stream
-        has reached (the outcome joiner's heartbeat for the incident book, `IncidentBook.observe`).
+        attempt, with that attempt's outputs).
         """
         stats = list(windows)
-        if not signals and not stats and (labels_seen is None or self.incidents is None):
+        if not signals and not stats:
             return []
         for _ in range(_MAX_ATTEMPTS):
             with self.r.pipeline(transaction=True) as pipe:
@@ -142,9 +140,7 @@ class SharedAlertPolicy:
                     events = (
                         []
                         if book is None
-                        else book.observe(
-                            signals, model=model, version=version, windows=stats, labels_seen=labels_seen
-                        )
+                        else book.observe(signals, model=model, version=version, windows=stats)
                     )
                     pipe.multi()
                     self._save(pipe, policy, book)

@@ -564,9 +564,7 @@ class OutcomeJoiner:
                 if st.cusum is not None:
                     signals += st.cusum.update(errors, ts)
                 st.dirty = True
-                # Also the labels' event time, every batch: a quiet error stream resolves its
-                # incident by the labels' own clock (they lag the events).
-                alerts += st.policy.decide(signals, model=model, version=version, labels_seen=float(ts.max()))
+                alerts += st.policy.decide(signals, model=model, version=version)
         for (model, version), st in self._versions.items():
             self._record(model, version, st)
         for a in alerts:

@@ -202,19 +202,3 @@ def test_the_summary_says_what_changed(features: list[tuple[str, str]], expected
     b.observe([sig(f, W, d) for f, d in features], model="m", version=1, now=NOW)
     assert b.open is not None and b.open.summary == f"{expected}; since 1970-01-01 00:00 event time"
     assert summarize(b.open.features, 0.0) == b.open.summary
-
-
-def test_the_error_stream_is_judged_by_the_labels_clock_not_the_events() -> None:
-    """Labels lag the events: the worker's windows running ahead must not make a concept drift
-    look quiet; the outcome joiner's heartbeat (`labels_seen`) moves the labels' clock."""
-    b = book(resolve_windows=2)
-    b.observe([sig(ERROR_FEATURE, W, "error_rate", stat=0.6)], model="m", version=1, now=NOW)
-    # The events run 100 windows ahead (another feature's windows), the labels do not.
-    far = [stat("amount", k * W, 0.0) for k in range(2, 100)]
-    assert b.observe([], model="m", version=1, windows=far, now=NOW) == []
-    assert b.open is not None
-    assert b.observe([], model="m", version=1, labels_seen=2 * W, now=NOW) == []  # 1 window of labels
-    gone = b.observe([], model="m", version=1, labels_seen=3 * W, now=NOW)
-    assert kinds(gone) == ["resolved"]  # 2 windows of labels without an error signal
-    restored = IncidentBook.from_state(json.loads(json.dumps(b.state())))
-    assert restored.clocks == b.clocks
