@@ -20,7 +20,9 @@ signals of a batch and the statistics of every evaluated window) and returns `In
   since its last signal (windows, not time: a merged window of a low-rate stream spans as long
   as it needs to hold enough events); a change-point one (ADWIN, CUSUM, error rate: one signal
   per change, no window statistics) has not signalled for ``resolve_windows`` windows of event
-  time. Or by `supersede` when another version takes over production.
+  time - except the error stream (`__error__`): a model that got worse stays worse until another
+  version serves, so an incident it joined resolves only by `supersede`, when another version
+  takes over production.
 
 Ids are deterministic: an incident's is a hash of its model, version and opening signal, an
 event's is ``<incident id>:<revision>``, so replays and every worker agree on them. The book is
@@ -243,6 +245,7 @@ def summarize(features: Sequence[FeatureEvidence], since_ts: float) -> str:
 class _Member:
     """One (feature, detector) of the open incident: when it last signalled, how quiet it has been."""
 
+    feature: str
     last_signal_ts: float
     threshold: float
     windowed: bool
@@ -354,7 +357,9 @@ class IncidentBook:
         m = self._members.get((s.feature, s.detector))
         if m is None:
             windowed = s.detector not in CHANGE_POINT_DETECTORS
-            self._members[(s.feature, s.detector)] = _Member(s.window_end_ts, s.threshold, windowed)
+            self._members[(s.feature, s.detector)] = _Member(
+                s.feature, s.window_end_ts, s.threshold, windowed
+            )
         else:
             m.last_signal_ts, m.threshold = max(m.last_signal_ts, s.window_end_ts), s.threshold
             m.quiet_windows = 0
@@ -422,6 +427,11 @@ class IncidentBook:
     def _quiet(self, m: _Member) -> bool:
         if m.windowed:
             return m.quiet_windows >= self.config.resolve_windows
+        if m.feature == ERROR_FEATURE:
+            # The model itself got worse: its error rate stays up until another version serves,
+            # and its detectors signal once per change, on labels that lag the events (whose
+            # clock this is) - so silence proves nothing. Such an incident ends when superseded.
+            return False
         return self.clock - m.last_signal_ts >= self.config.quiet_seconds
 
     def _resolve(
@@ -490,6 +500,7 @@ class IncidentBook:
         book.clock = float("-inf") if clock is None else float(clock)
         for f, d, last, threshold, windowed, quiet, last_stat in state.get("members", []):
             book._members[(f, d)] = _Member(
+                f,
                 float(last), float(threshold), bool(windowed), int(quiet),
                 float("-inf") if last_stat is None else float(last_stat),
             )  # fmt: skip

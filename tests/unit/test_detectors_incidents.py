@@ -146,12 +146,15 @@ def test_updates_are_rate_limited_and_repeats_change_nothing() -> None:
     assert b.observe([sig("a", 30 * W)], model="m", version=1, now=NOW) == []  # nothing material
 
 
-def test_the_error_stream_resolves_by_its_signals_alone_and_supersede_ends_it() -> None:
+def test_an_error_stream_incident_stays_open_until_superseded() -> None:
     b = book(resolve_windows=2)
     e = b.observe([sig(ERROR_FEATURE, W, "error_rate", stat=0.7)], model="m", version=1, now=NOW)
     assert kinds(e) == ["opened"] and e[0].summary.startswith("concept drift: error_rate 0.7 >= 0.2")
-    # Label-driven detectors report no window statistics: signals keep it open ...
+    # However long the error detectors stay silent (they signal once per change, on lagging
+    # labels), the model is still the worse one: open ...
     assert b.observe([sig(ERROR_FEATURE, 2 * W, "error_rate")], model="m", version=1, now=NOW) == []
+    calm = [stat("amount", k * W, 0.0) for k in range(3, 100)]
+    assert b.observe([], model="m", version=1, windows=calm, now=NOW) == []
     assert b.open is not None
     gone = b.supersede(2, now=NOW)
     assert kinds(gone) == ["resolved"] and gone[0].incident.resolution == "superseded"
