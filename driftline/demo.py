@@ -387,7 +387,7 @@ def run_demo(s: Settings, n: int, rate: float, keep: bool, console: Console) -> 
 
     producer = threading.Thread(target=produce, daemon=True)
     producer.start()
-    deadline = time.monotonic() + max(270.0, 4 * n / max(rate, 1))
+    deadline = time.monotonic() + max(270.0, 4 * n / max(rate, 1)) + PATIENCE_SECONDS
     last_poll = 0.0
     production, canary = first_production, None
     try:
@@ -464,7 +464,7 @@ def run_demo(s: Settings, n: int, rate: float, keep: bool, console: Console) -> 
 
 
 PACE_CHUNK = 500
-PATIENCE_SECONDS = 120.0  # the longest the concept flip waits for the first retrained model
+PATIENCE_SECONDS = 240.0  # the longest the concept flip waits for a retrained model (loaded machines)
 
 
 def _produce_paced(
