@@ -247,6 +247,16 @@ class DriftConfig(BaseModel):
     """How often (wall clock) the online store's warm-up start is read again once known."""
 
 
+def incident_events_counter(registry: CollectorRegistry) -> Counter:
+    """``driftline_incident_events_total{model,kind}``: the workers' and the outcome joiner's."""
+    return Counter(
+        "driftline_incident_events",
+        "Incident lifecycle events published, by kind (opened, updated, resolved)",
+        ["model", "kind"],
+        registry=registry,
+    )
+
+
 class DriftMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         def gauge(name: str, doc: str, labels: Sequence[str] = ("model", "version", "feature")) -> Gauge:
@@ -287,12 +297,7 @@ class DriftMetrics:
             ["model", "version"],
             registry=registry,
         )
-        self.incident_events = Counter(
-            "driftline_incident_events",
-            "Incident lifecycle events published, by kind (opened, updated, resolved)",
-            ["model", "kind"],
-            registry=registry,
-        )
+        self.incident_events = incident_events_counter(registry)
         self.late = Counter(
             "driftline_drift_late_events",
             "Events dropped by the drift windows: their window had already closed",

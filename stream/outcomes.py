@@ -78,7 +78,7 @@ from stream.dependency import (
     reset_transaction,
     wait_out,
 )
-from stream.drift import alerts_key, drift_outputs, incidents_key, policy_key
+from stream.drift import alerts_key, drift_outputs, incident_events_counter, incidents_key, policy_key
 from stream.events import LabelEvent
 from stream.offsets import first_offsets, next_offsets
 from stream.outputs import BatchOutputs, GaveUp, Output, output_counters
@@ -211,12 +211,7 @@ class OutcomeMetrics:
             ["severity", "detector"],
             registry=r,
         )
-        self.incident_events = Counter(
-            "driftline_incident_events",
-            "Incident lifecycle events published, by kind (opened, updated, resolved)",
-            ["model", "kind"],
-            registry=r,
-        )
+        self.incident_events = incident_events_counter(r)
         self.retries, self.outputs_refused = output_counters(r)
         self.dependency_up = dependency_gauge(r)
 
