@@ -5,7 +5,8 @@ escalation), a warning, a live accuracy drop, or a user's request. `RetrainPolic
 job on a critical trigger, on ``warnings_needed`` warnings within ``warnings_window_seconds``, on an
 accuracy drop and on request, but never while a job of the same model runs, never twice for one
 incident (the last ``MAX_INCIDENTS`` incident ids are remembered; the retrainer retries one whose
-job produced no candidate, `should_retry`, at most ``MAX_INCIDENT_ATTEMPTS`` jobs in all), and
+job produced no candidate, `should_retry`, or whose candidate was rolled back,
+`retry_after_rollback`: at most ``MAX_INCIDENT_ATTEMPTS`` jobs in all), and
 (except on request) not within ``cooldown_seconds`` of the last start.
 The state is a small JSON-able model, so the retrainer keeps it in a changelog-backed table and
 a restart keeps the cooldown. A job marked running by another retrainer instance (it died
@@ -46,7 +47,26 @@ def should_retry(trigger: RetrainTrigger, registered: bool) -> RetrainTrigger | 
     >>> should_retry(t, registered=False).attempt, should_retry(t, registered=True)
     (2, None)
     """
-    if registered or trigger.incident_id is None or trigger.attempt >= MAX_INCIDENT_ATTEMPTS:
+    return None if registered else _next_attempt(trigger)
+
+
+def retry_after_rollback(trigger: RetrainTrigger) -> RetrainTrigger | None:
+    """The retry of an incident whose job's candidate was rolled back (None: no retry).
+
+    The incident stays open (the version it is about still serves, and a worse model stays worse),
+    but its one job is spent: without a retry the change would be left with no better model.
+    The retry trains on a later window, mostly after the change. Same bound and checks as
+    `should_retry`.
+
+    >>> t = RetrainTrigger(model="fraud", kind="critical", reason="r", ts=0.0, incident_id="i", version=1)
+    >>> retry_after_rollback(t).attempt, retry_after_rollback(t.model_copy(update={"attempt": 3}))
+    (2, None)
+    """
+    return _next_attempt(trigger)
+
+
+def _next_attempt(trigger: RetrainTrigger) -> RetrainTrigger | None:
+    if trigger.incident_id is None or trigger.attempt >= MAX_INCIDENT_ATTEMPTS:
         return None
     return trigger.model_copy(update={"attempt": trigger.attempt + 1})
 
@@ -63,7 +83,7 @@ class RetrainTrigger(BaseModel):
     version: int | None = None
     """The model version the incident is about (None: not an incident's trigger)."""
     attempt: int = Field(1, ge=1)
-    """1 for the incident's opening; more for a retry after a job that produced no candidate."""
+    """1 for the incident's opening; more for a retry (no candidate, or it was rolled back)."""
 
 
 def incident_trigger(event: IncidentEvent, now: float) -> RetrainTrigger | None:
@@ -104,6 +124,10 @@ class RetrainState(BaseModel):
     jobs: int = 0
     incidents: list[str] = Field(default_factory=list)
     """The incidents a job was started for (the last `MAX_INCIDENTS`)."""
+    trial_version: int | None = None
+    """The candidate the last job registered, and the trigger that started that job: a rollback
+    of that version retries the trigger's incident (`retry_after_rollback`)."""
+    trial_trigger: RetrainTrigger | None = None
 
 
 class RetrainPolicy(BaseModel):

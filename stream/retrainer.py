@@ -53,6 +53,7 @@ from inference.retrain_policy import (
     RetrainState,
     RetrainTrigger,
     incident_trigger,
+    retry_after_rollback,
     should_retry,
 )
 from inference.rollout import RolloutDecision, RolloutPolicy, decide_rollout
@@ -238,17 +239,23 @@ def build_app(
             except Exception as exc:  # a failed job is reported, and the retrainer lives on
                 log.exception("retrain of %s failed", t.model)
                 result, kind, reason = {"error": repr(exc)}, "retrain_failed", f"{type(exc).__name__}: {exc}"
-            state_table[t.model] = RetrainPolicy.finished(state, time.time()).model_dump()
+            state = RetrainPolicy.finished(state, time.time())
+            candidate = result.get("candidate_version") if result.get("registered") else None
+            if isinstance(candidate, int):  # its rollback retries this trigger's incident
+                state.trial_version, state.trial_trigger = candidate, t
+            state_table[t.model] = state.model_dump()
             await publish(
                 RetrainEvent(kind=kind, name=t.model, reason=reason, detail={**detail, "result": result})
             )
-            again = should_retry(t, bool(result.get("registered")))
-            if again is not None:
-                pending = asyncio.ensure_future(retry_later(again))
-                retries.add(pending)
-                pending.add_done_callback(retries.discard)
+            schedule_retry(should_retry(t, bool(result.get("registered"))))
 
     retries: set[asyncio.Future[None]] = set()  # pending retries (lost with the process: best effort)
+
+    def schedule_retry(again: RetrainTrigger | None) -> None:
+        if again is not None:
+            pending = asyncio.ensure_future(retry_later(again))
+            retries.add(pending)
+            pending.add_done_callback(retries.discard)
 
     async def retry_later(t: RetrainTrigger) -> None:
         """Send an incident's trigger again after the cooldown, if it is still open and its
@@ -345,6 +352,10 @@ def build_app(
                 st = {"decided": True, "unsaved": 0}
                 counts[model] = st
                 seen.pop(model, None)
+                if decision.action == "rollback":  # the incident it was trained for is still open
+                    state = RetrainState.model_validate(state_table[model] or {})
+                    if state.trial_version == canary and state.trial_trigger is not None:
+                        schedule_retry(retry_after_rollback(state.trial_trigger))
         return st
 
     return app

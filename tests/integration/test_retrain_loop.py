@@ -111,3 +111,27 @@ def test_concept_flip_retrains_once_then_canary_is_promoted(loop_settings: Setti
 def _production(registry: Any) -> int | None:
     p = registry.deployment("fraud").production
     return p.version if p else None
+
+
+def test_a_rolled_back_candidate_retries_its_incident(loop_settings: Settings, tmp_path: Path) -> None:
+    """The incident's one job produced a canary that lost its trial: the incident is still open
+    (the old model still serves), so the retrainer starts one more job for it after the cooldown."""
+    s = loop_settings.model_copy(update={"retrain_cooldown_seconds": 5.0})
+    register(s)
+    registry = model_registry(s, publish=False)
+    with running_loop(s, tmp_path / "retrainer.log"):
+        _produce(s, 12_000, seed=31, schedule=DriftSchedule(concept_at=4_000), start_ts=1.7e9)
+        wait_until(lambda: registry.deployment("fraud").canary is not None, timeout=240, every=1.0)
+        # The concept flips back: the canary, trained on the flipped one, is worse than production.
+        _produce(s, 6_000, seed=32, schedule=DriftSchedule(), start_ts=1.7e9 + 10_000)
+        wait_until(lambda: Counter(e["kind"] for e in model_steps(s))["retrain_started"] >= 2, 240, 1.0)
+
+    steps = model_steps(s)
+    decided = [e for e in steps if e["kind"] == "rollout_decided"]
+    assert decided and decided[0]["detail"]["action"] == "rollback", decided
+    assert decided[0]["detail"]["version"] == 2, decided
+    started = [e["detail"]["trigger"] for e in steps if e["kind"] == "retrain_started"]
+    first, retry = started[0], started[1]
+    assert first["incident_id"] is not None and retry["incident_id"] == first["incident_id"], started
+    assert (first["attempt"], retry["attempt"]) == (1, 2), started
+    assert _production(registry) == 1  # the rollback kept the old model serving

@@ -65,3 +65,21 @@ def test_one_job_per_incident_unless_it_produced_no_candidate() -> None:
     assert start and state.jobs == 2
     last = t.model_copy(update={"attempt": MAX_INCIDENT_ATTEMPTS})
     assert should_retry(last, registered=False) is None  # bounded
+
+
+def test_a_rolled_back_candidate_releases_its_incident_for_one_more_job() -> None:
+    from inference.retrain_policy import MAX_INCIDENT_ATTEMPTS, retry_after_rollback
+
+    t = RetrainTrigger(model="m", kind="critical", reason="r", ts=0.0, incident_id="inc", version=1)
+    retry = retry_after_rollback(t)
+    assert retry is not None and (retry.attempt, retry.incident_id) == (2, "inc")
+    policy = RetrainPolicy(cooldown_seconds=10)
+    _, _, state = policy.decide(RetrainState(), t, owner="a")
+    state = RetrainPolicy.finished(state, 5.0)
+    assert policy.decide(state, retry.model_copy(update={"ts": 100.0}), owner="a")[0]
+    assert retry_after_rollback(t.model_copy(update={"attempt": MAX_INCIDENT_ATTEMPTS})) is None
+    manual = RetrainTrigger(model="m", kind="manual", reason="r", ts=0.0)
+    assert retry_after_rollback(manual) is None  # no incident: nothing to retry
+    # The state remembers the trial's trigger (a JSON round trip, as the changelog table keeps it).
+    state.trial_version, state.trial_trigger = 2, t
+    assert RetrainState.model_validate_json(state.model_dump_json()).trial_trigger == t
