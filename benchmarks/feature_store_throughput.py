@@ -33,6 +33,7 @@ import numpy as np
 import orjson
 import redis
 
+from driftline.redis_keys import delete_namespace
 from feature_store.definitions import fraud_feature_view
 from feature_store.engine import Engine
 from feature_store.online import OnlineStore
@@ -157,9 +158,7 @@ def main() -> None:
         single_w, single_r, _ = batched(OnlineStore(r, ns + "-single", view), rest.part(0, single_n), 1)
     finally:
         for prefix in (ns, ns + "-warm", ns + "-base", ns + "-single"):
-            keys = list(r.scan_iter(f"{prefix}:*", count=1000))
-            for start in range(0, len(keys), 1000):
-                r.delete(*keys[start : start + 1000])
+            delete_namespace(r, prefix)
 
     batched_rate = n / (write_s + read_s)
     base_rate = base_n / base_s

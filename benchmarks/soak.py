@@ -45,7 +45,7 @@ from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from driftline.demo import Children, settings_env
-from driftline.redis_keys import RedisClient
+from driftline.redis_keys import RedisClient, delete_namespace
 from driftline.settings import Settings
 from driftline.training_data import synthetic_training_set
 from driftline.wiring import feature_view, model_registry, redis_client
@@ -163,15 +163,7 @@ def cleanup(s: Settings) -> None:
     prefix = s.topic_prefix
     faust_topics = [t for t in admin.list_topics(timeout=30).topics if t.startswith(f"{prefix}-")]
     delete_topics(admin, [*Topics(prefix).all(), *faust_topics])
-    r = redis_client(s)
-    batch: list[bytes] = []
-    for key in r.scan_iter(match=f"{prefix}:*", count=5000):
-        batch.append(key)
-        if len(batch) >= 5000:
-            r.delete(*batch)
-            batch.clear()
-    if batch:
-        r.delete(*batch)
+    delete_namespace(redis_client(s), prefix, count=5000)
 
 
 def main() -> None:

@@ -70,6 +70,7 @@ from rich.console import Console
 
 from benchmarks.worker_stages import breakdown
 from driftline.produce import produce_generated
+from driftline.redis_keys import delete_namespace
 from driftline.settings import Settings
 from driftline.wiring import build_worker, model_registry, redis_client
 from feature_store.definitions import fraud_feature_view
@@ -239,10 +240,7 @@ class Run:
                     with contextlib.suppress(Exception):
                         future.result()
         with contextlib.suppress(Exception):
-            r = redis_client(self.s)
-            keys = list(r.scan_iter(match=f"{self.prefix}:*", count=1000))
-            for i in range(0, len(keys), 1000):
-                r.delete(*keys[i : i + 1000])
+            delete_namespace(redis_client(self.s), self.prefix)  # hash-tagged keys included
 
     def end_offsets(self, topic: str) -> list[TopicPartition]:
         c = Consumer({**self.conf, "group.id": f"{self.prefix}-probe-{uuid.uuid4().hex[:6]}"})

@@ -163,6 +163,40 @@ def registry_prefix(ns: str) -> str:
     return f"{{{ns}:registry}}"
 
 
+def namespace_patterns(ns: str) -> tuple[str, str]:
+    """``SCAN`` patterns that together match every key of namespace `ns`: the untagged keys and
+    the hash-tagged ones (whose names start with ``{``).
+
+    >>> namespace_patterns("dl")
+    ('dl:*', '{dl:*')
+    """
+    return f"{ns}:*", f"{{{ns}:*"
+
+
+def delete_namespace(r: RedisClient, ns: str, count: int = 1000) -> int:
+    """Delete every key of namespace `ns` (a benchmark's, a demo's): how many were deleted. On a
+    cluster, keys of different slots are deleted one command per key (``DEL`` of many keys must
+    stay in one slot)."""
+    deleted = 0
+    for pattern in namespace_patterns(ns):
+        batch: list[bytes | str] = []
+        for key in r.scan_iter(match=pattern, count=count):
+            batch.append(key)
+            if len(batch) >= count:
+                deleted += _delete(r, batch)
+                batch = []
+        deleted += _delete(r, batch)
+    return deleted
+
+
+def _delete(r: RedisClient, keys: list[bytes | str]) -> int:
+    if not keys:
+        return 0
+    if hasattr(r, "get_primaries"):  # a RedisCluster: one slot per command
+        return sum(int(r.delete(k)) for k in keys)
+    return int(r.delete(*keys))
+
+
 # ---- slots -----------------------------------------------------------------------------------
 
 

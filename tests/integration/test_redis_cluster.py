@@ -215,3 +215,14 @@ def test_a_worker_streams_through_a_killed_redis_master(
             print(f"outage waits: {sample('driftline_outage_waits_total', {'dependency': 'redis'})}")
         finally:
             w.stop()
+
+
+def test_delete_namespace_removes_tagged_and_untagged_keys_on_a_cluster(rc: RedisCluster, ns: str) -> None:
+    """What the benchmarks clean up with: every key of the namespace, whatever its slot."""
+    mine = [keys.fs_entity(ns, "v", p, "e") for p in range(6)] + [keys.fs_where(ns, "v", "e")]
+    other = keys.fs_entity(ns + "x", "v", 0, "e")
+    for key in [*mine, other]:
+        rc.set(key, 1)
+    assert keys.delete_namespace(rc, ns) == len(mine)
+    assert not any(rc.exists(k) for k in mine) and rc.exists(other)
+    rc.delete(other)
