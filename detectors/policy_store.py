@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
 from redis.cluster import RedisCluster
@@ -51,6 +51,7 @@ from detectors.incidents import DriftOutput, IncidentBook, IncidentEvent
 from detectors.signals import DriftSignal, WindowStat
 
 _MAX_ATTEMPTS = 50
+_T = TypeVar("_T")
 
 
 class SharedAlertPolicy:
@@ -131,31 +132,23 @@ class SharedAlertPolicy:
         stats = list(windows)
         if not signals and not stats:
             return []
-        for _ in range(_MAX_ATTEMPTS):
-            with self.r.pipeline(transaction=True) as pipe:
-                try:
-                    pipe.watch(self.key)
-                    policy, book = self._load(pipe.get(self.key))
-                    alerts = policy.decide(signals, model=model, version=version, windows=stats)
-                    events = (
-                        []
-                        if book is None
-                        else book.observe(signals, model=model, version=version, windows=stats)
-                    )
-                    pipe.multi()
-                    self._save(pipe, policy, book)
-                    if self.history_key is not None and alerts:
-                        pipe.lpush(self.history_key, *[a.model_dump_json() for a in alerts])
-                        pipe.ltrim(self.history_key, 0, self.history_size - 1)
-                    outputs: list[DriftOutput] = [*alerts, *events]
-                    if record is not None:
-                        record(pipe, outputs)
-                    pipe.execute()
-                    self.last_book = book
-                    return outputs
-                except redis.WatchError:
-                    continue  # another worker decided meanwhile: decide again on its state
-        raise RuntimeError(f"gave up deciding alerts on {self.key}: other workers kept changing it")
+
+        def change(pipe: Any, policy: AlertPolicy, book: IncidentBook | None) -> list[DriftOutput]:
+            alerts = policy.decide(signals, model=model, version=version, windows=stats)
+            events = (
+                [] if book is None else book.observe(signals, model=model, version=version, windows=stats)
+            )
+            pipe.multi()
+            self._save(pipe, policy, book)
+            if self.history_key is not None and alerts:
+                pipe.lpush(self.history_key, *[a.model_dump_json() for a in alerts])
+                pipe.ltrim(self.history_key, 0, self.history_size - 1)
+            outputs: list[DriftOutput] = [*alerts, *events]
+            if record is not None:
+                record(pipe, outputs)
+            return outputs
+
+        return self._transact(change, "deciding alerts")
 
     def supersede(
         self, new_version: int, record: Callable[[Any, list[DriftOutput]], None] | None = None
@@ -166,28 +159,41 @@ class SharedAlertPolicy:
         transaction that saves the resolution, on a pipeline of its own (see the code)."""
         if self.incidents is None:
             return []
+
+        def change(pipe: Any, policy: AlertPolicy, book: IncidentBook | None) -> list[IncidentEvent] | None:
+            if book is None or book.open is None:
+                return None  # nothing open: nothing to write
+            events = book.supersede(new_version)
+            if record is not None:
+                # Before the MULTI and outside it: `record` writes the new version's keys,
+                # another hash slot than this version's on a Redis Cluster. An attempt
+                # that then aborts leaves its record; the retry writes the same event ids
+                # (incident id and revision), so at worst one is published twice.
+                side = self.r.pipeline(transaction=False)
+                record(side, list(events))
+                side.execute()
+            pipe.multi()
+            self._save(pipe, policy, book)
+            return events
+
+        return self._transact(change, "resolving incidents") or []
+
+    def _transact(self, change: Callable[[Any, AlertPolicy, IncidentBook | None], _T], what: str) -> _T:
+        """``change(pipe, policy, book)`` on the saved state, in one optimistic transaction: the
+        key is watched and loaded, `change` queues its writes after ``pipe.multi()`` (or returns
+        None having queued nothing), and the whole is retried when another worker wrote first."""
         for _ in range(_MAX_ATTEMPTS):
             with self.r.pipeline(transaction=True) as pipe:
                 try:
                     pipe.watch(self.key)
                     policy, book = self._load(pipe.get(self.key))
-                    if book is None or book.open is None:
+                    result = change(pipe, policy, book)
+                    if result is None:
                         pipe.unwatch()
-                        return []
-                    events = book.supersede(new_version)
-                    if record is not None:
-                        # Before the MULTI and outside it: `record` writes the new version's keys,
-                        # another hash slot than this version's on a Redis Cluster. An attempt
-                        # that then aborts leaves its record; the retry writes the same event ids
-                        # (incident id and revision), so at worst one is published twice.
-                        side = self.r.pipeline(transaction=False)
-                        record(side, list(events))
-                        side.execute()
-                    pipe.multi()
-                    self._save(pipe, policy, book)
+                        return result
                     pipe.execute()
                     self.last_book = book
-                    return events
+                    return result
                 except redis.WatchError:
-                    continue
-        raise RuntimeError(f"gave up resolving incidents on {self.key}: other workers kept changing it")
+                    continue  # another worker decided meanwhile: decide again on its state
+        raise RuntimeError(f"gave up {what} on {self.key}: other workers kept changing it")
