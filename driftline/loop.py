@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 import faust
+from confluent_kafka.admin import AdminClient
 from prometheus_client import CollectorRegistry
 
 from detectors.incidents import DriftIncident
@@ -29,8 +30,8 @@ from inference.views import view_of
 from stream.drift import incidents_key
 from stream.kafka_security import KafkaSecurityError, faust_broker_settings
 from stream.outcomes import JoinConfig, OutcomeJoiner, OutcomeMetrics
-from stream.retrainer import RetrainerConfig, build_app
-from stream.topics import Topics
+from stream.retrainer import RetrainerConfig, build_app, changelog_topics
+from stream.topics import Topics, ensure_topics, resolved_replication_factor
 
 log = logging.getLogger("driftline.loop")
 
@@ -130,19 +131,31 @@ def apply_decision(s: Settings, model: str, version: int, decision: RolloutDecis
             registry.rollback(model, detail=detail)
 
 
+def retrainer_topics(s: Settings, app_id: str) -> int:
+    """Create the retrainer's changelog topics (see `stream.retrainer.changelog_topics`); the
+    replication factor for the topics Faust creates itself: the setting, or the cluster's
+    default, as for every other Driftline topic."""
+    admin = AdminClient(s.kafka_client_config())
+    replicas = resolved_replication_factor(admin, s.replication_factor)
+    ensure_topics(admin, changelog_topics(app_id, s.partitions, replicas))
+    return replicas
+
+
 def build_retrainer(s: Settings, metrics: CollectorRegistry | None = None) -> faust.App:
+    app_id = f"{s.topic_prefix}-retrainer"
     config = RetrainerConfig(
         policy=RetrainPolicy(cooldown_seconds=s.retrain_cooldown_seconds),
         rollout=RolloutPolicy(min_outcomes=s.rollout_min_outcomes),
         max_error_rate=s.max_error_rate,
         partitions=s.partitions,
+        replication_factor=retrainer_topics(s, app_id),
     )
     try:  # kafka_config's security properties, for Faust's aiokafka (the other clients take them as-is)
         security = faust_broker_settings(s.kafka_client_config())
     except KafkaSecurityError as exc:
         raise DriftlineError(str(exc)) from None
     return build_app(
-        f"{s.topic_prefix}-retrainer",
+        app_id,
         f"kafka://{s.kafka_bootstrap}",
         Topics(s.topic_prefix),
         config,

@@ -43,6 +43,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 import faust
+from confluent_kafka.admin import NewTopic
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import BaseModel, Field, ValidationError
 
@@ -87,6 +88,7 @@ class RetrainerConfig(BaseModel):
     max_error_rate: float | None = Field(None, gt=0, lt=1)  # production's live error rate that retrains
     accuracy_window: int = Field(1000, ge=10)
     partitions: int = Field(6, ge=1)
+    replication_factor: int = Field(1, ge=1)  # of the topics Faust creates (its changelogs)
     dedup_outcomes: int = Field(100_000, ge=1)  # outcome ids remembered to count each once
 
 
@@ -109,6 +111,31 @@ def retrainer_metrics(registry: CollectorRegistry) -> tuple[Counter, Counter, Co
         registry=registry,
     )  # fmt: skip
     return steps, decisions, failures
+
+
+STATE_TABLE, ROLLOUT_TABLE = "retrain-state", "rollouts"
+
+
+def changelog_topics(app_id: str, partitions: int, replication_factor: int) -> list[NewTopic]:
+    """The changelog topics of the app's tables, as Faust names them (compacted, like Faust's).
+
+    Created before the app starts (`stream.topics.ensure_topics`): a changelog that Faust creates
+    itself while starting can be missing from its consumer's metadata when the first table write
+    comes, and Faust then refuses the write ("changelog topic ... has 0 partitions",
+    `PartitionsMismatch`) and the agent crashes, again after each restart.
+
+    >>> [t.topic for t in changelog_topics("shop-retrainer", 6, -1)]
+    ['shop-retrainer-retrain-state-changelog', 'shop-retrainer-rollouts-changelog']
+    """
+    return [
+        NewTopic(
+            f"{app_id}-{table}-changelog",
+            num_partitions=partitions,
+            replication_factor=replication_factor,
+            config={"cleanup.policy": "compact"},
+        )
+        for table in (STATE_TABLE, ROLLOUT_TABLE)
+    ]
 
 
 def bounded_event(event: RetrainEvent) -> bytes:
@@ -141,6 +168,7 @@ def build_app(
         web_enabled=False,
         consumer_auto_offset_reset="earliest",
         topic_partitions=config.partitions,
+        topic_replication_factor=config.replication_factor,
         **(broker_settings or {}),
     )
 
@@ -149,8 +177,8 @@ def build_app(
 
     alerts_topic, triggers_topic = raw_topic(topics.alerts), raw_topic(topics.retrain)
     outcomes_topic, models_topic = raw_topic(topics.outcomes), raw_topic(topics.models)
-    state_table = app.Table("retrain-state", default=dict, partitions=config.partitions)
-    rollout_table = app.Table("rollouts", default=dict, partitions=config.partitions)
+    state_table = app.Table(STATE_TABLE, default=dict, partitions=config.partitions)
+    rollout_table = app.Table(ROLLOUT_TABLE, default=dict, partitions=config.partitions)
 
     async def blocking(fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(None, fn, *args)

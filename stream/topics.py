@@ -7,11 +7,12 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
 
 # Short name -> topic-level config. `models` is compacted: the newest event per model key wins.
 TOPIC_CONFIGS: dict[str, dict[str, str]] = {
@@ -106,7 +107,6 @@ def create_topics(
 
     `replication_factor` -1 lets the broker's ``default.replication.factor`` apply (and its
     ``min.insync.replicas``, which a topic inherits unless it sets its own)."""
-    existing = admin.list_topics(timeout=timeout).topics
     wanted = [
         NewTopic(
             topics.name(short),
@@ -115,22 +115,55 @@ def create_topics(
             config=config,
         )
         for short, config in TOPIC_CONFIGS.items()
-        if topics.name(short) not in existing
     ]
-    created: set[str] = set()
-    if wanted:
-        for name, future in admin.create_topics(wanted, operation_timeout=timeout).items():
-            try:
-                future.result()
-                created.add(name)
-            except KafkaException as exc:
-                # Another process may have created it between our listing and our request.
-                if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":
-                    raise
+    created = ensure_topics(admin, wanted, timeout)
     return [
         TopicStatus(s.name, s.partitions, s.name in created)
         for s in describe_topics(admin, topics.all(), timeout)
     ]
+
+
+# Errors of a create request that a retry can get past: a cluster whose metadata is still
+# settling (librdkafka replaces its bootstrap broker handles by the learned ones, failing the
+# requests in flight on them), a controller that moved, a broker restarting.
+RETRIABLE_CREATE_ERRORS = frozenset(
+    {
+        "_DESTROY_BROKER",
+        "_TRANSPORT",
+        "_TIMED_OUT",
+        "_ALL_BROKERS_DOWN",
+        "NOT_CONTROLLER",
+        "REQUEST_TIMED_OUT",
+    }
+)
+
+
+def ensure_topics(admin: AdminClient, wanted: list[NewTopic], timeout: float = 30.0) -> set[str]:
+    """Create those of `wanted` that are missing (existing ones are left as they are); the names
+    this call created. Retried on `RETRIABLE_CREATE_ERRORS` until `timeout`."""
+    created: set[str] = set()
+    deadline = time.monotonic() + timeout
+    while True:
+        existing = admin.list_topics(timeout=timeout).topics
+        missing = [t for t in wanted if t.topic not in existing]
+        if not missing:
+            return created
+        again = False
+        for name, future in admin.create_topics(missing, operation_timeout=timeout).items():
+            try:
+                future.result()
+                created.add(name)
+            except KafkaException as exc:
+                code = exc.args[0].name()
+                if code == "TOPIC_ALREADY_EXISTS":
+                    continue  # another process created it between our listing and our request
+                if code in RETRIABLE_CREATE_ERRORS and time.monotonic() < deadline:
+                    again = True
+                    continue
+                raise
+        if not again:
+            return created
+        time.sleep(0.5)
 
 
 def describe_topics(admin: AdminClient, names: list[str], timeout: float = 30.0) -> list[TopicStatus]:
@@ -144,3 +177,19 @@ def delete_topics(admin: AdminClient, names: list[str], timeout: float = 30.0) -
     if victims:
         for future in admin.delete_topics(victims, operation_timeout=timeout).values():
             future.result()
+
+
+def resolved_replication_factor(admin: AdminClient, requested: int, timeout: float = 30.0) -> int:
+    """`requested`, or for `BROKER_DEFAULT` the cluster's ``default.replication.factor`` (as a
+    broker reports it), for clients that need a number: Faust creates its changelog topics with
+    replication factor 1 unless told, and on a cluster with ``min.insync.replicas`` 2 every
+    acks=all write to such a topic is refused."""
+    if requested != BROKER_DEFAULT:
+        return requested
+    brokers = sorted(admin.list_topics(timeout=timeout).brokers)
+    if not brokers:
+        return 1
+    resource = ConfigResource(ResourceType.BROKER, str(brokers[0]))
+    configs = admin.describe_configs([resource], request_timeout=timeout)[resource].result(timeout)
+    entry = configs.get("default.replication.factor")
+    return max(1, int(entry.value)) if entry is not None and entry.value is not None else 1
