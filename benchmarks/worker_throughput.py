@@ -24,6 +24,9 @@ model, filling the feature store's state cache) is not counted; the remaining ``
    in Quix's favour). The first ``--check`` predictions carry their features, which are compared
    with Driftline's engine on the same events (`check_features`): equal bit for bit or the run
    fails.
+   ``--redis-cluster`` adds the default worker once more with the local stack's Redis Cluster
+   (``driftline stack up --redis-cluster``: 3 masters + 3 replicas on this machine) as its Redis,
+   in the same run: the cost of the cluster per worker (target: at most 15%).
 3. **Faust** (``--faust``): ``benchmarks/faust_baseline.py``, per event, raw features, no aggregates.
 4. **Latency at a fixed rate** (``--rate``, default 5,000 events/s): a separate load process sends
    new events and reads ``<prefix>.predictions`` (read_committed); latency = arrival of an event's
@@ -72,6 +75,7 @@ from benchmarks.worker_stages import breakdown
 from driftline.produce import produce_generated
 from driftline.redis_keys import delete_namespace
 from driftline.settings import Settings
+from driftline.stack import LocalStack
 from driftline.wiring import build_worker, model_registry, redis_client
 from feature_store.definitions import fraud_feature_view
 from feature_store.engine import Engine
@@ -93,6 +97,7 @@ TARGET_P99_MS = 50.0
 TARGET_DETECTOR_COST = 0.20
 TARGET_BATCH_100 = 15_000
 TARGET_EXACTLY_ONCE = 0.70
+TARGET_CLUSTER_COST = 0.15  # of per-worker throughput, Redis Cluster vs a single Redis (issue 14)
 
 
 # ---- results ---------------------------------------------------------------------------------
@@ -371,8 +376,11 @@ class Config:
     detectors: bool = True
     batch: int = 1000
     exactly_once: bool = False
+    redis_cluster: bool = False  # the feature store, drift windows and registry on a Redis Cluster
 
 
+# `--redis-cluster`: the default worker again, its Redis being the local stack's Redis Cluster.
+CLUSTER = Config("cluster", "worker: fraud view + detectors, Redis Cluster", redis_cluster=True)
 CONFIGS = [
     Config("full", "worker: fraud view + detectors (default)"),
     Config("b100", "worker: fraud view + detectors", batch=100),
@@ -957,6 +965,13 @@ def targets(by: dict[str, Result], latencies: list[Result], rate: float) -> list
                 f"  exactly-once >= {TARGET_EXACTLY_ONCE:.0%} of at-least-once: "
                 f"{met(share >= TARGET_EXACTLY_ONCE)} ({share:.0%})"
             )
+        cluster = by.get("cluster")
+        if cluster is not None:
+            cost = 1 - cluster.rate / full.rate
+            out.append(
+                f"  Redis Cluster costs <= {TARGET_CLUSTER_COST:.0%} per worker: "
+                f"{met(cost <= TARGET_CLUSTER_COST)} ({cost:.0%}: {cluster.rate:,.0f} vs {full.rate:,.0f})"
+            )
     b100 = by.get("b100")
     if b100 is not None:
         out.append(
@@ -999,6 +1014,11 @@ def main() -> int:
     ap.add_argument(
         "--profile", action="store_true", help="also cProfile the full worker on a prefix of its own"
     )
+    ap.add_argument(
+        "--redis-cluster",
+        action="store_true",
+        help="also the default worker on the local Redis Cluster (`driftline stack up --redis-cluster`)",
+    )
     ap.add_argument("--skip-latency", action="store_true", help="no latency test")
     ap.add_argument("--skip-stages", action="store_true", help="no stage breakdown")
     args = ap.parse_args()
@@ -1007,26 +1027,34 @@ def main() -> int:
     warmup = args.warmup if args.warmup is not None else (2.0 if args.quick else 5.0)
     steady = args.steady if args.steady is not None else (6.0 if args.quick else 15.0)
     wanted = [k.strip() for k in args.configs.split(",") if k.strip()]
-    known = {c.key: c for c in CONFIGS}
+    known = {c.key: c for c in [*CONFIGS, CLUSTER]}
+    cluster_url = None
+    if args.redis_cluster:
+        cluster_url = LocalStack(Settings(), log=lambda _m: None).redis_cluster_url
+        if cluster_url is None:
+            ap.error("no local Redis Cluster is up: run `driftline stack up --redis-cluster` first")
+        wanted.append(CLUSTER.key)
     unknown = [k for k in wanted if k not in known and k not in ("quix", "faust")]
     if unknown:
         ap.error(f"unknown configurations: {', '.join(unknown)}")
 
     bench = uuid.uuid4().hex[:8]
 
-    def make(key: str, view: str = "fraud", detectors: bool = True) -> Run:
+    def make(key: str, view: str = "fraud", detectors: bool = True, redis_url: str | None = None) -> Run:
         settings = Settings(
             topic_prefix=f"bench-{bench}-{key}",
             feature_view=view,
             drift_window_seconds=300.0 if detectors else 0.0,
         )
-        return Run(settings)
+        return Run(settings.model_copy(update={"redis_url": redis_url}) if redis_url else settings)
 
     runs: dict[str, Run] = {}
     for key in wanted:
         c = known.get(key)
         runs[key] = (
-            make(key, c.view, c.detectors) if c else make(key, "fraud" if key == "quix" else "none", False)
+            make(key, c.view, c.detectors, cluster_url if c.redis_cluster else None)
+            if c
+            else make(key, "fraud" if key == "quix" else "none", False)
         )
     if not args.skip_stages:
         runs["stages"] = make("stages")

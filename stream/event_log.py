@@ -47,9 +47,12 @@ def read_raw_log(
         yield event, msg.partition() or 0, msg.offset() or 0
 
 
-def read_messages(config: dict[str, Any], topic: str, poll_timeout: float = 1.0) -> Iterator[Message]:
-    """Each partition of ``topic`` from the earliest offset to where it ends now, in offset order."""
-    return _read(config, topic, None, poll_timeout)
+def read_messages(
+    config: dict[str, Any], topic: str, poll_timeout: float = 1.0, topic_wait: float = 0.0
+) -> Iterator[Message]:
+    """Each partition of ``topic`` from the earliest offset to where it ends now, in offset order
+    (``topic_wait``: see `stream.offsets.end_offsets`)."""
+    return _read(config, topic, None, poll_timeout, topic_wait)
 
 
 def read_recent(config: dict[str, Any], topic: str, n: int, poll_timeout: float = 1.0) -> Iterator[Message]:
@@ -57,7 +60,9 @@ def read_recent(config: dict[str, Any], topic: str, n: int, poll_timeout: float 
     return _read(config, topic, n, poll_timeout)
 
 
-def _read(config: dict[str, Any], topic: str, last: int | None, poll_timeout: float) -> Iterator[Message]:
+def _read(
+    config: dict[str, Any], topic: str, last: int | None, poll_timeout: float, topic_wait: float = 0.0
+) -> Iterator[Message]:
     consumer = Consumer(
         {
             **config,
@@ -69,7 +74,7 @@ def _read(config: dict[str, Any], topic: str, last: int | None, poll_timeout: fl
         }
     )
     try:
-        ends = {tp.partition: tp.offset for tp in end_offsets(consumer, topic)}
+        ends = {tp.partition: tp.offset for tp in end_offsets(consumer, topic, topic_wait=topic_wait)}
         per_partition = None if last is None else -(-last // max(len(ends), 1))
         for partition, end in sorted(ends.items()):
             low, _ = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)

@@ -14,15 +14,24 @@ _TRANSIENT = {
 }
 
 
-def end_offsets(consumer: Consumer, topic: str, timeout: float = 10.0) -> list[TopicPartition]:
+def end_offsets(
+    consumer: Consumer, topic: str, timeout: float = 10.0, topic_wait: float = 0.0
+) -> list[TopicPartition]:
     """Each partition of ``topic`` at its current high watermark; LookupError if it does not exist.
 
     Right after a topic is created its partitions may still be electing a leader; such
-    retriable errors are retried until ``timeout``, anything else is raised.
+    retriable errors are retried until ``timeout``, anything else is raised. On a cluster a
+    broker may not know a topic another one created a moment ago: a caller that knows it exists
+    gives its metadata ``topic_wait`` seconds to arrive.
     """
-    meta = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
-    if meta is None or meta.error is not None:
-        raise LookupError(f"topic {topic!r} does not exist (run `driftline topics create`)")
+    wait_until = time.monotonic() + topic_wait
+    while True:
+        meta = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
+        if meta is not None and meta.error is None:
+            break
+        if time.monotonic() >= wait_until:
+            raise LookupError(f"topic {topic!r} does not exist (run `driftline topics create`)")
+        time.sleep(0.2)
     deadline = time.monotonic() + timeout
     ends = []
     for p in meta.partitions:

@@ -73,7 +73,8 @@ class KafkaRegistryArchive:
     def read(self) -> Iterator[Record]:
         self._checked_producer()  # waits for a just-created topic's leader, as a write does
         try:
-            for msg in read_messages(self.config, self.topic):
+            # The producer saw the topic: a reader's broker not knowing it yet is metadata lag.
+            for msg in read_messages(self.config, self.topic, topic_wait=self.topic_wait):
                 key = msg.key()
                 if key is not None:
                     yield key.decode(), msg.value()
