@@ -16,9 +16,10 @@ import os
 import subprocess
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import orjson
 import pytest
@@ -37,8 +38,10 @@ from stream.synthetic import DriftSchedule
 from stream.topics import Topics, create_topics
 from tests.helpers import consume_all, run_cli
 from tests.integration import test_worker_drift as drift_tests
+from tests.integration.chaos_support import EVENTS, BackgroundStream, assert_counts_exact, assert_scored
 from tests.integration.loop_support import model_steps, running_loop
-from tests.integration.test_retrain_loop import _produce, _production
+from tests.integration.test_chaos_outages import Supervisor
+from tests.integration.test_retrain_loop import LOOP_SETTINGS, _produce, _production
 from tests.integration.worker_support import register, wait_until
 from tests.private_stack import PrivateCluster
 
@@ -56,14 +59,9 @@ def settings(cluster: PrivateCluster) -> Settings:
     """This test's own prefix on the private clusters (they are this module's: nothing to clean)."""
     s = cluster.settings.model_copy(
         update={
+            **LOOP_SETTINGS,
             "redis_url": cluster.redis_cluster_url,
             "topic_prefix": f"cl-{uuid.uuid4().hex[:8]}",
-            "retrain_recent_rows": 6000,
-            "retrain_min_rows": 2000,
-            "canary_fraction": 0.5,
-            "rollout_min_outcomes": 300,
-            "retrain_cooldown_seconds": 3600.0,
-            "drift_window_seconds": 0.0,  # concept drift only: inputs do not move
         }
     )
     create_topics(AdminClient(s.kafka_client_config()), Topics(s.topic_prefix), partitions=6)
@@ -200,3 +198,32 @@ def test_one_worker_on_one_redis_and_three_on_the_clusters_agree_on_everything(
         return latest.state, latest.severity, latest.signals, features
 
     assert incident(one) == incident(three)
+
+
+def test_a_killed_broker_of_three_repeats_and_loses_no_prediction_exactly_once(
+    tmp_path: Path, stack_settings: Settings, new_prefix: Callable[[str], str]
+) -> None:
+    """``kill -9`` of one of three brokers - the leader of an events partition - while the
+    exactly-once worker (a supervised process, as in production) streams: a read_committed
+    reader sees every valid event's prediction exactly once, and every ``count_24h`` is exact."""
+    with PrivateCluster(tmp_path / "kafka", kafka_brokers=3, redis_cluster=False) as pc:
+        s = pc.settings.model_copy(
+            update={"redis_url": stack_settings.redis_url, "topic_prefix": new_prefix("bk")}
+        )
+        admin = AdminClient(s.kafka_client_config())
+        create_topics(admin, Topics(s.topic_prefix), partitions=6)
+        register(s)
+        worker = Supervisor(cast(Any, SimpleNamespace(settings=s)), tmp_path / "worker.log")
+        try:
+            stream = BackgroundStream(s)
+            wait_until(lambda: (worker.metric("driftline_events_consumed_total") or 0) > 5000, timeout=180)
+            events = admin.list_topics(Topics(s.topic_prefix).events, timeout=10)
+            leader = events.topics[Topics(s.topic_prefix).events].partitions[0].leader
+            pc.kill(f"kafka-{leader}")
+            stream.join()
+            served = assert_scored(s, EVENTS, exactly_once=True)
+            assert_counts_exact(s, served)
+            assert worker.alive(), worker.exits  # exits only by its watchdog (status 75), if at all
+            print(f"broker {leader} killed; worker exits: {worker.exits}")
+        finally:
+            worker.stop()

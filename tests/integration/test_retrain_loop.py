@@ -24,18 +24,20 @@ from tests.integration.worker_support import register, wait_until
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
+# A small, fast loop: short training windows, a big canary, few outcomes to decide on.
+LOOP_SETTINGS: dict[str, Any] = {
+    "retrain_recent_rows": 6000,
+    "retrain_min_rows": 2000,
+    "canary_fraction": 0.5,
+    "rollout_min_outcomes": 300,
+    "retrain_cooldown_seconds": 3600.0,
+    "drift_window_seconds": 0.0,  # concept drift only: inputs do not move
+}
+
+
 @pytest.fixture
 def loop_settings(own_settings: Settings) -> Iterator[Settings]:
-    yield own_settings.model_copy(
-        update={
-            "retrain_recent_rows": 6000,
-            "retrain_min_rows": 2000,
-            "canary_fraction": 0.5,
-            "rollout_min_outcomes": 300,
-            "retrain_cooldown_seconds": 3600.0,
-            "drift_window_seconds": 0.0,  # concept drift only: inputs do not move
-        }
-    )
+    yield own_settings.model_copy(update=LOOP_SETTINGS)
 
 
 def _produce(s: Settings, n: int, seed: int, schedule: DriftSchedule, start_ts: float) -> None:
