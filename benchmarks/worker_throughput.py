@@ -212,9 +212,9 @@ class Run:
         self.meta: ModelVersion | None = None
 
     def create(self) -> None:
-        create_topics(self.admin, self.topics, partitions=PARTITIONS)
+        create_topics(self.admin, self.topics, partitions=self.s.partitions)
         for future in self.admin.create_topics(
-            [NewTopic(self.sink, num_partitions=PARTITIONS, replication_factor=1)]
+            [NewTopic(self.sink, num_partitions=self.s.partitions, replication_factor=1)]
         ).values():
             future.result()
 
