@@ -190,9 +190,11 @@ def delete_namespace(r: RedisClient, ns: str, count: int = 1000) -> int:
 
 
 def _delete(r: RedisClient, keys: list[bytes | str]) -> int:
+    from redis.cluster import RedisCluster
+
     if not keys:
         return 0
-    if hasattr(r, "get_primaries"):  # a RedisCluster: one slot per command
+    if isinstance(r, RedisCluster):  # one slot per command
         return sum(int(r.delete(k)) for k in keys)
     return int(r.delete(*keys))
 
