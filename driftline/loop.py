@@ -149,6 +149,7 @@ def build_retrainer(s: Settings, metrics: CollectorRegistry | None = None) -> fa
         max_error_rate=s.max_error_rate,
         partitions=s.partitions,
         replication_factor=retrainer_topics(s, app_id),
+        stall_seconds=s.retrainer_stall_seconds,
     )
     try:  # kafka_config's security properties, for Faust's aiokafka (the other clients take them as-is)
         security = faust_broker_settings(s.kafka_client_config())

@@ -132,6 +132,9 @@ class Settings(BaseSettings):
     canary_fraction: float = Field(0.2, gt=0, lt=1)
     rollout_min_outcomes: int = Field(300, ge=1)
     max_error_rate: float | None = Field(None, gt=0, lt=1)
+    # A retrainer source partition with messages waiting and no progress this long is re-read
+    # from its committed offset (a Faust consumer stall, see stream.consumer_stall).
+    retrainer_stall_seconds: float = Field(30.0, gt=0)
 
     # The model registry: archived versions that keep their artifact (older ones keep metadata and
     # events only; production, canary, shadow and the previous production always keep theirs),

@@ -25,6 +25,10 @@ Three agents (``build_app``):
   ``accuracy_window`` outcomes is checked too: above
   ``max_error_rate`` it triggers a retrain.
 
+A timer re-reads a source partition whose messages wait with no progress for
+``RetrainerConfig.stall_seconds`` (a Faust consumer stall, `stream.consumer_stall`), logged and
+counted (``driftline_retrainer_stalls``).
+
 Every step (trigger decisions, job results, rollout decisions with their evidence) is published
 to ``<prefix>.models`` as a `RetrainEvent`, beside the registry's own lifecycle events. A publish
 that fails (e.g. a message the broker refuses) is logged and counted
@@ -58,6 +62,7 @@ from inference.retrain_policy import (
     should_retry,
 )
 from inference.rollout import RolloutDecision, RolloutPolicy, decide_rollout
+from stream.consumer_stall import StallWatch
 from stream.dependency import Dependency, dependency_gauge, outage_of
 from stream.outcomes import Outcome
 from stream.recent_ids import RecentIds
@@ -90,6 +95,7 @@ class RetrainerConfig(BaseModel):
     partitions: int = Field(6, ge=1)
     replication_factor: int = Field(1, ge=1)  # of the topics Faust creates (its changelogs)
     dedup_outcomes: int = Field(100_000, ge=1)  # outcome ids remembered to count each once
+    stall_seconds: float = Field(30.0, gt=0)  # a source partition with no progress that long is re-read
 
 
 # The composition root's side: the blocking work, injected so this module knows no registry or trainer.
@@ -98,8 +104,9 @@ DeploymentOf = Callable[[str], Deployment]
 ApplyDecision = Callable[[str, int, RolloutDecision], None]  # promote / roll back with the evidence
 
 
-def retrainer_metrics(registry: CollectorRegistry) -> tuple[Counter, Counter, Counter]:
-    """The retrainer's counters: steps by kind, rollout decisions by action, failed sends by topic."""
+def retrainer_metrics(registry: CollectorRegistry) -> tuple[Counter, Counter, Counter, Counter]:
+    """The retrainer's counters: steps by kind, rollout decisions by action, failed sends by topic,
+    stalled partitions re-read by topic."""
     steps = Counter(
         "driftline_retrain_steps", "Retrainer steps by kind", ["model", "kind"], registry=registry
     )
@@ -110,7 +117,11 @@ def retrainer_metrics(registry: CollectorRegistry) -> tuple[Counter, Counter, Co
         "driftline_retrainer_send_failures", "Messages the retrainer failed to send", ["topic"],
         registry=registry,
     )  # fmt: skip
-    return steps, decisions, failures
+    stalls = Counter(
+        "driftline_retrainer_stalls", "Stalled source partitions re-read from their committed offset",
+        ["topic"], registry=registry,
+    )  # fmt: skip
+    return steps, decisions, failures, stalls
 
 
 STATE_TABLE, ROLLOUT_TABLE = "retrain-state", "rollouts"
@@ -184,7 +195,7 @@ def build_app(
         return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
 
     metrics = metrics or CollectorRegistry()
-    steps, decisions, failures = retrainer_metrics(metrics)
+    steps, decisions, failures, stalls = retrainer_metrics(metrics)
     # Kafka outages are aiokafka's to wait out; the registry calls wait out Redis's here.
     redis_dep = Dependency("redis", redis_address, dependency_gauge(metrics), logger=log)
 
@@ -261,7 +272,8 @@ def build_app(
                 continue
             await publish(RetrainEvent(kind="retrain_started", name=t.model, reason=why, detail=detail))
             try:
-                result = await blocking(job, t.model, why)
+                with watch.busy(topics.retrain):  # its triggers wait for the job: not a stall
+                    result = await blocking(job, t.model, why)
                 kind: RetrainEventKind = "retrain_finished"
                 reason = str(result.get("reason", "done"))
             except Exception as exc:  # a failed job is reported, and the retrainer lives on
@@ -385,5 +397,34 @@ def build_app(
                     if state.trial_version == canary and state.trial_trigger is not None:
                         schedule_retry(retry_after_rollback(state.trial_trigger))
         return st
+
+    watch = StallWatch(config.stall_seconds)
+    sources = {topics.alerts, topics.retrain, topics.outcomes}
+
+    @app.timer(interval=max(1.0, config.stall_seconds / 6))
+    async def unstall() -> None:
+        """Re-read a source partition Faust stopped delivering (see `stream.consumer_stall`)."""
+        consumer = app.consumer
+        if not redis_dep.up:  # every agent may be waiting for Redis: no backlog is a stall
+            watch.reset()
+            return
+        assigned = [tp for tp in consumer.assignment() if tp.topic in sources]
+        # Faust's own view of what its agents processed (private: a version without it disables this).
+        committed: dict[Any, int | None] = getattr(consumer, "_committed_offset", {})
+        offsets = {(tp.topic, tp.partition): (committed.get(tp), consumer.highwater(tp)) for tp in assigned}
+        for topic, partition in watch.observe(offsets):
+            tp = next(t for t in assigned if (t.topic, t.partition) == (topic, partition))
+            at, end = offsets[(topic, partition)]
+            stalls.labels(topic).inc()
+            log.warning(
+                "%s[%d]: %d messages wait from offset %s and none was processed in %.0f s "
+                "(a Faust consumer stall); re-reading them from the committed offset",
+                topic, partition, (end or 0) - (at or 0), at, config.stall_seconds,
+            )  # fmt: skip
+            try:
+                consumer.resume_partitions({tp})
+                await consumer.seek(tp, at or 0)  # never committed: from the start (reset: earliest)
+            except Exception as exc:  # the broker may be away: the next window tries again
+                log.warning("could not re-read %s[%d]: %r", topic, partition, exc)
 
     return app

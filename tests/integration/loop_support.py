@@ -23,20 +23,13 @@ from tests.integration.worker_support import start_worker
 CLI = [sys.executable, "-c", "from driftline.cli import main; main()"]
 
 
-def spawn_retrainer(s: Settings, log: Path) -> subprocess.Popen[str]:
-    """`driftline retrainer` with exactly `s` (every setting passed as DRIFTLINE_* variables)."""
+def spawn_retrainer(s: Settings, log: Path, script: Path | None = None) -> subprocess.Popen[str]:
+    """`driftline retrainer` with exactly `s` (every setting passed as DRIFTLINE_* variables);
+    ``script``: a file run instead of the CLI module, with the same arguments (a fault injected)."""
+    program = [str(script)] if script else ["-c", "from driftline.cli import main; main()"]
     with log.open("a") as out:  # the child keeps its own handle
         return subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                "from driftline.cli import main; main()",
-                "retrainer",
-                "--log-level",
-                "info",
-                "--metrics-port",
-                "0",
-            ],
+            [sys.executable, *program, "retrainer", "--log-level", "info", "--metrics-port", "0"],
             env={**os.environ, **settings_env(s)},
             stdout=out,
             stderr=subprocess.STDOUT,

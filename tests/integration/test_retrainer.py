@@ -97,6 +97,27 @@ def test_one_incident_starts_one_job_and_the_cooldown_survives_a_restart(
     assert again is not None and "already" in again["reason"], again
 
 
+def test_an_alert_faust_fetched_and_dropped_is_read_again(own_settings: Settings, tmp_path: Path) -> None:
+    """Faust's consumer stall, injected: the alert is fetched and never reaches the agent; the
+    retrainer's stall watch sees it wait uncommitted and re-reads it: the incident gets its job."""
+    s = own_settings.model_copy(update={"retrainer_stall_seconds": 3.0})
+    register(s)
+    log = tmp_path / "retrainer.log"
+    retrainer = spawn_retrainer(s, log, Path(__file__).with_name("stalling_retrainer.py"))
+    try:
+        _send_alerts(s, [_alert("amount")])
+        wait_until(lambda: _kinds(s)["retrain_failed"] == 1, 120, 1.0)  # no events: its job fails
+    except AssertionError:
+        print(log.read_text()[-5000:])
+        raise
+    finally:
+        stop_process(retrainer)
+    text = log.read_text()
+    assert "fault injected: dropped" in text  # the fault happened: without the watch, no job
+    assert "a Faust consumer stall" in text and "re-reading them from the committed offset" in text
+    assert _kinds(s)["retrain_started"] == 1
+
+
 def test_bad_canary_is_rolled_back_with_its_evidence(own_settings: Settings, tmp_path: Path) -> None:
     s = own_settings.model_copy(update={"rollout_min_outcomes": 300, "drift_window_seconds": 0.0})
     register(s)  # a good production fraud:1
