@@ -405,12 +405,12 @@ def build_app(
     async def unstall() -> None:
         """Re-read a source partition Faust stopped delivering (see `stream.consumer_stall`)."""
         consumer = app.consumer
-        if not redis_dep.up:  # every agent may be waiting for Redis: no backlog is a stall
+        # Faust's own view of what its agents processed (private: a version without it has no watch).
+        committed: dict[Any, int | None] | None = getattr(consumer, "_committed_offset", None)
+        if committed is None or not redis_dep.up:  # every agent may be waiting for Redis
             watch.reset()
             return
         assigned = [tp for tp in consumer.assignment() if tp.topic in sources]
-        # Faust's own view of what its agents processed (private: a version without it disables this).
-        committed: dict[Any, int | None] = getattr(consumer, "_committed_offset", {})
         offsets = {(tp.topic, tp.partition): (committed.get(tp), consumer.highwater(tp)) for tp in assigned}
         for topic, partition in watch.observe(offsets):
             tp = next(t for t in assigned if (t.topic, t.partition) == (topic, partition))
