@@ -2,13 +2,13 @@
 
 faust-streaming 0.15 can leave a source partition unconsumed after a start: its messages are
 fetched (the high watermark is known) but never reach the agent and are never committed, and
-nothing fetches them again, so the agent waits forever (seen in the retrainer's restart test on
-a loaded machine, where the new instance recovers its tables while an alert waits, about once
-in ten runs; the same runs show Faust fetching that partition during the recovery and
-discarding the fetch at its seek). `StallWatch` gives the verdict; the retrainer's timer feeds
-it Faust's committed offsets and high watermarks and re-reads a stalled partition from its
-committed offset (the agents are idempotent: a redelivered incident is skipped, a redelivered
-outcome counted once).
+nothing fetches them again, so the agent waits forever. Seen in the retrainer's restart test
+on a loaded machine, where the new instance recovers its tables while an alert waits, about
+once in ten runs; debug logs of passing runs show Faust fetching that partition during the
+recovery and discarding the fetch at its seek, presumably the window where the failing runs
+lose it. `StallWatch` gives the verdict; the retrainer's timer feeds it Faust's committed
+offsets and high watermarks and re-reads a stalled partition from its committed offset (the
+agents are idempotent: a redelivered incident is skipped, a redelivered outcome counted once).
 
 A partition is stalled when messages wait on it (high watermark above the committed offset),
 its committed offset has not moved for ``window`` seconds (Faust commits what its agents
