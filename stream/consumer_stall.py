@@ -33,11 +33,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from typing import Generic, TypeVar
 
-Partition = tuple[str, int]  # (topic, partition)
+Partition = TypeVar("Partition", bound=tuple[str, int])  # (topic, partition), e.g. Faust's TP
 
 
-class StallWatch:
+class StallWatch(Generic[Partition]):
     """Partitions with waiting messages and no progress for ``window`` seconds."""
 
     def __init__(self, window: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:

@@ -48,6 +48,7 @@ from typing import Any, Literal
 
 import faust
 from confluent_kafka.admin import NewTopic
+from faust.types import TP
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import BaseModel, Field, ValidationError
 
@@ -398,7 +399,7 @@ def build_app(
                         schedule_retry(retry_after_rollback(state.trial_trigger))
         return st
 
-    watch = StallWatch(config.stall_seconds)
+    watch: StallWatch[TP] = StallWatch(config.stall_seconds)
     sources = {topics.alerts, topics.retrain, topics.outcomes}
 
     @app.timer(interval=max(1.0, config.stall_seconds / 6))
@@ -410,21 +411,24 @@ def build_app(
         if committed is None or not redis_dep.up:  # every agent may be waiting for Redis
             watch.reset()
             return
-        assigned = [tp for tp in consumer.assignment() if tp.topic in sources]
-        offsets = {(tp.topic, tp.partition): (committed.get(tp), consumer.highwater(tp)) for tp in assigned}
-        for topic, partition in watch.observe(offsets):
-            tp = next(t for t in assigned if (t.topic, t.partition) == (topic, partition))
-            at, end = offsets[(topic, partition)]
-            stalls.labels(topic).inc()
+        # Faust's TP is a (topic, partition) named tuple: the watch's partitions are Faust's own.
+        offsets = {
+            tp: (committed.get(tp), consumer.highwater(tp))
+            for tp in consumer.assignment()
+            if tp.topic in sources
+        }
+        for tp in watch.observe(offsets):
+            at, end = offsets[tp]
+            stalls.labels(tp.topic).inc()
             log.warning(
                 "%s[%d]: %d messages wait from offset %s and none was processed in %.0f s "
                 "(a Faust consumer stall); re-reading them from the committed offset",
-                topic, partition, (end or 0) - (at or 0), at, config.stall_seconds,
+                tp.topic, tp.partition, (end or 0) - (at or 0), at, config.stall_seconds,
             )  # fmt: skip
             try:
                 consumer.resume_partitions({tp})
                 await consumer.seek(tp, at or 0)  # never committed: from the start (reset: earliest)
             except Exception as exc:  # the broker may be away: the next window tries again
-                log.warning("could not re-read %s[%d]: %r", topic, partition, exc)
+                log.warning("could not re-read %s[%d]: %r", tp.topic, tp.partition, exc)
 
     return app

@@ -15,7 +15,7 @@ class Clock:
 
 def test_a_backlog_that_does_not_move_for_the_window_is_a_stall() -> None:
     clock = Clock()
-    w = StallWatch(window=30.0, clock=clock)
+    w: StallWatch[tuple[str, int]] = StallWatch(window=30.0, clock=clock)
     tp = ("alerts", 4)
     assert w.observe({tp: (4, 5)}) == []
     clock.now = 29.0
@@ -30,7 +30,7 @@ def test_a_backlog_that_does_not_move_for_the_window_is_a_stall() -> None:
 
 def test_progress_idle_and_caught_up_partitions_are_not_stalls() -> None:
     clock = Clock()
-    w = StallWatch(window=10.0, clock=clock)
+    w: StallWatch[tuple[str, int]] = StallWatch(window=10.0, clock=clock)
     moving, idle, fresh = ("outcomes", 0), ("outcomes", 1), ("outcomes", 2)
     for step in range(10):
         clock.now = step * 5.0
@@ -40,7 +40,7 @@ def test_progress_idle_and_caught_up_partitions_are_not_stalls() -> None:
 
 def test_a_partition_never_committed_counts_from_zero() -> None:
     clock = Clock()
-    w = StallWatch(window=10.0, clock=clock)
+    w: StallWatch[tuple[str, int]] = StallWatch(window=10.0, clock=clock)
     tp = ("retrain", 0)
     w.observe({tp: (None, 3)})
     clock.now = 10.0
@@ -50,7 +50,7 @@ def test_a_partition_never_committed_counts_from_zero() -> None:
 
 def test_a_busy_agent_is_no_stall_and_its_window_restarts_when_it_is_done() -> None:
     clock = Clock()
-    w = StallWatch(window=10.0, clock=clock)
+    w: StallWatch[tuple[str, int]] = StallWatch(window=10.0, clock=clock)
     tp = ("retrain", 4)
     w.observe({tp: (3, 4)})
     with w.busy("retrain"):  # a retrain job: the trigger behind it waits
@@ -65,7 +65,7 @@ def test_a_busy_agent_is_no_stall_and_its_window_restarts_when_it_is_done() -> N
 
 def test_reset_and_revocation_forget_the_clocks() -> None:
     clock = Clock()
-    w = StallWatch(window=10.0, clock=clock)
+    w: StallWatch[tuple[str, int]] = StallWatch(window=10.0, clock=clock)
     a, b = ("alerts", 0), ("alerts", 1)
     w.observe({a: (0, 1), b: (0, 1)})
     clock.now = 5.0
