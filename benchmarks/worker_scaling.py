@@ -11,8 +11,12 @@ synthetic fraud events (seed 1, 1,000 cards) are produced before any worker star
 workers start as real processes (``driftline worker``, the defaults users run: feature view
 ``fraud`` and the drift detectors on, batch 1000, at-least-once). The clock runs from the moment
 the group's committed offsets pass ``W`` (start-up, assignment and warm-up excluded) until they
-reach ``W + N``; events/s = N / that time. Over the same span it samples the CPU time of the
-broker and Redis processes (``/proc/<pid>/stat``), printed as their share of the machine's cores.
+reach ``W + N``; events/s = N / that time. Over the same span it samples the CPU time
+(``/proc/<pid>/stat``) of the workers - events per worker CPU second, what one worker core
+sustains - and of the broker and Redis processes, printed as their share of the machine's cores;
+and the commands every Redis node processed (``INFO stats``: ``total_commands_processed``; a
+``MULTI``, an ``EXEC`` and an ``EVALSHA`` count one each) and Redis's CPU per event: one Redis
+server (one thread) saturates near 1 / that CPU time (the README's sizing rule).
 """
 
 from __future__ import annotations
@@ -26,9 +30,11 @@ import time
 import uuid
 from pathlib import Path
 
+import redis
 from confluent_kafka import Consumer, TopicPartition
 
 from benchmarks.worker_throughput import Run, register_models, say
+from driftline.redis_cluster import is_cluster_url
 from driftline.settings import Settings
 from driftline.stack import LocalStack
 
@@ -58,6 +64,23 @@ def committed(s: Settings, group: str, topic: str) -> int:
         c.close()
 
 
+def redis_commands(ports: list[int]) -> int:
+    """Commands processed so far, summed over the Redis servers on `ports` (this process's
+    own probes are a handful per row, nothing next to a worker's)."""
+    total = 0
+    for port in ports:
+        with redis.Redis(port=port, socket_timeout=5) as r:
+            total += int(r.info("stats")["total_commands_processed"])
+    return total
+
+
+def redis_ports(s: Settings, stack: LocalStack) -> list[int]:
+    """The ports of the Redis servers the row's workers use: the cluster's nodes, or the single one."""
+    if is_cluster_url(s.redis_url):
+        return [n.port for n in stack.redis_cluster_nodes()]
+    return [s.redis_host_port[1]]
+
+
 def service_pids(stack: LocalStack) -> tuple[list[int], list[int]]:
     """(the brokers' pids, the Redis servers' pids) of the local stack."""
     brokers = [pid for n in stack.kafka_nodes() if (pid := stack._kafka_node_pid(n)) is not None]
@@ -83,17 +106,27 @@ def row(s: Settings, workers: int, warmup: int, n: int, stack: LocalStack, log_d
             if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
                 raise RuntimeError(f"{workers} workers: {done} of {warmup} warm-up events committed")
             time.sleep(0.05)
-        t0, b0, r0 = time.perf_counter(), cpu_seconds(brokers), cpu_seconds(redis)
+        ports = redis_ports(s, stack)
+        pids = [p.pid for p in procs]
+        t0, b0, r0, c0 = time.perf_counter(), cpu_seconds(brokers), cpu_seconds(redis), redis_commands(ports)
+        w0 = cpu_seconds(pids)
         while (done := committed(s, group, f"{s.topic_prefix}.events")) < warmup + n:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{workers} workers: {done} of {warmup + n} events committed")
             time.sleep(0.05)
         secs = time.perf_counter() - t0
+        commands = redis_commands(ports) - c0
+        worker_cpu = cpu_seconds(pids) - w0
         cores = os.cpu_count() or 1
         return {
             "rate": n / secs,
+            "redis_commands_per_event": commands / (done - warmup),
+            # Events per second of worker CPU: the rate one worker core sustains.
+            "per_worker_core": (done - warmup) / worker_cpu if worker_cpu > 0 else float("nan"),
             "broker_cpu": (cpu_seconds(brokers) - b0) / secs / cores,
             "redis_cpu": (cpu_seconds(redis) - r0) / secs / cores,
+            # Redis's CPU per event: one Redis server (one thread) saturates at ~1 / this.
+            "redis_us_per_event": (cpu_seconds(redis) - r0) / (done - warmup) * 1e6,
         }
     finally:
         for p in procs:
@@ -146,12 +179,18 @@ def main() -> int:
     finally:
         for run in runs.values():
             run.close()
-    say("\n| workers | events/s total | per worker | broker CPU | Redis CPU |")
-    say("|---:|---:|---:|---:|---:|")
+    cols = ["workers", "events/s total", "per worker", "per worker core", "broker CPU", "Redis CPU"]
+    say("\n| " + " | ".join([*cols, "Redis cmds/event", "Redis CPU µs/event"]) + " |")
+    say("|---:|---:|---:|---:|---:|---:|---:|---:|")
     for k, r in results.items():
         cpu = f"{r['broker_cpu']:.0%} | {r['redis_cpu']:.0%}"
-        say(f"| {k} | {r['rate']:,.0f} | {r['rate'] / k:,.0f} | {cpu} |")
-    say("(broker and Redis CPU: share of all the machine's cores over the timed span)")
+        redis_cost = f"{r['redis_commands_per_event']:.2f} | {r['redis_us_per_event']:.1f}"
+        rates = f"{r['rate']:,.0f} | {r['rate'] / k:,.0f} | {r['per_worker_core']:,.0f}"
+        say(f"| {k} | {rates} | {cpu} | {redis_cost} |")
+    say(
+        "(per worker core: events per CPU second the workers used; broker and Redis CPU: share of all"
+        " the machine's cores over the timed span)"
+    )
     return 0
 
 

@@ -133,7 +133,7 @@ batches of 1000 events over 6 partitions: `add` + `close_ready` take 2.8 ms per 
 KS sampling (~360k events/s per worker), 7.7 ms with the default 5% sampling (~130k events/s;
 about 650 sampled values per batch), 16 ms at 20%. Closing a window costs ~1 ms more, once.
 
-Every key of a version carries the hash tag ``{<ns>:drift:<m>:<v>}`` (`driftline.redis_keys`;
+Every key of a version carries the hash tag ``{<ns>:drift:<m>:<v>}`` (`drift_prefix`;
 written ``<ns>:drift:<m>:<v>`` in the table above for short), so on a Redis Cluster each Lua
 script and the shared policy's transaction touch one slot (the close script builds its data keys
 from that prefix, undeclared: allowed because they hash to its declared keys' slot). The client
@@ -176,6 +176,17 @@ WINDOWED_DETECTORS = frozenset({"psi", "ks", "missing_rate"})
 
 FAULT_ENV = "DRIFTLINE_FAULT_INJECT"
 """Fault injection for tests: SIGKILL the process at the `fault_point` this variable names."""
+
+
+def drift_prefix(namespace: str, model: str, version: int) -> str:
+    """The hash tag every key of one model version's drift state starts with (braces included),
+    here and in the drift stage's own keys: a Redis Cluster keeps the version on one slot
+    (`driftline.redis_keys` has the whole layout).
+
+    >>> drift_prefix("dl", "fraud", 2)
+    '{dl:drift:fraud:2}'
+    """
+    return f"{{{namespace}:drift:{model}:{version}}}"
 
 
 def fault_point(name: str) -> None:
@@ -519,9 +530,7 @@ class WindowStore:
             for f, ref in refs.items()
             if cfg.ks and ks_sample_rate > 0 and ref.kind == "numeric" and len(ref.sample) >= 2
         }
-        # `driftline.redis_keys.drift_prefix` (detectors imports no project package; a test
-        # checks the two agree): a hash tag, so a Redis Cluster keeps the version on one slot.
-        self._prefix = f"{{{namespace}:drift:{model}:{version}}}"
+        self._prefix = drift_prefix(namespace, model, version)
         self._offsets: dict[int, int] = {}  # partition -> last offset stored (as this worker last saw it)
         self._script = self.r.register_script(_ADD_LUA)
         self._close = self.r.register_script(_CLOSE_LUA)

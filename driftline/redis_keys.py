@@ -34,9 +34,14 @@ tag (one slot each)                                        keys written together
 =========================================================  =======================================
 
 With a single Redis the tags change nothing (one server holds every slot), so the layout and
-the code paths are the same for both. The owning modules' docstrings list each key's type and
-meaning: `feature_store.online`, `detectors.window_store`, `detectors.policy_store`,
-`stream.drift`, `stream.outcomes`, `inference.registry`.
+the code paths are the same for both. The owning modules build their keys and their docstrings
+list each key's type and meaning: `feature_store.keys` and `feature_store.online`,
+`detectors.window_store` (``drift_prefix``, the version's tag, which `stream.drift` builds its
+keys on too), `detectors.policy_store`, `stream.drift`, `stream.outcomes`, `inference.registry`
+(``registry_prefix``). The libraries import nothing from here (they are the composition
+root's dependencies, not the other way round); this module holds the layout's one description,
+the slot rule and the tools that span every family (`delete_namespace`), and
+``tests/unit/test_redis_keys.py`` checks the owners against the table.
 
 **Finding an entity** (``driftline features get``, the API's ``/features/{id}``): an entity's
 hash is under its source partition's tag, so a reader first reads the entity's partition from
@@ -52,9 +57,7 @@ batch mixing one entity's partitions is refused.
     redis-cli -c -p 7000 HGET '{dl:fs:fraud:p3}:entity:card-000317' features
     redis-cli -c -p 7000 LRANGE '{dl:drift:fraud:2}:~alerts' 0 9
 
->>> fs_entity("dl", "fraud", 3, "card-1")
-'{dl:fs:fraud:p3}:entity:card-1'
->>> slot_tag(drift_prefix("dl", "fraud", 2) + ":~policy")
+>>> slot_tag("{dl:drift:fraud:2}:~policy")
 'dl:drift:fraud:2'
 >>> key_slot("{dl:fs:fraud:p3}:entity:a") == key_slot("{dl:fs:fraud:p3}:offset:dl.events")
 True
@@ -71,96 +74,7 @@ if TYPE_CHECKING:
 RedisClient: TypeAlias = "redis.Redis | RedisCluster"
 """A client of a single Redis server or of a Redis Cluster (`driftline.settings.Settings.redis_client`)."""
 
-# ---- feature store (feature_store.online) ---------------------------------------------------
-
-
-def fs_tag(ns: str, view: str, partition: int) -> str:
-    """The hash tag of one source partition's feature-store keys (braces included)."""
-    return f"{{{ns}:fs:{view}:p{partition}}}"
-
-
-def fs_entity(ns: str, view: str, partition: int, entity_id: str) -> str:
-    return f"{fs_tag(ns, view, partition)}:entity:{entity_id}"
-
-
-def fs_offset(ns: str, view: str, source: str, partition: int) -> str:
-    return f"{fs_tag(ns, view, partition)}:offset:{source}"
-
-
-def fs_replay(ns: str, view: str, source: str, partition: int) -> str:
-    return f"{fs_tag(ns, view, partition)}:replay:{source}"
-
-
-def fs_where(ns: str, view: str, entity_id: str) -> str:
-    """String: the source partition whose tag holds the entity's hash."""
-    return f"{ns}:fs:{view}:where:{entity_id}"
-
-
-def fs_definition(ns: str, view: str) -> str:
-    return f"{ns}:fs:{view}:definition"
-
-
-def fs_since(ns: str, view: str) -> str:
-    return f"{ns}:fs:{view}:since"
-
-
-# ---- drift (detectors.window_store, detectors.policy_store, stream.drift) --------------------
-
-
-def drift_prefix(ns: str, model: str, version: int) -> str:
-    """Every key of one model version's drift state starts with this (its hash tag)."""
-    return f"{{{ns}:drift:{model}:{version}}}"
-
-
-def drift_policy(ns: str, model: str, version: int) -> str:
-    """String: the shared alert policy and incident book (JSON)."""
-    return f"{drift_prefix(ns, model, version)}:~policy"
-
-
-def drift_alerts(ns: str, model: str, version: int) -> str:
-    """List: the version's recent alerts, newest first (capped at 1,000)."""
-    return f"{drift_prefix(ns, model, version)}:~alerts"
-
-
-def drift_incidents(ns: str, model: str, version: int) -> str:
-    """Hash: incident id -> the incident's latest `DriftIncident` JSON."""
-    return f"{drift_prefix(ns, model, version)}:~incidents"
-
-
-def drift_latest(ns: str, model: str, version: int) -> str:
-    return f"{drift_prefix(ns, model, version)}:~latest"
-
-
-def drift_history(ns: str, model: str, version: int) -> str:
-    return f"{drift_prefix(ns, model, version)}:~history"
-
-
-def drift_bins(ns: str, model: str, version: int) -> str:
-    return f"{drift_prefix(ns, model, version)}:~bins"
-
-
-def drift_versions(ns: str, model: str) -> str:
-    """Set: the model's versions that have drift state (no tag: used alone)."""
-    return f"{ns}:drift:{model}:~versions"
-
-
-# ---- outcomes (stream.outcomes) --------------------------------------------------------------
-
-
-def join_key(ns: str, suffix: str) -> str:
-    """The outcome joiner's join state (each key used alone: no tag)."""
-    return f"{ns}:join:{suffix}"
-
-
-def outcomes_key(ns: str, model: str, version: int, suffix: str) -> str:
-    return f"{{{ns}:outcomes:{model}:{version}}}:{suffix}"
-
-
-# ---- registry (inference.registry) -----------------------------------------------------------
-
-
-def registry_prefix(ns: str) -> str:
-    return f"{{{ns}:registry}}"
+# ---- tools: every key of a namespace ------------------------------------------------------
 
 
 def namespace_patterns(ns: str) -> tuple[str, str]:

@@ -8,6 +8,7 @@ import os
 import socket
 
 import redis
+from redis.exceptions import RedisClusterException
 
 from driftline.errors import DriftlineError
 from driftline.settings import Settings
@@ -87,7 +88,15 @@ def _require_kafka_handshake(s: Settings, timeout: float = 10.0) -> None:
 
 def require_redis(s: Settings, timeout: float = CHECK_TIMEOUT) -> None:
     """A PING answered by Redis at ``redis_url``, or a DriftlineError naming it."""
-    client = s.redis_client(socket_timeout=timeout, connect_timeout=timeout)
+    try:
+        client = s.redis_client(socket_timeout=timeout, connect_timeout=timeout)
+    except RedisClusterException as exc:  # a cluster client reads the slot map at once
+        last = str(exc).rsplit(": ", 1)[-1].split(". ")[0].rstrip(".")
+        raise DriftlineError(
+            f"cannot reach the Redis Cluster at {s.redis_display} (no startup node answered; last: "
+            f"{last}): start the local cluster with `driftline stack up --redis-cluster`, or set "
+            "DRIFTLINE_REDIS_URL"
+        ) from None
     try:
         client.ping()
     except redis.RedisError as exc:

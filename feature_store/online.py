@@ -1,8 +1,9 @@
 """The Redis online store: applies event batches to entity states and serves the latest features.
 
 Keys of a view, under ``<p> = <ns>:fs:<view>`` and, per source partition, under the hash tag
-``<t> = {<ns>:fs:<view>:p<partition>}`` (`driftline.redis_keys`: a Redis Cluster keeps each
-partition's keys on one slot); every key has a TTL (``ttl``, default 7 days):
+``<t> = {<ns>:fs:<view>:p<partition>}`` (built by `feature_store.keys`; `driftline.redis_keys`:
+a Redis Cluster keeps each partition's keys on one slot); every key has a TTL (``ttl``, default
+7 days):
 
 ======================================  ========================================================
 ``<t>:entity:<entity_id>``              hash, one per entity (under its events' partition):
@@ -87,8 +88,7 @@ from pydantic import BaseModel, ConfigDict
 from redis.cluster import RedisCluster
 from redis.connection import Connection, ConnectionPool
 
-from driftline import redis_keys as keys
-from driftline.redis_keys import RedisClient
+from feature_store import keys
 from feature_store.definitions import FeatureView
 from feature_store.engine import Column, Columns, Engine, RunOutcome, StateMismatch, Tails
 from feature_store.state_cache import StateCache
@@ -318,7 +318,7 @@ class OnlineStore:
 
     def __init__(
         self,
-        redis_client: RedisClient,
+        redis_client: redis.Redis | RedisCluster,
         namespace: str,
         view: FeatureView,
         ttl: timedelta = timedelta(days=7),

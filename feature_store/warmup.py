@@ -33,11 +33,15 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from driftline.redis_keys import RedisClient
 from feature_store.definitions import FeatureView
+
+if TYPE_CHECKING:
+    import redis
+    from redis.cluster import RedisCluster
 
 SINCE_MEMBER = b"first"  # the one member of the ``since`` sorted set (score: the first event time)
 
@@ -113,7 +117,7 @@ class LiveWarmup:
     until it is known and then again every `refresh_seconds` (wall clock: it only moves when the
     store starts over, after every state expired), and the masks of a batch."""
 
-    client: RedisClient
+    client: redis.Redis | RedisCluster
     key: str
     seconds: dict[str, float]
     refresh_seconds: float = 60.0

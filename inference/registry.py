@@ -2,7 +2,8 @@
 
 Redis is the only backend, so a worker on any host needs just the Redis address. Keys, under
 ``<r> = {<ns>:registry}`` (one hash tag: the registry's transactions span models, versions and
-artifacts, and a Redis Cluster runs a transaction on one slot; see `driftline.redis_keys`):
+artifacts, and a Redis Cluster runs a transaction on one slot; `registry_prefix`; the whole
+layout: `driftline.redis_keys`):
 
 ==========================================  ======================================================
 ``<r>:models``                              set of model names
@@ -46,9 +47,8 @@ from typing import Any, cast
 
 import redis
 from redis.client import Pipeline
+from redis.cluster import RedisCluster
 
-from driftline import redis_keys as keys
-from driftline.redis_keys import RedisClient
 from inference.metadata import (
     Deployment,
     Distribution,
@@ -96,6 +96,15 @@ return 0
 """
 
 
+def registry_prefix(namespace: str) -> str:
+    """The hash tag every registry key starts with (braces included).
+
+    >>> registry_prefix("dl")
+    '{dl:registry}'
+    """
+    return f"{{{namespace}:registry}}"
+
+
 def parse_ref(ref: str) -> tuple[str, int | None]:
     """``"name:version"`` -> (name, version); ``"name"`` -> (name, None). ValueError otherwise."""
     name, sep, version = ref.strip().partition(":")
@@ -112,7 +121,7 @@ def parse_ref(ref: str) -> tuple[str, int | None]:
         ) from None
 
 
-def _connection_kwargs(client: RedisClient) -> dict[str, Any]:
+def _connection_kwargs(client: redis.Redis | RedisCluster) -> dict[str, Any]:
     if isinstance(client, redis.Redis):
         return dict(client.get_connection_kwargs())
     return dict(client.nodes_manager.connection_kwargs)
@@ -214,7 +223,7 @@ class ModelRegistry:
 
     def __init__(
         self,
-        redis_client: RedisClient,
+        redis_client: redis.Redis | RedisCluster,
         namespace: str,
         on_event: Callable[[ModelEvent], None] | None = None,
         durable: RegistryArchive | None = None,
@@ -230,7 +239,7 @@ class ModelRegistry:
             raise ValueError("keep_archived must be >= 0 and max_events >= 1")
         self._r = redis_client
         self.namespace = namespace
-        self._keys = keys.registry_prefix(namespace)
+        self._keys = registry_prefix(namespace)
         self.on_event = on_event
         self.durable = durable
         self.keep_archived = keep_archived

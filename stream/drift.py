@@ -34,7 +34,8 @@ distributions, so the switch itself raises no alert):
   superseded by the production version.
 
 Redis keys, under ``{<ns>:drift:<model>:<version>}`` (one hash tag per version, so the policy's
-transaction can span them on a Redis Cluster: `driftline.redis_keys`; besides `WindowStore`'s):
+transaction can span them on a Redis Cluster: `detectors.window_store.drift_prefix`; besides
+`WindowStore`'s; the whole layout: `driftline.redis_keys`):
 ``~adwin:<p>`` the ADWIN checkpoint of partition ``p`` (JSON), ``~policy`` the shared policy state
 (JSON), ``~bins``, a hash per monitored input (aggregates included) of its latest closed window as
 PSI binned it (bin labels, reference proportions, the window's counts and span: the report draws
@@ -61,8 +62,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import redis
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from redis.cluster import RedisCluster
 
 from detectors.adwin import AdwinDetector
 from detectors.alerts import AlertPolicy, DriftAlert
@@ -72,9 +75,7 @@ from detectors.monitor import MonitorConfig
 from detectors.policy_store import SharedAlertPolicy
 from detectors.reference import Reference
 from detectors.signals import SCORE_FEATURE, DriftSignal, WindowStat
-from detectors.window_store import WINDOWED_DETECTORS, WindowStore, fault_point
-from driftline import redis_keys as keys
-from driftline.redis_keys import RedisClient
+from detectors.window_store import WINDOWED_DETECTORS, WindowStore, drift_prefix, fault_point
 from feature_store.definitions import FeatureView
 from feature_store.online import OnlineStore
 from feature_store.warmup import LiveWarmup, tile_seconds, warmup_seconds
@@ -90,35 +91,42 @@ HISTORY_WINDOWS = 20_000  # closed-window statistics kept per version for report
 
 def latest_key(namespace: str, model: str, version: int) -> str:
     """The hash of a version's latest statistics (see the module docstring)."""
-    return keys.drift_latest(namespace, model, version)
+    return f"{drift_prefix(namespace, model, version)}:~latest"
 
 
 def history_key(namespace: str, model: str, version: int) -> str:
     """The list of a version's closed-window statistics (see the module docstring)."""
-    return keys.drift_history(namespace, model, version)
+    return f"{drift_prefix(namespace, model, version)}:~history"
 
 
 def bins_key(namespace: str, model: str, version: int) -> str:
     """The hash of each feature's latest closed window as PSI binned it (see the module docstring)."""
-    return keys.drift_bins(namespace, model, version)
+    return f"{drift_prefix(namespace, model, version)}:~bins"
 
 
 def alerts_key(namespace: str, model: str, version: int) -> str:
-    """The list of a version's recent alerts, newest first."""
-    return keys.drift_alerts(namespace, model, version)
+    """The list of a version's recent alerts, newest first (capped at 1,000)."""
+    return f"{drift_prefix(namespace, model, version)}:~alerts"
 
 
 def incidents_key(namespace: str, model: str, version: int) -> str:
-    """The hash of the latest state of every incident of a version."""
-    return keys.drift_incidents(namespace, model, version)
+    """The hash of the latest state of every incident of a version (id -> `DriftIncident` JSON)."""
+    return f"{drift_prefix(namespace, model, version)}:~incidents"
 
 
 def policy_key(namespace: str, model: str, version: int) -> str:
     """The shared alert policy and incident book of a version (`SharedAlertPolicy`)."""
-    return keys.drift_policy(namespace, model, version)
+    return f"{drift_prefix(namespace, model, version)}:~policy"
 
 
-def recent_alerts(client: RedisClient, namespace: str, versions: Iterable[tuple[str, int]]) -> list[bytes]:
+def versions_key(namespace: str, model: str) -> str:
+    """The set of a model's versions with drift state (used alone: no hash tag)."""
+    return f"{namespace}:drift:{model}:~versions"
+
+
+def recent_alerts(
+    client: redis.Redis | RedisCluster, namespace: str, versions: Iterable[tuple[str, int]]
+) -> list[bytes]:
     """The raw alerts of every version in `versions` (model, version), newest first (one round trip)."""
     pipe = client.pipeline(transaction=False)
     for model, version in versions:
@@ -135,7 +143,9 @@ def _alert_ts(raw: bytes | str) -> float:
         return float("-inf")
 
 
-def all_incidents(client: RedisClient, namespace: str, versions: Iterable[tuple[str, int]]) -> list[bytes]:
+def all_incidents(
+    client: redis.Redis | RedisCluster, namespace: str, versions: Iterable[tuple[str, int]]
+) -> list[bytes]:
     """The raw latest state of every incident of the versions in `versions` (one round trip)."""
     pipe = client.pipeline(transaction=False)
     for model, version in versions:
@@ -382,7 +392,7 @@ class DriftStage:
 
     def __init__(
         self,
-        client: RedisClient,
+        client: redis.Redis | RedisCluster,
         namespace: str,
         registry: CollectorRegistry,
         config: DriftConfig | None = None,
@@ -438,7 +448,7 @@ class DriftStage:
             return
         model, production, served = self._serving
         self._serving = None
-        known = {int(x) for x in self.r.smembers(keys.drift_versions(self.namespace, model))}
+        known = {int(x) for x in self.r.smembers(versions_key(self.namespace, model))}
         versions = [(model, version) for version in sorted(known - served)]
         for raw in all_incidents(self.r, self.namespace, versions):
             try:
@@ -456,7 +466,7 @@ class DriftStage:
             self._superseded += policy.supersede(production, record=v.store.record_decision)
 
     def _prefix(self, meta: ModelVersion) -> str:
-        return keys.drift_prefix(self.namespace, meta.name, meta.version)
+        return drift_prefix(self.namespace, meta.name, meta.version)
 
     def _version(self, meta: ModelVersion) -> _Version | None:
         if self._current is not None and self._current.meta.ref == meta.ref:
@@ -501,7 +511,7 @@ class DriftStage:
         # The monitor's budget split over its streams (the outcome joiner's error CUSUM is one more).
         cusum_ert = cfg.monitor.cusum_ert_events * (len(cusum_refs) + 1)
         # The model's versions with drift state, for `_retire` (one key of its own: no slot to share).
-        index = keys.drift_versions(self.namespace, meta.name)
+        index = versions_key(self.namespace, meta.name)
         pipe = self.r.pipeline(transaction=False)
         pipe.sadd(index, meta.version)
         pipe.expire(index, max(cfg.ttl_seconds, 30 * 86_400))

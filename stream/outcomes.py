@@ -17,7 +17,8 @@ not every event of the last hour):
   that never got a label / labels without a prediction (``driftline_unlabeled_predictions_total``,
   ``driftline_unmatched_labels_total``), not silently dropped;
 * ``{<ns>:outcomes:<model>:<version>}:~errors`` the version's error-rate ADWIN and
-  ``...:~errors-cusum`` its Bernoulli CUSUM (JSON checkpoints; `driftline.redis_keys`).
+  ``...:~errors-cusum`` its Bernoulli CUSUM (JSON checkpoints; one hash tag per version: the
+  whole layout is in `driftline.redis_keys`).
 
 Alerts and incidents go through the workers' shared policy of the version (`stream.drift`).
 
@@ -54,17 +55,17 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
+import redis
 from confluent_kafka import Consumer, KafkaException, Message, Producer
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from pydantic import BaseModel, ValidationError
+from redis.cluster import RedisCluster
 
 from detectors.adwin import ErrorRateDetector
 from detectors.alerts import AlertPolicy
 from detectors.cusum import ErrorCusum
 from detectors.incidents import DriftOutput, IncidentBook, IncidentConfig, IncidentEvent
 from detectors.policy_store import SharedAlertPolicy
-from driftline import redis_keys as keys
-from driftline.redis_keys import RedisClient
 from inference.metadata import ModelVersion
 from inference.performance import PerformanceWindow
 from stream.dead_letter import DEFAULT_KEEP_BYTES, DeadLetter
@@ -240,7 +241,7 @@ class OutcomeJoiner:
         cfg: JoinConfig,
         kafka_config: dict[str, Any],
         topics: Topics,
-        client: RedisClient,
+        client: redis.Redis | RedisCluster,
         version_meta: Callable[[str, int], ModelVersion | None] = lambda _m, _v: None,
         metrics: OutcomeMetrics | None = None,
         redis_probe: Callable[[], object] | None = None,
@@ -599,7 +600,7 @@ class OutcomeJoiner:
 
     # ---- details --------------------------------------------------------------------------
     def _key(self, suffix: str) -> str:
-        return keys.join_key(self.ns, suffix)
+        return f"{self.ns}:join:{suffix}"  # each used alone: no hash tag
 
     def _pkey(self, event_id: str) -> str:
         return self._key(f"p:{event_id}")
@@ -608,10 +609,14 @@ class OutcomeJoiner:
         return self._key(f"l:{event_id}")
 
     def _errors_key(self, model: str, version: int) -> str:
-        return keys.outcomes_key(self.ns, model, version, "~errors")
+        return f"{self._version_tag(model, version)}:~errors"
 
     def _cusum_key(self, model: str, version: int) -> str:
-        return keys.outcomes_key(self.ns, model, version, "~errors-cusum")
+        return f"{self._version_tag(model, version)}:~errors-cusum"
+
+    def _version_tag(self, model: str, version: int) -> str:
+        """One hash tag per version: its two keys are written in one ``MULTI`` (one slot)."""
+        return f"{{{self.ns}:outcomes:{model}:{version}}}"
 
 
 def _ok(msg: Message, kafka: Dependency) -> bool:

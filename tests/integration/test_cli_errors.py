@@ -76,6 +76,16 @@ def test_unreachable_redis_at_start_up(cli_env: dict[str, str], args: list[str])
     _assert_one_line({**cli_env, "DRIFTLINE_REDIS_URL": url}, args, f"cannot reach Redis at {url}")
 
 
+@pytest.mark.parametrize(
+    "args", [["worker", "--metrics-port", "0"], ["features", "get", "card-1"]], ids=" ".join
+)
+def test_unreachable_redis_cluster_at_start_up(cli_env: dict[str, str], args: list[str]) -> None:
+    url = f"redis+cluster://127.0.0.1:{_free_port()},127.0.0.1:{_free_port()}"
+    _assert_one_line(
+        {**cli_env, "DRIFTLINE_REDIS_URL": url}, args, f"cannot reach the Redis Cluster at {url}"
+    )
+
+
 @pytest.mark.parametrize("command", ["worker", "outcomes", "retrainer"])
 def test_metrics_port_in_use(cli_env: dict[str, str], held_port: int, command: str) -> None:
     _assert_one_line(

@@ -93,6 +93,16 @@ def test_the_loop_retrains_and_promotes_on_a_redis_cluster_and_three_brokers(
     served = [o for o in outcomes if o["served"]]
     assert len(served) == len({o["event_id"] for o in served}) == 18_000  # each event judged once
 
+    # `driftline report` reads the same story back from the cluster: every version's drift
+    # windows (their keys on the versions' slots), the incident, the retrain that answered it.
+    page = tmp_path / "report.html"
+    done = run_cli("report", "--out", str(page), env={**os.environ, **s.as_env()})
+    assert done.returncode == 0, done.stderr
+    assert "2 versions of fraud" in done.stdout, done.stdout
+    text = page.read_text()
+    assert opened[0]["incident_id"][:12] in text and "<h2>Incidents</h2>" in text
+    assert "finished: " in text, "the report shows no retrain for the incident"
+
 
 def test_cli_api_and_redis_cli_read_the_same_features_from_the_cluster(
     settings: Settings, cluster: PrivateCluster

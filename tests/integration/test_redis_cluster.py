@@ -18,9 +18,9 @@ import redis
 from confluent_kafka.admin import AdminClient
 from redis.cluster import RedisCluster
 
-from driftline import redis_keys as keys
-from driftline.redis_keys import key_slot
+from driftline.redis_keys import delete_namespace, key_slot
 from driftline.settings import Settings
+from feature_store import keys
 from feature_store.historical import EventLog, replay
 from feature_store.online import OnlineStore
 from inference.registry import ModelRegistry
@@ -223,6 +223,6 @@ def test_delete_namespace_removes_tagged_and_untagged_keys_on_a_cluster(rc: Redi
     other = keys.fs_entity(ns + "x", "v", 0, "e")
     for key in [*mine, other]:
         rc.set(key, 1)
-    assert keys.delete_namespace(rc, ns) == len(mine)
+    assert delete_namespace(rc, ns) == len(mine)
     assert not any(rc.exists(k) for k in mine) and rc.exists(other)
     rc.delete(other)

@@ -1,4 +1,5 @@
-"""The one Redis key layout: every multi-key operation's keys share a hash slot."""
+"""The one Redis key layout (`driftline.redis_keys`), as the owning modules build it: every
+multi-key operation's keys share a hash slot, and the keys used alone carry no tag."""
 
 from __future__ import annotations
 
@@ -6,15 +7,15 @@ import pytest
 import redis
 from redis.exceptions import RedisClusterUnreachableError
 
-from detectors.window_store import WindowStore
-from driftline import redis_keys as keys
+from detectors.window_store import WindowStore, drift_prefix
 from driftline.redis_keys import key_slot, slot_tag
 from driftline.settings import Settings
 from driftline.wiring import redis_address
 from feature_store.definitions import fraud_feature_view
+from feature_store.keys import fs_definition, fs_since, fs_where
 from feature_store.online import OnlineStore
-from inference.registry import ModelRegistry
-from stream.drift import alerts_key, history_key, incidents_key, latest_key, policy_key
+from inference.registry import ModelRegistry, registry_prefix
+from stream.drift import alerts_key, history_key, incidents_key, latest_key, policy_key, versions_key
 
 NEVER = redis.Redis(port=1)  # the constructors below never connect
 
@@ -49,7 +50,10 @@ def test_one_versions_drift_keys_are_one_slot_whichever_module_builds_them() -> 
         history_key("dl", "fraud", 3),
     ]
     assert {slot_tag(k) for k in group} == {"dl:drift:fraud:3"}
-    assert store.partitions_key.startswith(keys.drift_prefix("dl", "fraud", 3) + ":")
+    assert (
+        store.partitions_key.startswith(drift_prefix("dl", "fraud", 3) + ":")
+        and drift_prefix("dl", "fraud", 3) == "{dl:drift:fraud:3}"
+    )
     assert slot_tag(policy_key("dl", "fraud", 4)) != slot_tag(policy_key("dl", "fraud", 3))
 
 
@@ -62,7 +66,13 @@ def test_the_registry_is_one_slot() -> None:
         registry._model_key("other", "events"),
         registry.artifact_key("ab" * 32),
     ]
-    assert {slot_tag(k) for k in group} == {"dl:registry"}
+    assert {slot_tag(k) for k in group} == {"dl:registry"} and registry_prefix("dl") == "{dl:registry}"
+
+
+def test_the_keys_used_alone_carry_no_tag() -> None:
+    alone = [fs_where("dl", "fraud", "card-1"), fs_definition("dl", "fraud"), fs_since("dl", "fraud")]
+    alone.append(versions_key("dl", "fraud"))
+    assert all(slot_tag(k) == k and k.startswith("dl:") for k in alone), alone
 
 
 def test_slot_tags_follow_the_cluster_spec() -> None:
