@@ -14,9 +14,10 @@ the group's committed offsets pass ``W`` (start-up, assignment and warm-up exclu
 reach ``W + N``; events/s = N / that time. Over the same span it samples the CPU time
 (``/proc/<pid>/stat``) of the workers - events per worker CPU second, what one worker core
 sustains - and of the broker and Redis processes, printed as their share of the machine's cores;
-and the commands every Redis node processed (``INFO stats``: ``total_commands_processed``; a
-``MULTI``, an ``EXEC`` and an ``EVALSHA`` count one each) and Redis's CPU per event: one Redis
-server (one thread) saturates near 1 / that CPU time (the README's sizing rule).
+and, on the Redis servers that serve the workers (the cluster's masters, or the single one), the
+commands processed (``INFO stats``: ``total_commands_processed``; a ``MULTI``, an ``EXEC`` and an
+``EVALSHA`` count one each) and the CPU per event: one Redis server (one thread) saturates near
+1 / that CPU time (the README's sizing rule). The Redis CPU share counts the replicas too.
 """
 
 from __future__ import annotations
@@ -54,14 +55,20 @@ def cpu_seconds(pids: list[int]) -> float:
     return total
 
 
-def committed(s: Settings, group: str, topic: str) -> int:
-    c = Consumer({**s.kafka_client_config(), "group.id": group})
-    try:
-        meta = c.list_topics(topic, timeout=10).topics[topic]
-        tps = c.committed([TopicPartition(topic, p) for p in meta.partitions], timeout=10)
-        return sum(max(tp.offset, 0) for tp in tps)
-    finally:
-        c.close()
+class CommittedProbe:
+    """The group's committed offsets summed over the topic, read through one long-lived client
+    (a new consumer per probe would cost this process more CPU than the workers it measures)."""
+
+    def __init__(self, s: Settings, group: str, topic: str) -> None:
+        self._c = Consumer({**s.kafka_client_config(), "group.id": group})
+        meta = self._c.list_topics(topic, timeout=10).topics[topic]
+        self._tps = [TopicPartition(topic, p) for p in meta.partitions]
+
+    def __call__(self) -> int:
+        return sum(max(tp.offset, 0) for tp in self._c.committed(self._tps, timeout=10))
+
+    def close(self) -> None:
+        self._c.close()
 
 
 def redis_commands(ports: list[int]) -> int:
@@ -74,11 +81,21 @@ def redis_commands(ports: list[int]) -> int:
     return total
 
 
-def redis_ports(s: Settings, stack: LocalStack) -> list[int]:
-    """The ports of the Redis servers the row's workers use: the cluster's nodes, or the single one."""
-    if is_cluster_url(s.redis_url):
-        return [n.port for n in stack.redis_cluster_nodes()]
-    return [s.redis_host_port[1]]
+def redis_masters(s: Settings, stack: LocalStack) -> tuple[list[int], list[int]]:
+    """(ports, pids) of the Redis servers that serve the row's workers: the cluster's masters (a
+    replica replays its master's writes, which INFO counts as commands again), or the single one."""
+    if not is_cluster_url(s.redis_url):
+        pid = stack.redis_pid()
+        return [s.redis_host_port[1]], [pid] if pid else []
+    ports, pids = [], []
+    for node in stack.redis_cluster_nodes():
+        with redis.Redis(port=node.port, socket_timeout=5) as r:
+            if r.info("replication")["role"] != "master":
+                continue
+        ports.append(node.port)
+        if (pid := stack._redis_node_pid(node)) is not None:
+            pids.append(pid)
+    return ports, pids
 
 
 def service_pids(stack: LocalStack) -> tuple[list[int], list[int]]:
@@ -100,20 +117,22 @@ def row(s: Settings, workers: int, warmup: int, n: int, stack: LocalStack, log_d
         cmd += ["--metrics-port", "0", "--exit-when-idle", "20"]
         procs.append(subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT))
     brokers, redis = service_pids(stack)
+    committed = CommittedProbe(s, group, f"{s.topic_prefix}.events")
     try:
         deadline = time.monotonic() + 600
-        while (done := committed(s, group, f"{s.topic_prefix}.events")) < warmup:
+        while (done := committed()) < warmup:
             if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
                 raise RuntimeError(f"{workers} workers: {done} of {warmup} warm-up events committed")
-            time.sleep(0.05)
-        ports = redis_ports(s, stack)
+            time.sleep(0.1)
+        ports, master_pids = redis_masters(s, stack)
+        m0 = cpu_seconds(master_pids)
         pids = [p.pid for p in procs]
         t0, b0, r0, c0 = time.perf_counter(), cpu_seconds(brokers), cpu_seconds(redis), redis_commands(ports)
         w0 = cpu_seconds(pids)
-        while (done := committed(s, group, f"{s.topic_prefix}.events")) < warmup + n:
+        while (done := committed()) < warmup + n:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{workers} workers: {done} of {warmup + n} events committed")
-            time.sleep(0.05)
+            time.sleep(0.1)
         secs = time.perf_counter() - t0
         commands = redis_commands(ports) - c0
         worker_cpu = cpu_seconds(pids) - w0
@@ -126,9 +145,10 @@ def row(s: Settings, workers: int, warmup: int, n: int, stack: LocalStack, log_d
             "broker_cpu": (cpu_seconds(brokers) - b0) / secs / cores,
             "redis_cpu": (cpu_seconds(redis) - r0) / secs / cores,
             # Redis's CPU per event: one Redis server (one thread) saturates at ~1 / this.
-            "redis_us_per_event": (cpu_seconds(redis) - r0) / (done - warmup) * 1e6,
+            "redis_us_per_event": (cpu_seconds(master_pids) - m0) / (done - warmup) * 1e6,
         }
     finally:
+        committed.close()
         for p in procs:
             p.terminate()
         for p in procs:
