@@ -35,7 +35,7 @@ from pydantic import BaseModel, Field
 
 from driftline.errors import DriftlineError
 from driftline.redaction import scrub
-from driftline.redis_cluster import cluster_url
+from driftline.redis_cluster import cluster_url, is_cluster_url
 from driftline.settings import Settings
 from driftline.stack_nodes import (
     REDIS_CLUSTER_BUS_OFFSET,
@@ -134,6 +134,11 @@ class LocalStack:
         secure: bool = False,
         shape: StackShape | None = None,
     ) -> None:
+        if is_cluster_url(settings.redis_url):
+            # Processes pointed at the cluster (DRIFTLINE_REDIS_URL) still mean the stack's single
+            # Redis where it always runs: the cluster is the shape's, and its first node is no
+            # single Redis (probing it with a cluster client would fail while the cluster is down).
+            settings = settings.model_copy(update={"redis_url": Settings.model_fields["redis_url"].default})
         self.s = settings
         self.log = log
         self.kafka_host, self.kafka_port = settings.kafka_host_port

@@ -95,6 +95,15 @@ def test_redis_cluster_nodes_have_their_own_ports_and_dirs(tmp_path: Path) -> No
     assert args[args.index("--cluster-config-file") + 1] == str(nodes[0].dir / "nodes.conf")
 
 
+def test_settings_on_the_cluster_still_find_the_single_redis_where_it_runs(tmp_path: Path) -> None:
+    """`driftline demo` with DRIFTLINE_REDIS_URL on the cluster: `up` and `down` mean the single
+    Redis on its own port, not the cluster's first node (which `down` would then miss)."""
+    on_cluster = _settings(tmp_path).model_copy(update={"redis_url": "redis+cluster://127.0.0.1:7100"})
+    stack = LocalStack(on_cluster, shape=StackShape(redis_cluster_port=7100))
+    assert (stack.redis_host, stack.redis_port) == ("127.0.0.1", 6379)
+    assert stack.redis_cluster_nodes()[0].port == 7100
+
+
 def test_status_and_down_find_the_recorded_shape_and_down_forgets_it(tmp_path: Path) -> None:
     shape = StackShape(kafka_brokers=3, redis_cluster_port=7100)
     LocalStack(_settings(tmp_path), shape=shape)._remember_shape()
