@@ -21,6 +21,7 @@ from driftline.wiring import (
     redis_address,
     redis_client,
     redis_probe,
+    replica_barrier,
 )
 from inference.metadata import ModelVersion
 from inference.retrain_policy import RetrainPolicy
@@ -67,6 +68,7 @@ def build_joiner(
         metrics,
         redis_probe=probe,
         redis_address=redis_address(s),
+        replicated=replica_barrier(s),
     )
 
 

@@ -150,6 +150,9 @@ class Settings(BaseSettings):
     # no batch completed for liveness_seconds while partitions have lag (0 = always healthy).
     batch_deadline_seconds: float = Field(120.0, ge=0)
     liveness_seconds: float = Field(300.0, ge=0)
+    # On a Redis Cluster, a worker or outcome joiner commits a batch only once a replica of every
+    # master acknowledged its writes (`stream.replication`), waiting up to this long (0 = off).
+    redis_replica_wait_ms: int = Field(2000, ge=0)
 
     # Prometheus metrics of the worker/retrainer processes, and the HTTP API.
     metrics_port: int = Field(9108, ge=0, le=65535)  # 0 = no metrics endpoint

@@ -46,6 +46,9 @@ def cluster_node_args(node: Node) -> list[str]:
         "--cluster-enabled", "yes",
         "--cluster-config-file", str(node.dir / "nodes.conf"),
         "--cluster-node-timeout", str(REDIS_CLUSTER_NODE_TIMEOUT_MS),
+        # One replica per master: nothing to gain by waiting 5 s (the default) for more to
+        # join a sync, and the stack is ready only once every replica synced.
+        "--repl-diskless-sync-delay", "0",
     ]  # fmt: skip
 
 
@@ -79,15 +82,25 @@ def cluster_info(node: Node) -> dict[str, str]:
 
 
 def cluster_ok(nodes: list[Node]) -> bool:
-    """Every node says ``cluster_state:ok``, knows all the others, and sees half of them as
-    replicas (right after ``--cluster create`` the slots are served before every node has
-    heard which nodes replicate which master)."""
+    """Every node says ``cluster_state:ok``, knows all the others, sees half of them as replicas
+    (right after ``--cluster create`` the slots are served before every node has heard which
+    nodes replicate which master), and every replica finished its first sync with its master
+    (until then no write is on two nodes: the workers' replica barrier would wait)."""
     infos = [cluster_info(node) for node in nodes]
     if not nodes or not all(
         i.get("cluster_state") == "ok" and i.get("cluster_known_nodes") == str(len(nodes)) for i in infos
     ):
         return False
-    return all(_replicas_seen(node) == len(nodes) // 2 for node in nodes)
+    return all(_replicas_seen(node) == len(nodes) // 2 and _synced(node) for node in nodes)
+
+
+def _synced(node: Node) -> bool:
+    """A master, or a replica whose link to its master is up (its first sync done)."""
+    try:
+        info = _client(node).info("replication")
+    except redis.RedisError:
+        return False
+    return info.get("role") == "master" or info.get("master_link_status") == "up"
 
 
 def _replicas_seen(node: Node) -> int:

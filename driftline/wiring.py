@@ -36,6 +36,7 @@ from stream.drift import DriftConfig, DriftStage, all_incidents, latest_key, rec
 from stream.metrics import WorkerMetrics
 from stream.producer import PRODUCER_DEFAULTS
 from stream.registry_log import KafkaRegistryArchive
+from stream.replication import ReplicaBarrier
 from stream.scoring import DeploymentSource, ModelFollower
 from stream.topics import Topics
 from stream.version_features import VersionFeatures
@@ -57,6 +58,15 @@ def redis_address(s: Settings) -> str:
         return cluster_url(url.nodes, tls=url.tls)
     host, port = s.redis_host_port
     return f"{host}:{port}"
+
+
+def replica_barrier(s: Settings) -> Callable[[], None] | None:
+    """On a Redis Cluster: wait for a replica of every master before each commit (None: a single
+    Redis, or ``redis_replica_wait_ms`` 0). See `stream.replication`."""
+    client = redis_client(s)
+    if isinstance(client, RedisCluster) and s.redis_replica_wait_ms > 0:
+        return ReplicaBarrier(client, s.topic_prefix, s.redis_replica_wait_ms)
+    return None
 
 
 def redis_dependency(s: Settings, gauge: Gauge) -> Dependency:
@@ -225,6 +235,7 @@ def build_worker(s: Settings, cfg: WorkerConfig, metrics: WorkerMetrics | None =
         metrics=metrics,
         drift=drift,
         redis=redis_dep,
+        replicated=replica_barrier(s),
     )
 
 

@@ -246,8 +246,10 @@ class OutcomeJoiner:
         metrics: OutcomeMetrics | None = None,
         redis_probe: Callable[[], object] | None = None,
         redis_address: str = "redis",
+        replicated: Callable[[], None] | None = None,
     ) -> None:
         self.cfg = cfg
+        self.replicated = replicated  # after the batch's Redis writes, before its commit
         self.topics = topics
         self.r = client
         self.ns = topics.prefix
@@ -383,6 +385,8 @@ class OutcomeJoiner:
         ]
         outputs += drift_outputs(self.topics, self._observe(batch, outcomes))
         self._checkpoint()  # before the commit: a replay of this batch starts from it
+        if self.replicated is not None:
+            self.replicated()  # on a Redis Cluster: the writes on a replica too (stream.replication)
         try:
             self.outputs.deliver(outputs, next_offsets(msgs))
         except GaveUp as exc:

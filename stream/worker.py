@@ -35,7 +35,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any, Protocol
@@ -172,8 +172,11 @@ class Worker:
         drift: DriftStage | None = None,
         inputs: InputGate | None = None,
         redis: Dependency | None = None,
+        replicated: Callable[[], None] | None = None,
     ) -> None:
         self.cfg = cfg
+        # Called after the batch's Redis writes, before its commit (`stream.replication`).
+        self.replicated = replicated
         self.topics = topics
         self.follower = follower
         self.features = features or RawFeatures()
@@ -361,6 +364,8 @@ class Worker:
 
     def _process_once(self, msgs: list[Message], started: float) -> None:
         outputs, dead = self._outputs(msgs, started)
+        if self.replicated is not None:
+            self.replicated()  # the batch's Redis writes on a replica too, before the commit
         try:
             self.outputs.deliver(outputs, next_offsets(msgs))
         except GaveUp as exc:

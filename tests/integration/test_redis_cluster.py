@@ -7,6 +7,8 @@ URL; the key layout (`driftline.redis_keys`) keeps every transaction and script 
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
@@ -21,10 +23,12 @@ from redis.cluster import RedisCluster
 from driftline.redis_keys import delete_namespace, key_slot
 from driftline.settings import Settings
 from feature_store import keys
+from feature_store.definitions import fraud_feature_view
 from feature_store.historical import EventLog, replay
 from feature_store.online import OnlineStore
 from inference.registry import ModelRegistry
 from stream.drift import incidents_key, policy_key
+from stream.replication import ReplicaBarrier
 from stream.topics import Topics, create_topics
 from tests.integration import test_detectors_window_store as window_tests
 from tests.integration import test_drift_incidents as incident_tests
@@ -197,10 +201,9 @@ def test_a_worker_streams_through_a_killed_redis_master(
         try:
             stream = BackgroundStream(s, rate=400, n=n)
             wait_until(lambda: (sample("driftline_events_consumed_total") or 0) > n // 4, timeout=120)
-            # Replication is asynchronous (Redis's, not ours): WAIT until every replica has the
-            # masters' writes, so that a replica may take over (one that never synced refuses).
-            for m in rc.get_primaries():
-                assert redis.Redis(m.host, m.port).execute_command("WAIT", 1, 10_000) == 1
+            # Replication is asynchronous: the worker commits a batch only once a replica of
+            # every master has its writes (its replica barrier), so the kill may land anywhere.
+            assert isinstance(w.worker.replicated, ReplicaBarrier)
             victim = rc.get_node_from_key(keys.fs_tag(s.topic_prefix, "fraud", 0)).port
             with caplog.at_level(logging.WARNING, logger="driftline.dependency"):
                 pc.kill(f"redis-{victim}")
@@ -215,6 +218,58 @@ def test_a_worker_streams_through_a_killed_redis_master(
             print(f"outage waits: {sample('driftline_outage_waits_total', {'dependency': 'redis'})}")
         finally:
             w.stop()
+
+
+def test_the_replica_barrier_waits_for_every_masters_replica_and_refuses_a_silent_one(
+    cluster: PrivateCluster, rc: RedisCluster, ns: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Redis replicates asynchronously; the barrier a worker runs before each commit returns once
+    a replica of every master holds what was written before it, and raises (an outage: the batch
+    is redone, not committed) while a master's connected replica does not answer."""
+    barrier = ReplicaBarrier(rc, ns, timeout_ms=500)
+    store = OnlineStore(rc, ns, fraud_feature_view())
+    entities = [f"card-{i}" for i in range(60)]
+    store.write_batch(
+        entities,
+        [1.7e9 + i for i in range(60)],
+        {"amount": [float(i) for i in range(60)], "merchant_category": ["grocery"] * 60},
+        partitions=[i % 6 for i in range(60)],
+        offsets=[i // 6 for i in range(60)],
+        source="rc.events",
+    )
+    barrier()
+    for master in rc.get_primaries():  # every master's replica has the batch's hashes already
+        link = redis.Redis(master.host, master.port).info("replication")["slave0"]
+        replica = redis.Redis(link["ip"], int(link["port"]))
+        for p in range(6):
+            key = store.entity_key(entities[p], p)
+            if rc.get_node_from_key(key).name == master.name:
+                assert replica.execute_command("READONLY") and replica.exists(key), (master.name, key)
+
+    # A replica stopped (SIGSTOP: still connected, never acknowledging): its master's writes are
+    # on one node only, so the barrier refuses until the replica answers again.
+    victim = next(n for n in cluster.stack.redis_cluster_nodes() if _role(n.port) == "slave")
+    pid = cluster.stack._redis_node_pid(victim)
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        with pytest.raises(redis.ConnectionError, match="no replica acknowledged"):
+            barrier()
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    wait_until(lambda: _barrier_passes(barrier), timeout=30)
+
+
+def _role(port: int) -> str:
+    return str(redis.Redis(port=port).info("replication")["role"])
+
+
+def _barrier_passes(barrier: ReplicaBarrier) -> bool:
+    try:
+        barrier()
+        return True
+    except redis.ConnectionError:
+        return False
 
 
 def test_delete_namespace_removes_tagged_and_untagged_keys_on_a_cluster(rc: RedisCluster, ns: str) -> None:
