@@ -18,8 +18,9 @@ transactions and scripts included.
   the old one comes back as its replica): nothing can be promoted in its place, so no failover
   can lose the batch; proceed, and say so once per master until it has a replica again.
 
-A barrier costs one round trip per master per batch (~0.3 ms each here, a batch of 1,000 events:
-well under 1 µs per event).
+A barrier costs one round trip per master per batch: measured on the local 3 + 3 cluster (2
+cores), median 0.44 ms and p99 0.79 ms for all three masters, so under 1 µs per event at the
+default batch of 1,000.
 """
 
 from __future__ import annotations
