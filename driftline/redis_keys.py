@@ -30,7 +30,10 @@ tag (one slot each)                                        keys written together
                                                            join state ``<ns>:join:*``, the feature
                                                            store's ``where``, ``definition`` and
                                                            ``since`` keys, ``<ns>:drift:<model>:~versions``
-                                                           (the versions with drift state)
+                                                           (the versions with drift state), the
+                                                           replica barrier's markers
+                                                           ``<ns>:replicated:<i>`` (one per master,
+                                                           `stream.replication`; 60 s TTL)
 =========================================================  =======================================
 
 With a single Redis the tags change nothing (one server holds every slot), so the layout and
