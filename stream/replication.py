@@ -17,6 +17,9 @@ transactions and scripts included.
 * A master has no replica connected (e.g. the replica that took over from a killed master, until
   the old one comes back as its replica): nothing can be promoted in its place, so no failover
   can lose the batch; proceed, and say so once per master until it has a replica again.
+* A master that is gone (a failover the client's slot map has not caught up with): the map is
+  read again for up to `SETTLE_SECONDS` while the nodes agree on its replacement, so the outage
+  the caller already waited out is not reported a second time.
 
 A barrier costs one round trip per master per batch: measured on the local 3 + 3 cluster (2
 cores), median 0.44 ms and p99 0.79 ms for all three masters, so under 1 µs per event at the
@@ -25,13 +28,17 @@ default batch of 1,000.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import time
 
 import redis
 from redis.cluster import ClusterNode, RedisCluster
 from redis.crc import key_slot
+from redis.exceptions import RedisClusterException
 
 log = logging.getLogger(__name__)
+SETTLE_SECONDS = 10.0  # how long a stale slot map (a master that is gone) is read again for
 
 
 class NotReplicated(redis.ConnectionError):
@@ -54,16 +61,23 @@ class ReplicaBarrier:
         return f"{self.namespace}:replicated:{i}"
 
     def __call__(self) -> None:
-        try:
-            self._wait_all()
-        except NotReplicated:
-            raise
-        except (redis.ConnectionError, redis.TimeoutError):
-            # A master gone since the client last read the slot map (a failover): read it again
-            # and wait on the masters it names now; a second failure is the caller's outage.
-            self._keys.clear()
-            self.client.nodes_manager.initialize()
-            self._wait_all()
+        deadline = time.monotonic() + SETTLE_SECONDS
+        while True:
+            try:
+                self._wait_all()
+                return
+            except NotReplicated:
+                raise
+            except (redis.ConnectionError, redis.TimeoutError, RedisClusterException):
+                # A master gone since the client last read the slot map (a failover): the nodes
+                # may take a moment to agree on its replacement, so read the map again for a
+                # few seconds before the caller sees an outage (it already waited one out).
+                if time.monotonic() > deadline:
+                    raise
+                self._keys.clear()
+                time.sleep(0.25)
+                with contextlib.suppress(redis.RedisError, RedisClusterException):
+                    self.client.nodes_manager.initialize()
 
     def _wait_all(self) -> None:
         for node in self.client.get_primaries():

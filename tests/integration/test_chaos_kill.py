@@ -66,10 +66,15 @@ def test_sigkill_at_random_points_of_batches_loses_and_double_counts_nothing(
         for k in range(KILLS):
             before = _committed(s, probe)
             worker = _spawn_worker(s, *extra)
-            # Let this run commit at least one batch, then kill it at a random moment after that.
-            wait_until(lambda w=worker, b=before: _committed(s, probe) > b or w.poll() is not None, 120, 0.05)
+            # Kill it once it committed a random 5-35% of what is left (a fixed delay could
+            # outlast the backlog: a kill that interrupts nothing), a random few ms into its
+            # next batch.
+            target = before + max(1, int(rng.uniform(0.05, 0.35) * (n - before)))
+            wait_until(
+                lambda w=worker, t=target: _committed(s, probe) >= t or w.poll() is not None, 120, 0.01
+            )
             assert worker.poll() is None, worker.stderr.read() if worker.stderr else ""
-            time.sleep(rng.uniform(0.0, 0.6))
+            time.sleep(rng.uniform(0.0, 0.02))
             worker.send_signal(signal.SIGKILL)
             worker.wait(10)
             at_kill = _committed(s, probe)
