@@ -63,10 +63,13 @@ def redis_address(s: Settings) -> str:
 def replica_barrier(s: Settings) -> Callable[[], None] | None:
     """On a Redis Cluster: wait for a replica of every master before each commit (None: a single
     Redis, or ``redis_replica_wait_ms`` 0). See `stream.replication`."""
+    from driftline.redis_cluster import is_cluster_url
+
+    if not is_cluster_url(s.redis_url) or s.redis_replica_wait_ms == 0:
+        return None  # no client made just to find out
     client = redis_client(s)
-    if isinstance(client, RedisCluster) and s.redis_replica_wait_ms > 0:
-        return ReplicaBarrier(client, s.topic_prefix, s.redis_replica_wait_ms)
-    return None
+    assert isinstance(client, RedisCluster)
+    return ReplicaBarrier(client, s.topic_prefix, s.redis_replica_wait_ms)
 
 
 def redis_dependency(s: Settings, gauge: Gauge) -> Dependency:
